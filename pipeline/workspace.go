@@ -1,0 +1,208 @@
+// Package pipeline owns the workspace contract and the stage functions (sample,
+// label, train, eval) built from trainer/. `bpo <stage>` runs one of them per pod;
+// `bpo run` loops over the same functions in one process.
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Workspace is the folder tree of one run (see docs/design.md, "Workspace layout").
+type Workspace struct {
+	// Root is <workspace>/<run-name>.
+	Root string
+}
+
+// Owner identifies the run that owns a workspace.
+type Owner struct {
+	Name string `json:"name"`
+	UID  string `json:"uid"`
+}
+
+const ownerFile = "owner.json"
+
+// OpenWorkspace creates <base>/<name> if missing and claims it for owner; it
+// refuses a workspace already claimed by a different uid, so that two runs that
+// share a volume can never overwrite each other's data.
+func OpenWorkspace(base string, owner Owner) (*Workspace, error) {
+	if owner.Name == "" {
+		return nil, errors.New("workspace: run name is empty")
+	}
+	root := filepath.Join(base, owner.Name)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("workspace: create %s: %w", root, err)
+	}
+	path := filepath.Join(root, ownerFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := writeJSONAtomic(path, owner); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("workspace: read %s: %w", path, err)
+	default:
+		var have Owner
+		if err := json.Unmarshal(data, &have); err != nil {
+			return nil, fmt.Errorf("workspace: %s is corrupt (%v); it marks which run owns the folder, fix or remove it by hand", path, err)
+		}
+		if have.Name != owner.Name || (have.UID != "" && owner.UID != "" && have.UID != owner.UID) {
+			return nil, fmt.Errorf("workspace: %s belongs to run %q (uid %s), not %q (uid %s); use another workspace subPath or delete the old run's folder",
+				root, have.Name, have.UID, owner.Name, owner.UID)
+		}
+	}
+	return &Workspace{Root: root}, nil
+}
+
+// PhaseDir is <root>/phase-<k>.
+func (w *Workspace) PhaseDir(k int) string { return filepath.Join(w.Root, fmt.Sprintf("phase-%d", k)) }
+
+// BehaviorDir holds the merged behavior model that samples phase k.
+func (w *Workspace) BehaviorDir(k int) string { return filepath.Join(w.PhaseDir(k), "behavior") }
+
+// ReferenceDir holds the reference model of phase k when it is not the behavior model.
+func (w *Workspace) ReferenceDir(k int) string { return filepath.Join(w.PhaseDir(k), "reference") }
+
+// SamplesPath is shard i's sampled prompts with two (or more) responses each.
+func (w *Workspace) SamplesPath(k, shard int) string {
+	return filepath.Join(w.PhaseDir(k), "samples", fmt.Sprintf("shard-%d.jsonl", shard))
+}
+
+// PairsPath is shard i's labelled preference pairs.
+func (w *Workspace) PairsPath(k, shard int) string {
+	return filepath.Join(w.PhaseDir(k), "pairs", fmt.Sprintf("shard-%d.jsonl", shard))
+}
+
+// MemberDir holds ensemble member m's adapter and optimizer state after phase k.
+func (w *Workspace) MemberDir(k, m int) string {
+	return filepath.Join(w.PhaseDir(k), "members", fmt.Sprintf("member-%d", m))
+}
+
+// EvalDir holds phase k's evaluation.
+func (w *Workspace) EvalDir(k int) string { return filepath.Join(w.PhaseDir(k), "eval") }
+
+// DonePath is the marker whose presence makes a stage a no-op.
+func (w *Workspace) DonePath(k int, stage string, index int) string {
+	name := stage
+	if index >= 0 {
+		name = fmt.Sprintf("%s-%d", stage, index)
+	}
+	return filepath.Join(w.PhaseDir(k), name+".done.json")
+}
+
+// Rel returns path relative to the workspace root, for results that the controller shows.
+func (w *Workspace) Rel(path string) string {
+	if r, err := filepath.Rel(filepath.Dir(w.Root), path); err == nil {
+		return r
+	}
+	return path
+}
+
+// writeFileAtomic writes data to a temp file in the same folder, syncs it and
+// renames it over path, so a kill never leaves a half-written file.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(data, '\n'))
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteJSONL writes one JSON document per line, atomically.
+func WriteJSONL[T any](path string, rows []T) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return writeFileAtomic(path, buf.Bytes())
+}
+
+// ReadJSONL reads one JSON document per line; a bad line is reported as file:line.
+// Unknown fields are rejected so that a typo in a hand-written file is not silently ignored.
+func ReadJSONL[T any](path string) ([]T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return decodeJSONL[T](f, path)
+}
+
+func decodeJSONL[T any](r io.Reader, name string) ([]T, error) {
+	var out []T
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var v T
+		dec := json.NewDecoder(strings.NewReader(text))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, line, err)
+		}
+		out = append(out, v)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s:%d: %v", name, line+1, err)
+	}
+	return out, nil
+}
