@@ -1,0 +1,200 @@
+package pipeline
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/trainer/annotator"
+	"github.com/bpo-dev/bpo/trainer/model"
+	"github.com/bpo-dev/bpo/trainer/sample"
+	"github.com/bpo-dev/bpo/trainer/task"
+)
+
+// EvalResult is phase k's evaluation, written to phase-<k>/eval/result.json.
+type EvalResult struct {
+	Phase   int    `json:"phase"`
+	Split   string `json:"split"`
+	Prompts int    `json:"prompts"`
+	// Greedy decoding against the human references, judged by the gold annotator and by
+	// the held-out evaluator the training annotator never saw.
+	WinRate        float64 `json:"winRate"`
+	TieRate        float64 `json:"tieRate"`
+	HeldOutWinRate float64 `json:"heldOutWinRate"`
+	GreedyReward   float64 `json:"greedyReward"`
+	ReferenceScore float64 `json:"referenceReward"`
+	// Sampled decoding (samplesPerPrompt per prompt at the sampler's temperature).
+	Samples       int     `json:"samples"`
+	GoldReward    float64 `json:"goldReward"`
+	HeldOutReward float64 `json:"heldOutReward"`
+	// KLToInitial is KL(policy || initial), estimated on the policy's own samples (nats/sequence).
+	KLToInitial float64   `json:"klToInitial"`
+	MeanLength  float64   `json:"meanLength"` // tokens per sampled response, end-of-text excluded
+	Distinct1   float64   `json:"distinct1"`
+	Distinct2   float64   `json:"distinct2"`
+	Examples    []Example `json:"examples"`
+	// PerPrompt keeps the paired outcomes that a bootstrap against another arm needs.
+	PerPrompt []PromptOutcome `json:"perPrompt"`
+}
+
+// Example is one evaluation prompt with the greedy completion, for reports.
+type Example struct {
+	Prompt     string  `json:"prompt"`
+	Completion string  `json:"completion"`
+	Reference  string  `json:"reference"`
+	Score      float64 `json:"score"`
+	RefScore   float64 `json:"referenceScore"`
+}
+
+// PromptOutcome is the per-prompt record of an evaluation.
+type PromptOutcome struct {
+	Win        float64 `json:"win"` // 1 win, 0.5 tie, 0 loss (gold annotator, greedy)
+	GoldReward float64 `json:"gold"`
+	HeldOut    float64 `json:"heldOut"`
+}
+
+// EvalExamples are the held-out examples Eval uses: the first spec.budget.evalPrompts
+// of the split (eval, or validation for choosing hyperparameters).
+func (e *Env) EvalExamples() ([]task.Example, string, error) {
+	t, err := e.Task()
+	if err != nil {
+		return nil, "", err
+	}
+	split, ex := "eval", t.Eval
+	if e.EvalSplit == "validation" {
+		split, ex = "validation", t.Validation
+	}
+	n := int(e.Run.Spec.Budget.EvalPrompts)
+	if n > len(ex) {
+		return nil, "", fmt.Errorf("spec.budget.evalPrompts is %d but the %s split of task %s has %d prompts: lower it", n, split, t.Name, len(ex))
+	}
+	return ex[:n], split, nil
+}
+
+// Eval evaluates the merged ensemble after phase k (k = 0: the initial model).
+func (e *Env) Eval(k int) (v1alpha1.StageResult, error) {
+	return e.once(k, v1alpha1.StageEval, -1, func(r *v1alpha1.StageResult) error {
+		res, err := e.evaluate(k)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(e.WS.EvalDir(k), "result.json")
+		if err := writeJSONAtomic(path, res); err != nil {
+			return err
+		}
+		r.Checkpoint = e.WS.Rel(path)
+		r.WinRate, r.GoldReward, r.KLToInitial = &res.WinRate, &res.GoldReward, &res.KLToInitial
+		r.MeanLength, r.Distinct2 = &res.MeanLength, &res.Distinct2
+		r.Samples = int64(res.Samples)
+		return nil
+	})
+}
+
+// LoadEval reads phase k's evaluation.
+func (e *Env) LoadEval(k int) (*EvalResult, error) {
+	var res EvalResult
+	if err := readJSON(filepath.Join(e.WS.EvalDir(k), "result.json"), &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (e *Env) evaluate(k int) (*EvalResult, error) {
+	b, err := e.LoadBase()
+	if err != nil {
+		return nil, err
+	}
+	examples, split, err := e.EvalExamples()
+	if err != nil {
+		return nil, err
+	}
+	policy, err := e.Policy(k)
+	if err != nil {
+		return nil, err
+	}
+	initial, err := e.Policy(0)
+	if err != nil {
+		return nil, err
+	}
+	gold, err := e.Annotator()
+	if err != nil {
+		return nil, err
+	}
+	heldOut := annotator.NewHeldOut()
+	maxNew := int(e.Run.Spec.Sampler.MaxNewTokens)
+	ids := make([][]int, len(examples))
+	for i, ex := range examples {
+		if ids[i], err = encodePrompt(b.Tok, b.Weights.Config, ex.Prompt, maxNew); err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
+		}
+	}
+	inf := model.NewInference(policy)
+	res := &EvalResult{Phase: k, Split: split, Prompts: len(examples)}
+
+	greedyOpt := sample.Options{Greedy: true, MaxNewTokens: maxNew, EOT: b.Tok.EOT()}
+	greedy, _, err := e.generate(v1alpha1.StageEval, inf, ids, 1, greedyOpt, 0)
+	if err != nil {
+		return nil, err
+	}
+	n := float64(len(examples))
+	for i, ex := range examples {
+		text := decode(b.Tok, greedy[i])
+		s, rs := gold.Score(ex.Prompt, text), gold.Score(ex.Prompt, ex.Reference)
+		h, rh := heldOut.Score(ex.Prompt, text), heldOut.Score(ex.Prompt, ex.Reference)
+		o := PromptOutcome{GoldReward: s, HeldOut: h}
+		switch {
+		case s > rs:
+			o.Win = 1
+			res.WinRate += 1 / n
+		case s == rs:
+			o.Win = 0.5
+			res.TieRate += 1 / n
+		}
+		if h > rh {
+			res.HeldOutWinRate += 1 / n
+		}
+		res.GreedyReward += s / n
+		res.ReferenceScore += rs / n
+		res.PerPrompt = append(res.PerPrompt, o)
+		if i < 12 {
+			res.Examples = append(res.Examples, Example{Prompt: ex.Prompt, Completion: text, Reference: ex.Reference, Score: s, RefScore: rs})
+		}
+	}
+
+	per := int(max(e.Run.Spec.Evaluator.SamplesPerPrompt, 1))
+	opt := e.samplerOptions(b.Tok, e.streamSeed("eval", k))
+	samples, _, err := e.generate(v1alpha1.StageEval, inf, ids, per, opt, 0)
+	if err != nil {
+		return nil, err
+	}
+	rowPrompts := make([][]int, len(samples))
+	texts := make([]string, len(samples))
+	for i := range samples {
+		rowPrompts[i] = ids[i/per]
+		texts[i] = decode(b.Tok, samples[i])
+	}
+	lp, _, err := inf.SequenceLogProbs(rowPrompts, samples)
+	if err != nil {
+		return nil, err
+	}
+	lpInit, _, err := model.NewInference(initial).SequenceLogProbs(rowPrompts, samples)
+	if err != nil {
+		return nil, err
+	}
+	m := float64(len(samples))
+	for i, text := range texts {
+		p := examples[i/per].Prompt
+		res.GoldReward += gold.Score(p, text) / m
+		res.HeldOutReward += heldOut.Score(p, text) / m
+		res.KLToInitial += (lp[i] - lpInit[i]) / m
+		l := len(samples[i])
+		if l > 0 && samples[i][l-1] == b.Tok.EOT() {
+			l--
+		}
+		res.MeanLength += float64(l) / m
+	}
+	res.Samples = len(samples)
+	res.Distinct1 = annotator.Distinct(texts, 1)
+	res.Distinct2 = annotator.Distinct(texts, 2)
+	return res, nil
+}

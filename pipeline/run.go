@@ -1,0 +1,143 @@
+package pipeline
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/bpo-dev/bpo/api/v1alpha1"
+)
+
+// PhaseSummary is one row of the local runner's per-phase table (and of report.md).
+type PhaseSummary struct {
+	Phase      int     `json:"phase"`
+	Samples    int64   `json:"samples"`
+	Pairs      int64   `json:"pairs"`
+	Identical  int64   `json:"identical"`
+	Ties       int64   `json:"ties"`
+	Loss       float64 `json:"loss"`
+	Accuracy   float64 `json:"rewardAccuracy"`
+	Margin     float64 `json:"rewardMargin"`
+	KLToRef    float64 `json:"klToReference"`
+	Evaluated  bool    `json:"evaluated"`
+	WinRate    float64 `json:"winRate,omitempty"`
+	GoldReward float64 `json:"goldReward,omitempty"`
+	KLToInit   float64 `json:"klToInitial,omitempty"`
+	Seconds    float64 `json:"seconds"`
+}
+
+// RunHooks lets the caller watch the loop (progress bars, tables).
+type RunHooks struct {
+	// StageStart is called before each stage (index -1 for eval).
+	StageStart func(k int, stage string, index int)
+	// PhaseDone is called after each phase with its summary.
+	PhaseDone func(PhaseSummary)
+}
+
+// RunAll runs the whole loop in this process with the very stage functions the pods
+// run: the initial model's evaluation (phase 0, the baseline of the report), then for
+// each phase every sample shard, label shard and member, and the evaluation when the
+// schedule asks for one. Finished stages are skipped, so an interrupted run resumes
+// after the last completed stage.
+func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
+	start := func(k int, stage string, index int) {
+		if h.StageStart != nil {
+			h.StageStart(k, stage, index)
+		}
+	}
+	start(0, v1alpha1.StageEval, -1)
+	if _, err := e.Eval(0); err != nil {
+		return nil, err
+	}
+	var out []PhaseSummary
+	for k := 1; k <= e.Run.Phases(); k++ {
+		t0 := time.Now()
+		sum := PhaseSummary{Phase: k}
+		for s := 0; s < e.Run.SampleShards(); s++ {
+			start(k, v1alpha1.StageSample, s)
+			r, err := e.Sample(k, s, e.Run.SampleShards())
+			if err != nil {
+				return out, err
+			}
+			sum.Samples += r.Samples
+		}
+		for s := 0; s < e.Run.LabelShards(); s++ {
+			start(k, v1alpha1.StageLabel, s)
+			r, err := e.Label(k, s, e.Run.LabelShards())
+			if err != nil {
+				return out, err
+			}
+			sum.Pairs += r.Pairs
+			sum.Ties += r.Ties
+			sum.Identical += r.Identical
+		}
+		var results []v1alpha1.StageResult
+		for m := 0; m < e.Run.Members(); m++ {
+			start(k, v1alpha1.StageTrain, m)
+			r, err := e.Train(k, m)
+			if err != nil {
+				return out, err
+			}
+			results = append(results, r)
+		}
+		sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = meanTrain(results)
+		for _, st := range e.Run.Spec.Stages(int32(k)) {
+			if st != v1alpha1.StageEval {
+				continue
+			}
+			start(k, v1alpha1.StageEval, -1)
+			r, err := e.Eval(k)
+			if err != nil {
+				return out, err
+			}
+			sum.Evaluated = true
+			sum.WinRate, sum.GoldReward, sum.KLToInit = val(r.WinRate), val(r.GoldReward), val(r.KLToInitial)
+		}
+		sum.Seconds = time.Since(t0).Seconds()
+		out = append(out, sum)
+		if h.PhaseDone != nil {
+			h.PhaseDone(sum)
+		}
+	}
+	return out, nil
+}
+
+// meanTrain averages the members' diagnostics, as the controller does for status.
+func meanTrain(rs []v1alpha1.StageResult) (l, acc, margin, kl float64) {
+	n := 0.0
+	for _, r := range rs {
+		if r.Loss == nil {
+			continue
+		}
+		n++
+		l += *r.Loss
+		acc += val(r.RewardAccuracy)
+		margin += val(r.RewardMargin)
+		kl += val(r.KLToReference)
+	}
+	if n == 0 {
+		return 0, 0, 0, 0
+	}
+	return l / n, acc / n, margin / n, kl / n
+}
+
+func val(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// FormatTable renders phase summaries as a fixed-width table for the terminal.
+func FormatTable(rows []PhaseSummary) string {
+	s := fmt.Sprintf("%-5s %7s %6s %5s %9s %7s %8s %8s %8s %8s %8s\n",
+		"phase", "samples", "pairs", "ties", "loss", "acc", "margin", "kl(ref)", "win", "reward", "kl(init)")
+	for _, r := range rows {
+		win, rew, kl := "-", "-", "-"
+		if r.Evaluated {
+			win, rew, kl = fmt.Sprintf("%.3f", r.WinRate), fmt.Sprintf("%.3f", r.GoldReward), fmt.Sprintf("%.2f", r.KLToInit)
+		}
+		s += fmt.Sprintf("%-5d %7d %6d %5d %9.4f %7.3f %8.3f %8.3f %8s %8s %8s\n",
+			r.Phase, r.Samples, r.Pairs, r.Ties, r.Loss, r.Accuracy, r.Margin, r.KLToRef, win, rew, kl)
+	}
+	return s
+}

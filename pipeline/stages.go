@@ -1,0 +1,318 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/trainer/annotator"
+	"github.com/bpo-dev/bpo/trainer/model"
+	"github.com/bpo-dev/bpo/trainer/sample"
+	"github.com/bpo-dev/bpo/trainer/tokenizer"
+)
+
+// SampleRow is one prompt of a sample shard with its responses from the behavior model.
+// Response token ids end with the end-of-text token when the model stopped on its own,
+// so that training also learns when to stop; the texts never contain it.
+type SampleRow struct {
+	Index          int       `json:"index"`
+	Prompt         string    `json:"prompt"`
+	PromptIDs      []int     `json:"prompt_ids"`
+	Responses      []string  `json:"responses"`
+	ResponseIDs    [][]int   `json:"response_ids"`
+	BehaviorLogps  []float64 `json:"behavior_logps"`
+	ReferenceLogps []float64 `json:"reference_logps"`
+	Identical      bool      `json:"identical,omitempty"`
+}
+
+// Pair is a labelled preference pair. prompt/chosen/rejected is the shape DPO tools
+// (TRL, OpenRLHF) read; the other fields are ours.
+type Pair struct {
+	Prompt         string     `json:"prompt"`
+	Chosen         string     `json:"chosen"`
+	Rejected       string     `json:"rejected"`
+	ScoreChosen    float64    `json:"score_chosen"`
+	ScoreRejected  float64    `json:"score_rejected"`
+	Phase          int        `json:"phase"`
+	Index          int        `json:"index"`
+	PromptIDs      []int      `json:"prompt_ids"`
+	ChosenIDs      []int      `json:"chosen_ids"`
+	RejectedIDs    []int      `json:"rejected_ids"`
+	BehaviorLogps  [2]float64 `json:"behavior_logps"`  // chosen, rejected
+	ReferenceLogps [2]float64 `json:"reference_logps"` // chosen, rejected
+}
+
+// encodePrompt tokenises a prompt and checks that it leaves room for the response.
+func encodePrompt(tok tokenizer.Tokenizer, cfg model.Config, prompt string, maxNew int) ([]int, error) {
+	ids := tok.Encode(prompt)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("empty prompt")
+	}
+	if len(ids)+maxNew > cfg.NPositions {
+		return nil, fmt.Errorf("prompt %q is %d tokens; with spec.sampler.maxNewTokens %d it exceeds the model's context of %d",
+			prompt, len(ids), maxNew, cfg.NPositions)
+	}
+	return ids, nil
+}
+
+// generate samples n responses per prompt in chunks (for progress), with random streams
+// keyed by the global row index so that any sharding draws the same samples.
+func (e *Env) generate(stage string, m sample.Model, prompts [][]int, n int, opt sample.Options, firstRow int) ([][]int, []bool, error) {
+	rows := make([][]int, 0, len(prompts)*n)
+	for _, p := range prompts {
+		for range n {
+			rows = append(rows, p)
+		}
+	}
+	out := make([][]int, len(rows))
+	ended := make([]bool, len(rows))
+	const chunk = 64
+	for lo := 0; lo < len(rows); lo += chunk {
+		hi := min(lo+chunk, len(rows))
+		o := opt
+		o.RowOffset = firstRow*n + lo
+		gen, err := sample.Generate(m, rows[lo:hi], o)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, g := range gen {
+			r := lo + i
+			// A row that stopped before its budget and before the context's end drew EOT.
+			if len(g) < opt.MaxNewTokens && len(rows[r])+len(g) < m.ContextLen() {
+				ended[r] = true
+				g = append(g, opt.EOT)
+			}
+			out[r] = g
+		}
+		e.progress(stage, hi, len(rows))
+	}
+	return out, ended, nil
+}
+
+func (e *Env) samplerOptions(tok tokenizer.Tokenizer, seed uint64) sample.Options {
+	s := e.Run.Spec.Sampler
+	return sample.Options{
+		Temperature:  e.Run.Temperature,
+		TopK:         int(deref(s.TopK, 0)),
+		TopP:         e.Run.TopP,
+		MaxNewTokens: int(s.MaxNewTokens),
+		EOT:          tok.EOT(),
+		Seed:         seed,
+	}
+}
+
+func decode(tok tokenizer.Tokenizer, ids []int) string {
+	if n := len(ids); n > 0 && ids[n-1] == tok.EOT() {
+		ids = ids[:n-1]
+	}
+	return tok.Decode(ids)
+}
+
+// Sample is the sample stage of phase k, shard `shard` of `shards`: it merges the
+// ensemble into the behavior model (saving the snapshot), draws samplesPerPrompt
+// responses per prompt, and records their behavior and reference log-probs, computed
+// once here so training needs no second model.
+func (e *Env) Sample(k, shard, shards int) (v1alpha1.StageResult, error) {
+	return e.once(k, v1alpha1.StageSample, shard, func(r *v1alpha1.StageResult) error {
+		if shard < 0 || shard >= shards {
+			return fmt.Errorf("shard index %d outside [0,%d)", shard, shards)
+		}
+		b, err := e.LoadBase()
+		if err != nil {
+			return err
+		}
+		behavior, err := e.Policy(k - 1)
+		if err != nil {
+			return err
+		}
+		if err := saveOnce(e.WS.BehaviorDir(k), behavior); err != nil {
+			return err
+		}
+		ref, same, err := e.Reference(k, behavior)
+		if err != nil {
+			return err
+		}
+		if !same {
+			if err := saveOnce(e.WS.ReferenceDir(k), ref); err != nil {
+				return err
+			}
+		}
+		prompts, err := e.PhasePrompts(k)
+		if err != nil {
+			return err
+		}
+		lo, hi := shardRange(len(prompts), shard, shards)
+		maxNew := int(e.Run.Spec.Sampler.MaxNewTokens)
+		ids := make([][]int, 0, hi-lo)
+		for _, p := range prompts[lo:hi] {
+			pid, err := encodePrompt(b.Tok, b.Weights.Config, p, maxNew)
+			if err != nil {
+				return fmt.Errorf("spec.data: %w", err)
+			}
+			ids = append(ids, pid)
+		}
+		n := int(e.Run.Spec.Budget.SamplesPerPrompt)
+		inf := model.NewInference(behavior)
+		resp, _, err := e.generate(v1alpha1.StageSample, inf, ids, n, e.samplerOptions(b.Tok, e.streamSeed("sample", k)), lo)
+		if err != nil {
+			return err
+		}
+		rowPrompts := make([][]int, len(resp))
+		for i := range resp {
+			rowPrompts[i] = ids[i/n]
+		}
+		blp, _, err := inf.SequenceLogProbs(rowPrompts, resp)
+		if err != nil {
+			return err
+		}
+		rlp := blp
+		if !same {
+			if rlp, _, err = model.NewInference(ref).SequenceLogProbs(rowPrompts, resp); err != nil {
+				return err
+			}
+		}
+		rows := make([]SampleRow, len(ids))
+		for i := range rows {
+			row := SampleRow{Index: lo + i, Prompt: prompts[lo+i], PromptIDs: ids[i], Identical: true}
+			for j := range n {
+				q := i*n + j
+				row.Responses = append(row.Responses, decode(b.Tok, resp[q]))
+				row.ResponseIDs = append(row.ResponseIDs, resp[q])
+				row.BehaviorLogps = append(row.BehaviorLogps, blp[q])
+				row.ReferenceLogps = append(row.ReferenceLogps, rlp[q])
+				if !slices.Equal(resp[q], resp[i*n]) {
+					row.Identical = false
+				}
+			}
+			r.Samples += int64(n)
+			if row.Identical {
+				r.Identical++
+			} else {
+				r.Pairs++
+			}
+			rows[i] = row
+		}
+		path := e.WS.SamplesPath(k, shard)
+		r.Checkpoint = e.WS.Rel(path)
+		return WriteJSONL(path, rows)
+	})
+}
+
+// saveOnce writes a model snapshot unless it is there already. Every shard computes
+// the same weights from the same files, so whichever rename lands last is identical.
+func saveOnce(dir string, w *model.Weights) error {
+	if _, err := os.Stat(dir + "/model.safetensors"); err == nil {
+		if _, err := os.Stat(dir + "/config.json"); err == nil {
+			return nil
+		}
+	}
+	return model.SaveWeights(dir, w)
+}
+
+// Annotator builds the run's annotator.
+func (e *Env) Annotator() (annotator.Scorer, error) {
+	if e.Scorer != nil {
+		return e.Scorer, nil
+	}
+	a := e.Run.Spec.Labeler.Annotator
+	switch a.Kind {
+	case v1alpha1.AnnotatorBuiltin, "":
+		s, err := annotator.Builtin(a.Name)
+		if err != nil {
+			return nil, fmt.Errorf("spec.labeler.annotator.name: %w", err)
+		}
+		return s, nil
+	default:
+		return nil, fmt.Errorf("spec.labeler.annotator.kind %s is not implemented by this version of bpo: use Builtin", a.Kind)
+	}
+}
+
+// Label is the label stage of phase k, shard `shard`: the annotator scores every
+// response of the matching sample shard; the best and worst responses become a pair;
+// identical samples and ties (best score == worst score) are dropped and counted.
+func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
+	return e.once(k, v1alpha1.StageLabel, shard, func(r *v1alpha1.StageResult) error {
+		if shard < 0 || shard >= shards {
+			return fmt.Errorf("shard index %d outside [0,%d)", shard, shards)
+		}
+		scorer, err := e.Annotator()
+		if err != nil {
+			return err
+		}
+		rows, err := e.phaseSamples(k)
+		if err != nil {
+			return err
+		}
+		lo, hi := shardRange(len(rows), shard, shards)
+		var pairs []Pair
+		for i, row := range rows[lo:hi] {
+			e.progress(v1alpha1.StageLabel, i+1, hi-lo)
+			if row.Identical {
+				r.Identical++
+				continue
+			}
+			best, worst := 0, 0
+			scores := make([]float64, len(row.Responses))
+			for j, text := range row.Responses {
+				scores[j] = scorer.Score(row.Prompt, text)
+				if scores[j] > scores[best] {
+					best = j
+				}
+				if scores[j] < scores[worst] {
+					worst = j
+				}
+			}
+			if scores[best] == scores[worst] {
+				r.Ties++
+				continue
+			}
+			pairs = append(pairs, Pair{
+				Prompt: row.Prompt, Chosen: row.Responses[best], Rejected: row.Responses[worst],
+				ScoreChosen: scores[best], ScoreRejected: scores[worst],
+				Phase: k, Index: row.Index,
+				PromptIDs: row.PromptIDs, ChosenIDs: row.ResponseIDs[best], RejectedIDs: row.ResponseIDs[worst],
+				BehaviorLogps:  [2]float64{row.BehaviorLogps[best], row.BehaviorLogps[worst]},
+				ReferenceLogps: [2]float64{row.ReferenceLogps[best], row.ReferenceLogps[worst]},
+			})
+		}
+		r.Pairs = int64(len(pairs))
+		path := e.WS.PairsPath(k, shard)
+		r.Checkpoint = e.WS.Rel(path)
+		return WriteJSONL(path, pairs)
+	})
+}
+
+// phaseSamples reads every sample shard of phase k in prompt order. The label stage may
+// run with another parallelism than the sampler, so it reads them all and takes its range.
+func (e *Env) phaseSamples(k int) ([]SampleRow, error) {
+	var all []SampleRow
+	for s := 0; s < e.Run.SampleShards(); s++ {
+		rows, err := ReadJSONL[SampleRow](e.WS.SamplesPath(k, s))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sample shard %d of phase %d is missing (%s): run the sample stage first", s, k, e.WS.SamplesPath(k, s))
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, rows...)
+	}
+	return all, nil
+}
+
+// PhasePairs reads every labelled pair of phase k, in prompt order.
+func (e *Env) PhasePairs(k int) ([]Pair, error) {
+	var all []Pair
+	for s := 0; s < e.Run.LabelShards(); s++ {
+		rows, err := ReadJSONL[Pair](e.WS.PairsPath(k, s))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("pair shard %d of phase %d is missing (%s): run the label stage first", s, k, e.WS.PairsPath(k, s))
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, rows...)
+	}
+	return all, nil
+}
