@@ -401,3 +401,34 @@ spec:
 		t.Fatalf("unknown task should list the available ones: %v", err)
 	}
 }
+
+func TestReportAfterRun(t *testing.T) {
+	vol := newVolume(t)
+	e := makeRun("report").Env(t, vol)
+	sums, err := e.RunAll(RunHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.WriteReport(sums)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(e.WS.Root, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Initial model vs final policy", "Per phase", "winrate.png", "Sample completions"} {
+		if !strings.Contains(string(md), want) {
+			t.Fatalf("report.md lacks %q", want)
+		}
+	}
+	for _, f := range []string{"winrate.png", "kl.png"} {
+		data, err := os.ReadFile(filepath.Join(e.WS.Root, f))
+		if err != nil || len(data) < 1000 || string(data[1:4]) != "PNG" {
+			t.Fatalf("%s is not a PNG: %v", f, err)
+		}
+	}
+	if !strings.Contains(rep.Summary, "win rate") {
+		t.Fatalf("summary: %q", rep.Summary)
+	}
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/bpo-dev/bpo/pipeline"
+)
+
+func runCmd() *cobra.Command {
+	var file, workspace string
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "run -f RUN.yaml",
+		Short: "Run a whole alignment locally, in this process (the same YAML kubectl apply takes)",
+		Long: `run executes every stage of every phase of an AlignmentRun in this process, with the
+same stage functions the operator's pods run. Interrupt it and run it again: it resumes
+after the last completed stage. At the end it writes report.md and plots into the run's
+workspace folder.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ar, err := pipeline.LoadRunFile(file)
+			if err != nil {
+				return err
+			}
+			run, err := pipeline.NewRun(ar)
+			if err != nil {
+				return err
+			}
+			volume := workspace
+			if volume == "" {
+				if ar.Spec.Workspace.Path == "" {
+					return fmt.Errorf("%s: spec.workspace.path is not set (it names the local folder for bpo run); set it or pass --workspace", file)
+				}
+				volume = ar.Spec.Workspace.Path
+			}
+			env, err := pipeline.NewEnv(run, volume)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n\n", run.Name, run.Describe(), env.WS.Root)
+			start := time.Now()
+			bars := newBars(cmd.ErrOrStderr(), quiet)
+			env.Progress = bars.progress
+			sums, err := env.RunAll(pipeline.RunHooks{
+				StageStart: bars.stageStart,
+				PhaseDone: func(s pipeline.PhaseSummary) {
+					bars.finish()
+					fmt.Fprintf(out, "\n%s", pipeline.FormatTable([]pipeline.PhaseSummary{s}))
+				},
+			})
+			bars.finish()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "\nAll phases (%s):\n%s", time.Since(start).Round(time.Second), pipeline.FormatTable(sums))
+			rep, err := env.WriteReport(sums)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "\n%s\nreport: %s\n", rep.Summary, filepath.Join(env.WS.Root, "report.md"))
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "file", "f", "", "AlignmentRun manifest (YAML)")
+	c.Flags().StringVar(&workspace, "workspace", "", "workspace volume folder (default: spec.workspace.path)")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bars")
+	_ = c.MarkFlagRequired("file")
+	return c
+}
+
+// bars shows one progress bar per stage invocation.
+type bars struct {
+	w      io.Writer
+	quiet  bool
+	label  string
+	bar    *progressbar.ProgressBar
+	total  int
+	substg string
+}
+
+func newBars(w io.Writer, quiet bool) *bars {
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		quiet = true // not a terminal: keep logs clean
+	}
+	return &bars{w: w, quiet: quiet}
+}
+
+func (b *bars) stageStart(k int, stage string, index int) {
+	b.finish()
+	b.label = fmt.Sprintf("phase %d %s", k, stage)
+	if k == 0 {
+		b.label = "baseline eval"
+	}
+	if index >= 0 {
+		b.label += fmt.Sprintf(" %d", index)
+	}
+}
+
+func (b *bars) progress(stage string, done, total int) {
+	if b.quiet {
+		return
+	}
+	if b.bar == nil || b.total != total || b.substg != stage {
+		b.finish()
+		b.total, b.substg = total, stage
+		b.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(b.w),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-22s", b.label)),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	_ = b.bar.Set(done)
+}
+
+func (b *bars) finish() {
+	if b.bar != nil {
+		_ = b.bar.Finish()
+		b.bar = nil
+	}
+}

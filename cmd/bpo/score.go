@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpo-dev/bpo/trainer/model"
+	"github.com/bpo-dev/bpo/trainer/tokenizer"
+)
+
+// scoreLine is one input line of bpo score.
+type scoreLine struct {
+	Prompt   string `json:"prompt"`
+	Response string `json:"response"`
+}
+
+// scoreOut is one output line: the response's log-probability given the prompt.
+type scoreOut struct {
+	Prompt   string  `json:"prompt"`
+	Response string  `json:"response"`
+	Sum      float64 `json:"logp_sum"`
+	Mean     float64 `json:"logp_mean"`
+	Tokens   int     `json:"tokens"`
+}
+
+// scoreCmd prints response log-probs so anyone can check our numerics against another
+// implementation (e.g. Hugging Face transformers on the same checkpoint).
+func scoreCmd() *cobra.Command {
+	var dir, data, adapter string
+	var eot bool
+	c := &cobra.Command{
+		Use:   "score --model DIR --data FILE.jsonl",
+		Short: "Print summed and mean response log-probs for {prompt, response} lines",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := model.LoadWeights(dir)
+			if err != nil {
+				return err
+			}
+			if adapter != "" {
+				a, err := model.LoadAdapterFor(adapter, w.Config)
+				if err != nil {
+					return err
+				}
+				w = model.MergeMean(w, []*model.Adapter{a})
+			}
+			tok, err := tokenizer.FromDir(dir)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(data)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			inf := model.NewInference(w)
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetEscapeHTML(false)
+			sc := bufio.NewScanner(f)
+			sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+			for n := 1; sc.Scan(); n++ {
+				text := strings.TrimSpace(sc.Text())
+				if text == "" {
+					continue
+				}
+				var in scoreLine
+				dec := json.NewDecoder(strings.NewReader(text))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&in); err != nil {
+					return fmt.Errorf("%s:%d: %v", data, n, err)
+				}
+				p, r := tok.Encode(in.Prompt), tok.Encode(in.Response)
+				if len(p) == 0 {
+					return fmt.Errorf("%s:%d: empty prompt (the first response token needs a context)", data, n)
+				}
+				if eot {
+					r = append(r, tok.EOT())
+				}
+				sums, counts, err := inf.SequenceLogProbs([][]int{p}, [][]int{r})
+				if err != nil {
+					return fmt.Errorf("%s:%d: %v", data, n, err)
+				}
+				out := scoreOut{Prompt: in.Prompt, Response: in.Response, Sum: sums[0], Tokens: counts[0]}
+				if counts[0] > 0 {
+					out.Mean = sums[0] / float64(counts[0])
+				}
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			}
+			return sc.Err()
+		},
+	}
+	c.Flags().StringVar(&dir, "model", "", "model folder (config.json, model.safetensors, tokenizer files)")
+	c.Flags().StringVar(&data, "data", "", "JSON lines with prompt and response")
+	c.Flags().StringVar(&adapter, "adapter", "", "optional LoRA adapter (.safetensors) applied to the model")
+	c.Flags().BoolVar(&eot, "eot", false, "append the end-of-text token to each response")
+	_ = c.MarkFlagRequired("model")
+	_ = c.MarkFlagRequired("data")
+	return c
+}
