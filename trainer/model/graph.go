@@ -1,0 +1,523 @@
+package model
+
+// The training graph: a GPT-2 decoder with LoRA on attn.c_attn, attn.c_proj, mlp.c_fc and
+// mlp.c_proj, as a float64 gorgonia graph built once per (config, rank, batch, seqLen) and run by
+// two precompiled TapeMachines (forward only; forward+backward).
+//
+// Layout: activations are [N, d] with N = batch·seqLen (row b·seqLen+t); linears are single
+// [N,in]·[in,out] GEMMs; attention runs per (sequence, head) on [T,T] score blocks with the causal
+// mask applied as -Inf (probability exactly 0) above the diagonal; the output projection is tied
+// to wte. Base weights are constants captured by the ops (never differentiated); the adapter
+// tensors are graph inputs whose values are copied in per call; reference log-probs are inputs.
+// Layers are fused gorgonia ops (graph_ops.go) whose gradients are checked against finite
+// differences layer by layer and end to end (gradcheck_test.go) and against an independent
+// PyTorch GPT-2 (golden_test.go).
+//
+// gorgonia v0.9.18 defects met here (probed in graph_gorgonia_test.go) and how this file avoids
+// them:
+//   - RunAll on a machine that has run already does nothing until Reset: every run is
+//     RunAll + Reset (runVM).
+//   - Reset drops every register, so each run re-allocates every op output: the ops here own their
+//     output buffers and reuse them.
+//   - A node's Value() after the run can have been overwritten in place by a later op the compiler
+//     marked unsafe (e.g. HadamardDiv over the per-sequence sums): every node whose value is read
+//     back (sums, logits, loss, gradients) is consumed only by ops of this package.
+//   - InverseSqrt's gradient is wrong: LayerNorm is one fused op (1/sqrt in Go).
+//   - Compile(g) also executes the "stray" gradient nodes SymDiff creates for inputs nobody asked
+//     for; CompileFunction over the wanted outputs prunes them.
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Batch is a padded batch of token sequences.
+//
+// Tokens[b] is sequence b (at most the trainer's seqLen tokens; shorter rows are padded, and padding
+// never influences any logit of a real position because attention is causal). Mask[b][t] is true
+// when token t of sequence b is a response token: its log-prob, read from the logits at t-1, counts
+// in the sequence log-prob. Mask[b] may be shorter than Tokens[b] (missing entries are false);
+// Mask[b][0] must be false (nothing predicts the first token).
+type Batch struct {
+	Tokens [][]int
+	Mask   [][]bool
+}
+
+// PairBatch lays out P preference pairs as a 2P-sequence Batch: rows [0,P) are prompt+chosen,
+// rows [P,2P) are prompt+rejected, with the response tokens masked in. This is the layout Step
+// expects.
+func PairBatch(prompts, chosen, rejected [][]int) (Batch, error) {
+	P := len(prompts)
+	if len(chosen) != P || len(rejected) != P {
+		return Batch{}, fmt.Errorf("pair batch: %d prompts, %d chosen, %d rejected", P, len(chosen), len(rejected))
+	}
+	b := Batch{Tokens: make([][]int, 2*P), Mask: make([][]bool, 2*P)}
+	for side, resp := range [][][]int{chosen, rejected} {
+		for i := range P {
+			toks := append(append([]int(nil), prompts[i]...), resp[i]...)
+			m := make([]bool, len(toks))
+			for t := len(prompts[i]); t < len(toks); t++ {
+				m[t] = t > 0
+			}
+			b.Tokens[side*P+i], b.Mask[side*P+i] = toks, m
+		}
+	}
+	return b, nil
+}
+
+// LossFunc builds the scalar preference loss from [P]-vector nodes: policy log-probs of the chosen
+// (pc) and rejected (pr) responses and the reference log-probs rc, rr (constants, no gradient).
+// trainer/loss.Node plugs in as
+//
+//	func(pc, pr, rc, rr *gorgonia.Node) (*gorgonia.Node, error) { return loss.Node("DPO", beta, pc, pr, rc, rr) }
+type LossFunc func(pc, pr, rc, rr *G.Node) (*G.Node, error)
+
+// Objective is the preference objective of a Trainer.
+type Objective struct {
+	Loss LossFunc
+	// LengthNormalize feeds the loss per-token mean log-probs (sum/count, policy and reference)
+	// instead of sums: IPO with loss.ipoLengthNormalize (TRL convention).
+	LengthNormalize bool
+}
+
+// StepOutput is the result of one forward+backward pass.
+type StepOutput struct {
+	Loss float64
+	// Grads holds d loss / d tensor for every adapter tensor, under the Adapter.Tensors names.
+	Grads map[string]*Tensor
+	// LogProbs are the policy's per-sequence response log-prob sums, Counts the response token
+	// counts, in batch order (chosen rows first).
+	LogProbs []float64
+	Counts   []int
+}
+
+// Trainer is the training graph for one (config, LoRA rank, batch size, sequence length): built
+// once by NewTrainer and reused by every Step. A Trainer is not safe for concurrent use.
+type Trainer struct {
+	cfg             Config
+	rank            int
+	batch, seqLen   int
+	lengthNormalize bool
+	scale           float64 // alpha/r of the adapter bound by the current call, 0 = base model
+
+	g               *G.ExprGraph
+	tok, tgt, wt    *G.Node
+	ref, cnt        *G.Node
+	tokV, tgtV, wtV *tensor.Dense
+	refV, cntV      *tensor.Dense
+	names           []string // adapter tensor names, sorted
+	params          []*G.Node
+	paramV          []*tensor.Dense
+	grads           []*G.Node
+	logits, sums    *G.Node
+	loss            *G.Node
+	trainVM, fwdVM  G.VM
+	counts          []int
+}
+
+// ErrNoLoss is returned by Step when the Trainer was built without a loss.
+var ErrNoLoss = errors.New("model: trainer has no loss function (Objective.Loss is nil)")
+
+// NewTrainer builds the training graph for base (frozen; its tensors are referenced, not copied,
+// and must not change while the Trainer is in use), LoRA rank, batch sequences of seqLen tokens and
+// the objective. With a nil objective.Loss only LogProbs and Logits are available; otherwise batch
+// must be even (P chosen rows, then P rejected rows).
+func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective) (*Trainer, error) {
+	if base == nil {
+		return nil, errors.New("model: nil base weights")
+	}
+	cfg := base.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case rank <= 0:
+		return nil, fmt.Errorf("model: LoRA rank must be > 0, got %d", rank)
+	case batch <= 0 || seqLen <= 0:
+		return nil, fmt.Errorf("model: batch (%d) and seqLen (%d) must be > 0", batch, seqLen)
+	case seqLen > cfg.NPositions:
+		return nil, fmt.Errorf("model: seqLen %d exceeds n_positions %d", seqLen, cfg.NPositions)
+	case objective.Loss != nil && batch%2 != 0:
+		return nil, fmt.Errorf("model: a preference batch needs an even number of sequences, got %d", batch)
+	}
+	if cfg.ActivationFunction != "" && cfg.ActivationFunction != "gelu_new" {
+		return nil, fmt.Errorf("model: activation_function %q not supported (want gelu_new)", cfg.ActivationFunction)
+	}
+	d, V, N := cfg.NEmbd, cfg.VocabSize, batch*seqLen
+	w := func(name string, shape ...int) (*Tensor, error) {
+		t, ok := base.Tensors[name]
+		if !ok {
+			return nil, fmt.Errorf("model: base weights lack %q", name)
+		}
+		if !grSameShape(t.Shape, shape) || len(t.Data) != grProd(shape) {
+			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
+		}
+		return t, nil
+	}
+
+	tr := &Trainer{cfg: cfg, rank: rank, batch: batch, seqLen: seqLen, lengthNormalize: objective.LengthNormalize}
+	g := G.NewGraph()
+	tr.g = g
+	vec := func(name string, n int) (*G.Node, *tensor.Dense) {
+		v := tensor.New(tensor.WithShape(n), tensor.Of(tensor.Float64))
+		return G.NewVector(g, tensor.Float64, G.WithShape(n), G.WithName(name), G.WithValue(v)), v
+	}
+	tr.tok, tr.tokV = vec("tokens", N)
+	tr.tgt, tr.tgtV = vec("targets", N)
+	tr.wt, tr.wtV = vec("response_mask", N)
+
+	wteT, err := w("wte.weight", V, d)
+	if err != nil {
+		return nil, err
+	}
+	wpeT, err := w("wpe.weight", cfg.NPositions, d)
+	if err != nil {
+		return nil, err
+	}
+	wte := G.NewMatrix(g, tensor.Float64, G.WithShape(V, d), G.WithName("wte.weight"),
+		G.WithValue(tensor.New(tensor.WithShape(V, d), tensor.WithBacking(wteT.Data))))
+	wpe := G.NewMatrix(g, tensor.Float64, G.WithShape(cfg.NPositions, d), G.WithName("wpe.weight"),
+		G.WithValue(tensor.New(tensor.WithShape(cfg.NPositions, d), tensor.WithBacking(wpeT.Data))))
+
+	x, err := grEmbedOp(wte, wpe, tr.tok, seqLen)
+	if err != nil {
+		return nil, err
+	}
+	shapes := cfg.AdapterShapes(rank)
+	param := func(name string) *G.Node {
+		s := shapes[name]
+		v := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float64))
+		n := G.NewMatrix(g, tensor.Float64, G.WithShape(s...), G.WithName(name), G.WithValue(v))
+		tr.names = append(tr.names, name)
+		tr.params = append(tr.params, n)
+		tr.paramV = append(tr.paramV, v)
+		return n
+	}
+	ln := func(x *G.Node, prefix string) (*G.Node, error) {
+		gw, err := w(prefix+".weight", d)
+		if err != nil {
+			return nil, err
+		}
+		gb, err := w(prefix+".bias", d)
+		if err != nil {
+			return nil, err
+		}
+		return grLayerNormOp(x, gw.Data, gb.Data, cfg.LayerNormEpsilon)
+	}
+	linear := func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
+		W, err := w(prefix+".weight", in, out)
+		if err != nil {
+			return nil, err
+		}
+		b, err := w(prefix+".bias", out)
+		if err != nil {
+			return nil, err
+		}
+		A, B := param(prefix+".lora_A"), param(prefix+".lora_B")
+		return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: b.Data, In: in, Out: out, Rank: rank, Scale: &tr.scale})
+	}
+	for l := 0; l < cfg.NLayer; l++ {
+		p := fmt.Sprintf("h.%d.", l)
+		a, err := ln(x, p+"ln_1")
+		if err != nil {
+			return nil, err
+		}
+		if a, err = linear(a, p+"attn.c_attn", d, 3*d); err != nil {
+			return nil, err
+		}
+		if a, err = grAttentionOp(a, batch, seqLen, d, cfg.NHead); err != nil {
+			return nil, err
+		}
+		if a, err = linear(a, p+"attn.c_proj", d, d); err != nil {
+			return nil, err
+		}
+		if x, err = G.Add(x, a); err != nil {
+			return nil, err
+		}
+		m, err := ln(x, p+"ln_2")
+		if err != nil {
+			return nil, err
+		}
+		if m, err = linear(m, p+"mlp.c_fc", d, 4*d); err != nil {
+			return nil, err
+		}
+		if m, err = grGeluOp(m); err != nil {
+			return nil, err
+		}
+		if m, err = linear(m, p+"mlp.c_proj", 4*d, d); err != nil {
+			return nil, err
+		}
+		if x, err = G.Add(x, m); err != nil {
+			return nil, err
+		}
+	}
+	if x, err = ln(x, "ln_f"); err != nil {
+		return nil, err
+	}
+	if tr.logits, err = grTiedLogitsOp(x, wte); err != nil {
+		return nil, err
+	}
+	if tr.sums, err = grSeqLogProbOp(tr.logits, tr.tgt, tr.wt, batch); err != nil {
+		return nil, err
+	}
+
+	fwdIn := G.Nodes{tr.tok, tr.tgt, tr.wt, wte, wpe}
+	fwdIn = append(fwdIn, tr.params...)
+	prog, locs, err := G.CompileFunction(g, fwdIn, G.Nodes{tr.logits, tr.sums})
+	if err != nil {
+		return nil, fmt.Errorf("model: compiling the forward program: %w", err)
+	}
+	tr.fwdVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+
+	if objective.Loss == nil {
+		return tr, nil
+	}
+	P := batch / 2
+	tr.ref, tr.refV = vec("reference_logps", batch)
+	tr.cnt, tr.cntV = vec("response_counts", batch)
+	pol := tr.sums
+	if objective.LengthNormalize {
+		if pol, err = grPerTokenOp(tr.sums, tr.cnt); err != nil {
+			return nil, err
+		}
+	}
+	pc, err := grRangeOp(pol, 0, P)
+	if err != nil {
+		return nil, err
+	}
+	pr, err := grRangeOp(pol, P, 2*P)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := grRangeOp(tr.ref, 0, P)
+	if err != nil {
+		return nil, err
+	}
+	rr, err := grRangeOp(tr.ref, P, 2*P)
+	if err != nil {
+		return nil, err
+	}
+	if tr.loss, err = objective.Loss(pc, pr, rc, rr); err != nil {
+		return nil, fmt.Errorf("model: building the loss: %w", err)
+	}
+	if !tr.loss.IsScalar() {
+		return nil, fmt.Errorf("model: the loss must be a scalar, got shape %v", tr.loss.Shape())
+	}
+	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
+		return nil, fmt.Errorf("model: differentiating the loss: %w", err)
+	}
+	trainIn := append(append(G.Nodes{}, fwdIn...), tr.ref)
+	if objective.LengthNormalize {
+		trainIn = append(trainIn, tr.cnt)
+	}
+	outs := append(G.Nodes{tr.loss, tr.sums}, tr.grads...)
+	if prog, locs, err = G.CompileFunction(g, trainIn, outs); err != nil {
+		return nil, fmt.Errorf("model: compiling the training program: %w", err)
+	}
+	tr.trainVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	return tr, nil
+}
+
+func grSameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func grProd(s []int) int {
+	n := 1
+	for _, v := range s {
+		n *= v
+	}
+	return n
+}
+
+// AdapterNames returns the names of the adapter tensors the graph trains, sorted.
+func (t *Trainer) AdapterNames() []string {
+	n := append([]string(nil), t.names...)
+	sort.Strings(n)
+	return n
+}
+
+// bindAdapter copies the adapter into the graph's parameter tensors; nil means the base model.
+func (t *Trainer) bindAdapter(a *Adapter) error {
+	if a == nil {
+		t.scale = 0
+		return nil
+	}
+	if a.Rank != t.rank {
+		return fmt.Errorf("model: adapter rank %d, trainer rank %d", a.Rank, t.rank)
+	}
+	for i, name := range t.names {
+		src, ok := a.Tensors[name]
+		if !ok {
+			return fmt.Errorf("model: adapter lacks %q", name)
+		}
+		dst := t.paramV[i]
+		if !grSameShape(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
+			return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
+		}
+		copy(grF64s(dst), src.Data)
+	}
+	t.scale = a.Scale()
+	return nil
+}
+
+// bindBatch fills tokens, shifted targets and weights; it returns the response counts.
+func (t *Trainer) bindBatch(b Batch) ([]int, error) {
+	if len(b.Tokens) != t.batch {
+		return nil, fmt.Errorf("model: batch has %d sequences, trainer expects %d", len(b.Tokens), t.batch)
+	}
+	if len(b.Mask) != t.batch {
+		return nil, fmt.Errorf("model: batch mask has %d rows, want %d", len(b.Mask), t.batch)
+	}
+	T, V := t.seqLen, t.cfg.VocabSize
+	tok, tgt, wt := grF64s(t.tokV), grF64s(t.tgtV), grF64s(t.wtV)
+	clear(tok)
+	clear(tgt)
+	clear(wt)
+	if cap(t.counts) < t.batch {
+		t.counts = make([]int, t.batch)
+	}
+	counts := t.counts[:t.batch]
+	clear(counts)
+	for i, row := range b.Tokens {
+		if len(row) > T {
+			return nil, fmt.Errorf("model: sequence %d has %d tokens, trainer seqLen is %d", i, len(row), T)
+		}
+		if len(b.Mask[i]) > len(row) {
+			return nil, fmt.Errorf("model: mask row %d is longer (%d) than its tokens (%d)", i, len(b.Mask[i]), len(row))
+		}
+		for j, v := range row {
+			if v < 0 || v >= V {
+				return nil, fmt.Errorf("model: token %d at [%d][%d] outside the vocabulary [0,%d)", v, i, j, V)
+			}
+			tok[i*T+j] = float64(v)
+		}
+		for j, m := range b.Mask[i] {
+			if !m {
+				continue
+			}
+			if j == 0 {
+				return nil, fmt.Errorf("model: mask[%d][0] is set, but no logit predicts a first token", i)
+			}
+			tgt[i*T+j-1] = float64(row[j])
+			wt[i*T+j-1] = 1
+			counts[i]++
+		}
+	}
+	return counts, nil
+}
+
+func grRunVM(vm G.VM) error {
+	err := vm.RunAll()
+	vm.Reset()
+	return err
+}
+
+// LogProbs runs the forward pass only and returns per-sequence response log-prob sums and token
+// counts. A nil adapter scores the base model.
+func (t *Trainer) LogProbs(a *Adapter, b Batch) (sums []float64, counts []int, err error) {
+	if err := t.bindAdapter(a); err != nil {
+		return nil, nil, err
+	}
+	c, err := t.bindBatch(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := grRunVM(t.fwdVM); err != nil {
+		return nil, nil, fmt.Errorf("model: forward pass: %w", err)
+	}
+	return append([]float64(nil), grF64s(t.sums.Value().(*tensor.Dense))...), append([]int(nil), c...), nil
+}
+
+// Logits runs the forward pass and returns the full logits [batch, seqLen, vocab] (padding
+// positions included). A nil adapter means the base model.
+func (t *Trainer) Logits(a *Adapter, b Batch) (*Tensor, error) {
+	if err := t.bindAdapter(a); err != nil {
+		return nil, err
+	}
+	if _, err := t.bindBatch(b); err != nil {
+		return nil, err
+	}
+	if err := grRunVM(t.fwdVM); err != nil {
+		return nil, fmt.Errorf("model: forward pass: %w", err)
+	}
+	out := NewTensor(t.batch, t.seqLen, t.cfg.VocabSize)
+	copy(out.Data, grF64s(t.logits.Value().(*tensor.Dense)))
+	return out, nil
+}
+
+// Step binds the adapter (the policy) and a preference batch (P chosen rows, then P rejected rows,
+// see PairBatch), with refLogProbs the reference model's per-sequence response log-prob sums in the
+// same order (precomputed, e.g. by LogProbs with the reference adapter; with LengthNormalize they
+// are divided by the response counts here). It runs forward+backward and returns the loss, the
+// gradient of every adapter tensor and the policy's log-prob sums and counts.
+func (t *Trainer) Step(a *Adapter, b Batch, refLogProbs []float64) (StepOutput, error) {
+	if t.trainVM == nil {
+		return StepOutput{}, ErrNoLoss
+	}
+	if a == nil {
+		return StepOutput{}, errors.New("model: Step needs an adapter")
+	}
+	if len(refLogProbs) != t.batch {
+		return StepOutput{}, fmt.Errorf("model: %d reference log-probs for %d sequences", len(refLogProbs), t.batch)
+	}
+	if err := t.bindAdapter(a); err != nil {
+		return StepOutput{}, err
+	}
+	counts, err := t.bindBatch(b)
+	if err != nil {
+		return StepOutput{}, err
+	}
+	ref, cnt := grF64s(t.refV), grF64s(t.cntV)
+	for i, r := range refLogProbs {
+		cnt[i] = float64(counts[i])
+		ref[i] = r
+		if t.lengthNormalize {
+			if counts[i] == 0 {
+				return StepOutput{}, fmt.Errorf("model: sequence %d has no response tokens (length-normalised loss)", i)
+			}
+			ref[i] = r / float64(counts[i])
+		}
+	}
+	if err := grRunVM(t.trainVM); err != nil {
+		return StepOutput{}, fmt.Errorf("model: training step: %w", err)
+	}
+	out := StepOutput{
+		Loss:     grScalarValue(t.loss.Value()),
+		Grads:    make(map[string]*Tensor, len(t.names)),
+		LogProbs: append([]float64(nil), grF64s(t.sums.Value().(*tensor.Dense))...),
+		Counts:   append([]int(nil), counts...),
+	}
+	for i, name := range t.names {
+		gv := t.grads[i].Value().(*tensor.Dense)
+		gt := &Tensor{Shape: append([]int(nil), t.paramV[i].Shape()...), Data: make([]float64, gv.Size())}
+		copy(gt.Data, grF64s(gv))
+		out.Grads[name] = gt
+	}
+	return out, nil
+}
+
+func grScalarValue(v G.Value) float64 {
+	switch x := v.(type) {
+	case *G.F64:
+		return float64(*x)
+	case *tensor.Dense:
+		if x.Shape().IsScalar() {
+			return x.Data().(float64)
+		}
+		return grF64s(x)[0]
+	}
+	return 0
+}

@@ -1,0 +1,462 @@
+package model
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nlpodyssey/safetensors"
+)
+
+// Safetensors I/O. A file is an 8-byte little-endian header length, a JSON header
+// {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}} padded with
+// spaces to a multiple of 8 bytes, then the tensor data, contiguous, in header-key order.
+// Writing and parsing use github.com/nlpodyssey/safetensors; before handing a file to
+// it, the header is checked here so that a truncated or corrupt file gets an error
+// naming the file and, where it applies, the tensor.
+
+// wioMaxHeader bounds the JSON header (the library's limit).
+const wioMaxHeader = 100_000_000
+
+// SaveTensors writes tensors as F32 with the given __metadata__ (may be nil) to path,
+// atomically. Values that overflow float32 are an error.
+func SaveTensors(path string, tensors map[string]*Tensor, metadata map[string]string) error {
+	return wioSave(path, tensors, metadata, safetensors.F32)
+}
+
+// SaveTensorsF64 is SaveTensors with F64 data (lossless; for optimizer state and other
+// files that must round-trip exactly).
+func SaveTensorsF64(path string, tensors map[string]*Tensor, metadata map[string]string) error {
+	return wioSave(path, tensors, metadata, safetensors.F64)
+}
+
+// EncodeTensors writes a safetensors file to w. dtype is "F32" or "F64".
+func EncodeTensors(w io.Writer, tensors map[string]*Tensor, metadata map[string]string, dtype string) error {
+	var dt safetensors.DType
+	switch dtype {
+	case "F32":
+		dt = safetensors.F32
+	case "F64":
+		dt = safetensors.F64
+	default:
+		return fmt.Errorf("safetensors: unsupported dtype %q for writing (want F32 or F64)", dtype)
+	}
+	return wioEncode(w, tensors, metadata, dt)
+}
+
+// LoadTensors reads a safetensors file (F32, F64, BF16 or F16 tensors) into float64
+// tensors, with its __metadata__ (nil if absent). Errors name the file and the tensor.
+func LoadTensors(path string) (map[string]*Tensor, map[string]string, error) {
+	st, meta, err := wioReadSafetensors(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]*Tensor, st.Len())
+	for _, nv := range st.Tensors() {
+		t, err := wioToTensor(nv.TensorView)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, nv.Name, err)
+		}
+		out[nv.Name] = t
+	}
+	return out, meta, nil
+}
+
+// DecodeTensors parses safetensors bytes; name is used in error messages.
+func DecodeTensors(name string, data []byte) (map[string]*Tensor, map[string]string, error) {
+	st, meta, err := wioParse(name, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]*Tensor, st.Len())
+	for _, nv := range st.Tensors() {
+		t, err := wioToTensor(nv.TensorView)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tensor %s: %w", name, nv.Name, err)
+		}
+		out[nv.Name] = t
+	}
+	return out, meta, nil
+}
+
+// LoadWeights reads a Hugging Face GPT-2 model directory: config.json and
+// model.safetensors. Tensor names may carry the "transformer." prefix of
+// GPT2LMHeadModel; lm_head.weight (tied to wte.weight) and the h.N.attn.bias /
+// h.N.attn.masked_bias buffers are ignored. Every parameter must be present with the
+// shape the config implies, and nothing else may be; errors name the file and the
+// tensor.
+func LoadWeights(dir string) (*Weights, error) {
+	cfg, err := ReadConfig(wioConfigPath(dir))
+	if err != nil {
+		return nil, err
+	}
+	path := wioWeightsPath(dir)
+	st, _, err := wioReadSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	want := cfg.ParamShapes()
+	tensors := make(map[string]*Tensor, len(want))
+	origin := map[string]string{}
+	for _, nv := range st.Tensors() {
+		name := strings.TrimPrefix(nv.Name, "transformer.")
+		if name == "lm_head.weight" || wioIsAttnBuffer(name) {
+			continue
+		}
+		shape, ok := want[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: unexpected tensor %s (not a GPT-2 parameter for this config.json)", path, nv.Name)
+		}
+		if prev, dup := origin[name]; dup {
+			return nil, fmt.Errorf("%s: tensors %s and %s are the same parameter", path, prev, nv.Name)
+		}
+		origin[name] = nv.Name
+		got := wioIntShape(nv.TensorView.Shape())
+		if !wioSameShape(got, shape) {
+			return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v", path, name, got, shape)
+		}
+		t, err := wioToTensor(nv.TensorView)
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
+		}
+		tensors[name] = t
+	}
+	w := &Weights{Config: cfg, Tensors: tensors}
+	if err := wioCheckTensorSet(tensors, want, true); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return w, nil
+}
+
+// wioIsAttnBuffer reports the causal-mask buffers HF GPT-2 checkpoints may carry.
+func wioIsAttnBuffer(name string) bool {
+	if !strings.HasPrefix(name, "h.") {
+		return false
+	}
+	return strings.HasSuffix(name, ".attn.bias") || strings.HasSuffix(name, ".attn.masked_bias")
+}
+
+// SaveWeights writes dir/model.safetensors (F32, Hugging Face GPT-2 names without the
+// "transformer." prefix, tied lm_head omitted, __metadata__ {"format": "pt"}) and then
+// dir/config.json, each atomically. dir is created if needed.
+func SaveWeights(dir string, w *Weights) error {
+	if err := w.Validate(); err != nil {
+		return fmt.Errorf("save weights to %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := SaveTensors(wioWeightsPath(dir), w.Tensors, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	return WriteConfig(wioConfigPath(dir), w.Config)
+}
+
+// SaveAdapter writes an adapter as F32 tensors "h.N.<target>.lora_A|lora_B" with
+// __metadata__ {"format": "pt", "rank": r, "alpha": alpha}, atomically.
+func SaveAdapter(path string, a *Adapter) error {
+	if err := a.ValidateShape(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	meta := map[string]string{
+		"format": "pt",
+		"rank":   strconv.Itoa(a.Rank),
+		"alpha":  strconv.FormatFloat(a.Alpha, 'g', -1, 64),
+	}
+	return SaveTensors(path, a.Tensors, meta)
+}
+
+// LoadAdapter reads an adapter written by SaveAdapter (rank and alpha from
+// __metadata__) and checks its structure (see (*Adapter).ValidateShape).
+func LoadAdapter(path string) (*Adapter, error) {
+	tensors, meta, err := LoadTensors(path)
+	if err != nil {
+		return nil, err
+	}
+	rs, ok := meta["rank"]
+	if !ok {
+		return nil, fmt.Errorf("%s: __metadata__ has no \"rank\"", path)
+	}
+	rank, err := strconv.Atoi(rs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: __metadata__ rank %q is not an integer", path, rs)
+	}
+	as, ok := meta["alpha"]
+	if !ok {
+		return nil, fmt.Errorf("%s: __metadata__ has no \"alpha\"", path)
+	}
+	alpha, err := strconv.ParseFloat(as, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%s: __metadata__ alpha %q is not a number", path, as)
+	}
+	a := &Adapter{Rank: rank, Alpha: alpha, Tensors: tensors}
+	if err := a.ValidateShape(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return a, nil
+}
+
+// LoadAdapterFor is LoadAdapter plus (*Adapter).Validate against cfg.
+func LoadAdapterFor(path string, cfg Config) (*Adapter, error) {
+	a, err := LoadAdapter(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Validate(cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return a, nil
+}
+
+// ---- writing ----
+
+// wioView adapts a *Tensor to the library's View, converting on demand.
+type wioView struct {
+	dt    safetensors.DType
+	shape []uint64
+	t     *Tensor
+}
+
+func (v wioView) DType() safetensors.DType { return v.dt }
+func (v wioView) Shape() []uint64          { return v.shape }
+func (v wioView) DataLen() uint64          { return uint64(len(v.t.Data)) * v.dt.Size() }
+func (v wioView) Data() []byte {
+	switch v.dt {
+	case safetensors.F32:
+		b := make([]byte, 4*len(v.t.Data))
+		for i, x := range v.t.Data {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
+		}
+		return b
+	default:
+		b := make([]byte, 8*len(v.t.Data))
+		for i, x := range v.t.Data {
+			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
+		}
+		return b
+	}
+}
+
+// wioPrepare checks tensors for writing and wraps them as library views.
+func wioPrepare(tensors map[string]*Tensor, dt safetensors.DType) (map[string]wioView, error) {
+	views := make(map[string]wioView, len(tensors))
+	for _, name := range wioSortedKeys(tensors) {
+		t := tensors[name]
+		if name == "" || name == "__metadata__" {
+			return nil, fmt.Errorf("invalid tensor name %q", name)
+		}
+		if t == nil {
+			return nil, fmt.Errorf("tensor %s is nil", name)
+		}
+		shape := make([]uint64, len(t.Shape))
+		for i, s := range t.Shape {
+			if s < 0 {
+				return nil, fmt.Errorf("tensor %s has negative shape %v", name, t.Shape)
+			}
+			shape[i] = uint64(s)
+		}
+		if len(t.Data) != wioNumel(t.Shape) {
+			return nil, fmt.Errorf("tensor %s has %d values for shape %v", name, len(t.Data), t.Shape)
+		}
+		if dt == safetensors.F32 {
+			for i, x := range t.Data {
+				if math.Abs(x) > math.MaxFloat32 && !math.IsInf(x, 0) {
+					return nil, fmt.Errorf("tensor %s value %g at index %d overflows F32", name, x, i)
+				}
+			}
+		}
+		views[name] = wioView{dt: dt, shape: shape, t: t}
+	}
+	return views, nil
+}
+
+func wioMeta(metadata map[string]string) map[string]string {
+	if len(metadata) == 0 {
+		return nil
+	}
+	return metadata
+}
+
+func wioEncode(w io.Writer, tensors map[string]*Tensor, metadata map[string]string, dt safetensors.DType) error {
+	views, err := wioPrepare(tensors, dt)
+	if err != nil {
+		return err
+	}
+	return safetensors.SerializeToWriter(views, wioMeta(metadata), w)
+}
+
+func wioSave(path string, tensors map[string]*Tensor, metadata map[string]string, dt safetensors.DType) error {
+	// Check before creating the temporary file, so that a bad tensor never touches disk.
+	views, err := wioPrepare(tensors, dt)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return WriteFileAtomicFunc(path, func(w io.Writer) error {
+		return safetensors.SerializeToWriter(views, wioMeta(metadata), w)
+	})
+}
+
+// ---- reading ----
+
+func wioReadSafetensors(path string) (safetensors.SafeTensors, map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return safetensors.SafeTensors{}, nil, err
+	}
+	return wioParse(path, data)
+}
+
+// wioHeaderEntry is one tensor of the JSON header.
+type wioHeaderEntry struct {
+	DType       string    `json:"dtype"`
+	Shape       []uint64  `json:"shape"`
+	DataOffsets [2]uint64 `json:"data_offsets"`
+}
+
+// wioParse checks the header of a safetensors file (naming the file and the tensor on
+// failure) and hands it to the library.
+func wioParse(name string, data []byte) (safetensors.SafeTensors, map[string]string, error) {
+	fail := func(format string, args ...any) (safetensors.SafeTensors, map[string]string, error) {
+		return safetensors.SafeTensors{}, nil, fmt.Errorf("%s: "+format, append([]any{name}, args...)...)
+	}
+	size := uint64(len(data))
+	if size < 8 {
+		return fail("file is %d bytes, too short for a safetensors header (truncated?)", size)
+	}
+	n := binary.LittleEndian.Uint64(data[:8])
+	if n > wioMaxHeader {
+		return fail("header length %d exceeds the %d-byte limit (corrupt or not a safetensors file)", n, wioMaxHeader)
+	}
+	if n > size-8 {
+		return fail("header length %d exceeds the file size %d (truncated or not a safetensors file)", n, size)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data[8:8+n], &raw); err != nil {
+		return fail("header is not valid JSON (corrupt or not a safetensors file): %v", err)
+	}
+	type entry struct {
+		name string
+		wioHeaderEntry
+	}
+	entries := make([]entry, 0, len(raw))
+	var meta map[string]string
+	for k, v := range raw {
+		if k == "__metadata__" {
+			if err := json.Unmarshal(v, &meta); err != nil {
+				return fail("__metadata__ must map strings to strings: %v", err)
+			}
+			continue
+		}
+		var e wioHeaderEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fail("tensor %s: bad header entry: %v", k, err)
+		}
+		entries = append(entries, entry{k, e})
+	}
+	dataLen := size - 8 - n
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := entries[i].DataOffsets, entries[j].DataOffsets
+		return a[0] < b[0] || (a[0] == b[0] && (a[1] < b[1] || (a[1] == b[1] && entries[i].name < entries[j].name)))
+	})
+	var pos uint64
+	for _, e := range entries {
+		dt, err := safetensors.ParseDType(e.DType)
+		if err != nil {
+			return fail("tensor %s: unknown dtype %q", e.name, e.DType)
+		}
+		numel := uint64(1)
+		for _, s := range e.Shape {
+			hi, lo := bits.Mul64(numel, s)
+			if hi != 0 {
+				return fail("tensor %s: shape %v overflows", e.name, e.Shape)
+			}
+			numel = lo
+		}
+		hi, nbytes := bits.Mul64(numel, dt.Size())
+		start, end := e.DataOffsets[0], e.DataOffsets[1]
+		switch {
+		case hi != 0:
+			return fail("tensor %s: shape %v overflows", e.name, e.Shape)
+		case end < start:
+			return fail("tensor %s: data_offsets [%d %d] are reversed", e.name, start, end)
+		case end > dataLen:
+			return fail("tensor %s: data_offsets [%d %d] out of range, the file holds %d data bytes (truncated?)", e.name, start, end, dataLen)
+		case start != pos:
+			return fail("tensor %s: data_offsets [%d %d] are not contiguous (expected start %d)", e.name, start, end, pos)
+		case end-start != nbytes:
+			return fail("tensor %s: data_offsets [%d %d] hold %d bytes, but %s%v needs %d", e.name, start, end, end-start, e.DType, e.Shape, nbytes)
+		}
+		pos = end
+	}
+	if pos != dataLen {
+		return fail("%d trailing bytes after the last tensor (corrupt file)", dataLen-pos)
+	}
+	st, err := safetensors.Deserialize(data)
+	if err != nil {
+		return fail("%v", err)
+	}
+	return st, meta, nil
+}
+
+func wioIntShape(s []uint64) []int {
+	out := make([]int, len(s))
+	for i, v := range s {
+		out[i] = int(v)
+	}
+	return out
+}
+
+// wioToTensor converts a float tensor view to float64.
+func wioToTensor(v safetensors.TensorView) (*Tensor, error) {
+	shape := wioIntShape(v.Shape())
+	t := NewTensor(shape...)
+	b := v.Data()
+	switch v.DType() {
+	case safetensors.F32:
+		for i := range t.Data {
+			t.Data[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+		}
+	case safetensors.F64:
+		for i := range t.Data {
+			t.Data[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+	case safetensors.BF16:
+		for i := range t.Data {
+			t.Data[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16))
+		}
+	case safetensors.F16:
+		for i := range t.Data {
+			t.Data[i] = wioHalfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	default:
+		return nil, fmt.Errorf("dtype %s is not supported (want F32, F64, BF16 or F16)", v.DType())
+	}
+	return t, nil
+}
+
+// wioHalfToFloat converts an IEEE 754 binary16 value.
+func wioHalfToFloat(h uint16) float64 {
+	sign := 1.0
+	if h&0x8000 != 0 {
+		sign = -1
+	}
+	exp := int(h>>10) & 0x1f
+	frac := float64(h & 0x3ff)
+	switch exp {
+	case 0:
+		return sign * math.Ldexp(frac, -24)
+	case 0x1f:
+		if frac == 0 {
+			return math.Inf(int(sign))
+		}
+		return math.NaN()
+	}
+	return sign * math.Ldexp(1+frac/1024, exp-15)
+}
