@@ -1,0 +1,846 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Decimal is a number written as a string, e.g. "0.1", "1", "5e-5". Floating-point fields are
+// discouraged in Kubernetes APIs (they do not round-trip exactly through JSON and YAML), so every
+// real-valued parameter of the recipe uses this type; the stage pods parse it with
+// strconv.ParseFloat. Only non-negative numbers in plain or exponent notation are accepted.
+// +kubebuilder:validation:Pattern=`^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$`
+// +kubebuilder:validation:MaxLength=24
+type Decimal string
+
+// TokenizerType selects how text is turned into token ids.
+// +kubebuilder:validation:Enum=byte;gpt2-bpe;auto
+type TokenizerType string
+
+const (
+	// TokenizerByte maps bytes 0..255 to ids 0..255 and end-of-text to 256.
+	TokenizerByte TokenizerType = "byte"
+	// TokenizerGPT2BPE is the GPT-2 byte-level BPE tokenizer.
+	TokenizerGPT2BPE TokenizerType = "gpt2-bpe"
+	// TokenizerAuto uses the tokenizer recorded with the model (the default).
+	TokenizerAuto TokenizerType = "auto"
+)
+
+// LossType names a direct-alignment-from-preferences (DAP) loss.
+// +kubebuilder:validation:Enum=DPO;IPO;SLiC
+type LossType string
+
+const (
+	// LossDPO is -log sigmoid(beta * h).
+	LossDPO LossType = "DPO"
+	// LossIPO is (h - 1/(2 beta))^2.
+	LossIPO LossType = "IPO"
+	// LossSLiC is max(0, 1 - beta * h).
+	LossSLiC LossType = "SLiC"
+)
+
+// ReferenceType is the trust-region schedule: which model anchors the KL term of the loss.
+// +kubebuilder:validation:Enum=Behavior;Initial;EMA;Fixed
+type ReferenceType string
+
+const (
+	// ReferenceBehavior is BPO: the reference is the behavior model that sampled the phase's data.
+	ReferenceBehavior ReferenceType = "Behavior"
+	// ReferenceInitial keeps the initial model as the reference (online DPO; offline DPO when phases = 1).
+	ReferenceInitial ReferenceType = "Initial"
+	// ReferenceEMA moves the reference towards the learner at each phase boundary.
+	ReferenceEMA ReferenceType = "EMA"
+	// ReferenceFixed uses a given checkpoint as the reference for the whole run.
+	ReferenceFixed ReferenceType = "Fixed"
+)
+
+// AnnotatorKind selects where preference labels come from.
+// +kubebuilder:validation:Enum=Builtin;HTTP
+type AnnotatorKind string
+
+const (
+	// AnnotatorBuiltin is an annotator compiled into the stage image (e.g. "sentiment").
+	AnnotatorBuiltin AnnotatorKind = "Builtin"
+	// AnnotatorHTTP calls an external scoring service.
+	AnnotatorHTTP AnnotatorKind = "HTTP"
+)
+
+// Stage names, in the order they run within a phase.
+const (
+	StageSample = "sample"
+	StageLabel  = "label"
+	StageTrain  = "train"
+	StageEval   = "eval"
+)
+
+// Labels the controller puts on every child object (Jobs, their pods, the spec ConfigMap).
+const (
+	LabelRun     = "alignment.bpo.dev/run"
+	LabelPhase   = "alignment.bpo.dev/phase"
+	LabelStage   = "alignment.bpo.dev/stage"
+	LabelAttempt = "alignment.bpo.dev/attempt"
+)
+
+// Limits that keep child object names valid (see AlignmentRun's name rule).
+const (
+	// MaxRunNameLength keeps `<run>-p<k>-<stage>-a<n>-<index>` (the Indexed Job's pod hostname)
+	// within the 63-character DNS label limit: 40 + len("-p1000-sample-a20-63") = 60.
+	MaxRunNameLength = 40
+	// MaxPhases is the upper bound of spec.trustRegion.phases.
+	MaxPhases = 1000
+	// MaxBackoffLimit is the upper bound of spec.backoffLimit.
+	MaxBackoffLimit = 20
+	// MaxParallelism is the upper bound of the sampler's and labeler's parallelism.
+	MaxParallelism = 64
+	// MaxMembers is the upper bound of spec.ensemble.members.
+	MaxMembers = 16
+)
+
+// AlignmentRun is one preference-alignment run with the BPO method (or one of its baselines):
+// F data-collection phases, each sampling preference pairs from the current behavior model,
+// labelling them with an annotator, training an ensemble of LoRA adapters on them with a DAP
+// loss (DPO, IPO or SLiC) against a reference model chosen by spec.trustRegion, and
+// evaluating. The controller runs every stage of every phase as a Kubernetes Job.
+//
+// The recipe (model, loss, trustRegion, budget, ensemble, data, workspace and the stage
+// parameters) is immutable once created; create a new AlignmentRun to change it. Lifecycle
+// fields (suspend, activeDeadlineSeconds, backoffLimit, ttlSecondsAfterFinished) and stage
+// scheduling fields (image, imagePullPolicy, command, args, resources, nodeSelector,
+// tolerations, env, parallelism) may change at any time; changes apply to Jobs created after
+// the change (running Jobs are not modified).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ar,categories=bpo
+// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`,description="Current stage (sample, label, train, eval)"
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.progress`,description="Current phase k of F"
+// +kubebuilder:printcolumn:name="WinRate",type=string,JSONPath=`.status.latestWinRate`,description="Win rate of the latest evaluation"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.status=="True")].type`,description="The condition that is True: Running, Suspended, Succeeded or Failed"
+// +kubebuilder:printcolumn:name="Succeeded",type=string,JSONPath=`.status.conditions[?(@.type=="Succeeded")].status`,priority=1
+// +kubebuilder:printcolumn:name="Failed",type=string,JSONPath=`.status.conditions[?(@.type=="Failed")].status`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status=="True")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="metadata.name must be at most 40 characters so that child Job names (<run>-p<k>-<stage>-a<n>) stay within 63: use a shorter name"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be an RFC 1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit) because it prefixes child Job names and label values: rename the run"
+type AlignmentRun struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the run's recipe and lifecycle settings.
+	// +required
+	Spec AlignmentRunSpec `json:"spec"`
+
+	// status is written by the controller.
+	// +optional
+	Status AlignmentRunStatus `json:"status,omitempty"`
+}
+
+// AlignmentRunSpec is the desired state of an AlignmentRun.
+//
+// Recipe fields (model, loss, trustRegion, budget, ensemble, data, workspace, and the stage
+// parameters under sampler, labeler, trainer and evaluator) are immutable. Lifecycle and
+// scheduling fields are mutable.
+//
+// +kubebuilder:validation:XValidation:rule="self.trustRegion.phases < 1 || self.budget.pairs % self.trustRegion.phases == 0",message="spec.budget.pairs must be divisible by spec.trustRegion.phases (every phase collects pairs/phases pairs): change spec.budget.pairs or spec.trustRegion.phases"
+// +kubebuilder:validation:XValidation:rule="self.trustRegion.phases < 1 || self.budget.pairs / self.trustRegion.phases >= self.budget.pairsPerStep",message="spec.budget.pairs / spec.trustRegion.phases must be at least spec.budget.pairsPerStep (every phase needs one full optimizer step): raise spec.budget.pairs, or lower spec.trustRegion.phases or spec.budget.pairsPerStep"
+type AlignmentRunSpec struct {
+	// model is the base (SFT) model the run starts from, and its tokenizer. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.model is immutable: create a new AlignmentRun to change the recipe"
+	Model ModelSpec `json:"model"`
+
+	// loss is the direct-alignment loss and its beta. Immutable.
+	// +optional
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.loss is immutable: create a new AlignmentRun to change the recipe"
+	Loss LossSpec `json:"loss,omitempty"`
+
+	// trustRegion is the reference-model schedule ("trust region": the model the KL anchor of
+	// the loss is built around) and F, the number of data-collection phases. With T optimizer
+	// steps in total, every T/F steps (at each phase boundary) the behavior model that samples
+	// new pairs is replaced by a frozen snapshot of the current learner, for every reference
+	// type; the types differ only in the reference pi_ref used by the loss during phase k:
+	//   Behavior (default, BPO): the behavior model of phase k, the same snapshot as the sampler;
+	//   Initial: the initial model throughout, i.e. online DPO (offline DPO when phases = 1);
+	//   EMA: ref <- (1 - emaAlpha) * ref + emaAlpha * learner at each phase boundary (emaAlpha required);
+	//   Fixed: the checkpoint at fixedCheckpoint throughout (fixedCheckpoint required).
+	// Immutable.
+	// +optional
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.trustRegion is immutable: create a new AlignmentRun to change the recipe"
+	TrustRegion TrustRegionSpec `json:"trustRegion,omitempty"`
+
+	// budget is the annotation budget and how it is consumed. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.budget is immutable: create a new AlignmentRun to change the recipe"
+	Budget BudgetSpec `json:"budget"`
+
+	// ensemble is the learner: N LoRA adapters trained on the same pairs; the behavior model is
+	// the base plus the exact mean of their deltas. Immutable.
+	// +optional
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ensemble is immutable: create a new AlignmentRun to change the recipe"
+	Ensemble EnsembleSpec `json:"ensemble,omitempty"`
+
+	// data is where prompts (and held-out evaluation prompts with reference texts) come from. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.data is immutable: create a new AlignmentRun to change the recipe"
+	Data DataSpec `json:"data"`
+
+	// sampler runs the sample stage: draws samplesPerPrompt responses per prompt from the behavior model.
+	// +optional
+	// +kubebuilder:default={}
+	Sampler SamplerSpec `json:"sampler,omitempty"`
+
+	// labeler runs the label stage: the annotator scores the samples and picks chosen/rejected.
+	// +optional
+	// +kubebuilder:default={}
+	Labeler LabelerSpec `json:"labeler,omitempty"`
+
+	// trainer runs the train stage: one Job completion per ensemble member.
+	// +optional
+	// +kubebuilder:default={}
+	Trainer TrainerSpec `json:"trainer,omitempty"`
+
+	// evaluator runs the eval stage: win rate of the merged policy's outputs against the
+	// reference texts of the held-out prompts.
+	// +optional
+	// +kubebuilder:default={}
+	Evaluator EvaluatorSpec `json:"evaluator,omitempty"`
+
+	// workspace is the shared volume every stage pod mounts at /workspace. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.workspace is immutable: create a new AlignmentRun to change the recipe"
+	Workspace WorkspaceSpec `json:"workspace"`
+
+	// suspend stops the run: running stage Jobs are deleted and no new ones are created until
+	// it is set back to false. The run then resumes at the same phase and stage; completed
+	// stages are not redone. Mutable.
+	// +optional
+	// +kubebuilder:default=false
+	Suspend *bool `json:"suspend,omitempty"`
+
+	// activeDeadlineSeconds limits the run's wall time, counted from status.startTime or from
+	// the last resume. When exceeded, running Jobs are deleted and the run fails with reason
+	// DeadlineExceeded. Mutable.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+
+	// backoffLimit is the number of retries per stage: a failed stage Job is replaced by a new
+	// attempt Job (<run>-p<k>-<stage>-a<n>) up to this many times before the run fails with
+	// reason StageFailed. Mutable.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	BackoffLimit *int32 `json:"backoffLimit,omitempty"`
+
+	// ttlSecondsAfterFinished deletes the run's child Jobs (and their pods) and its spec
+	// ConfigMap this many seconds after the run succeeded or failed. The AlignmentRun itself
+	// and its status are kept (so GitOps tools do not recreate and rerun it). Mutable.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+}
+
+// ModelSpec is the base model: exactly one of builtin or path.
+// +kubebuilder:validation:XValidation:rule="has(self.builtin) != has(self.path)",message="spec.model: set exactly one of spec.model.builtin (e.g. tiny-reviews) or spec.model.path (a checkpoint directory on the workspace volume)"
+type ModelSpec struct {
+	// builtin is the name of a model shipped in the stage image, e.g. "tiny-reviews".
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Builtin string `json:"builtin,omitempty"`
+
+	// path is a checkpoint directory (config.json, model.safetensors) relative to the workspace
+	// volume's root (spec.workspace), e.g. "models/sft". No leading '/' and no '..'.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(s, s == '..')",message="spec.model.path must be relative to the workspace root, without '..': e.g. models/sft"
+	Path string `json:"path,omitempty"`
+
+	// tokenizer is byte (ids 0..255 are bytes, 256 is end-of-text), gpt2-bpe, or auto (use the
+	// tokenizer recorded with the model; the default).
+	// +optional
+	// +kubebuilder:default=auto
+	Tokenizer TokenizerType `json:"tokenizer,omitempty"`
+}
+
+// LossSpec is the DAP loss. With h the difference of the chosen and rejected policy/reference
+// log-ratios: DPO = -log sigmoid(beta*h), IPO = (h - 1/(2*beta))^2, SLiC = max(0, 1 - beta*h).
+type LossSpec struct {
+	// type is DPO (default), IPO or SLiC.
+	// +optional
+	// +kubebuilder:default=DPO
+	Type LossType `json:"type,omitempty"`
+
+	// beta is the strength of the KL anchor to the reference model, a decimal string > 0
+	// (default "0.1", as in the paper's code). Strings avoid floating-point drift in YAML.
+	// +optional
+	// +kubebuilder:default="0.1"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || double(self) > 0.0",message="spec.loss.beta must be a decimal greater than 0, e.g. \"0.1\""
+	Beta Decimal `json:"beta,omitempty"`
+
+	// ipoLengthNormalize averages IPO's sequence log-probs over response tokens instead of
+	// summing them (TRL's convention; default true). Ignored by DPO and SLiC.
+	// +optional
+	// +kubebuilder:default=true
+	IPOLengthNormalize *bool `json:"ipoLengthNormalize,omitempty"`
+}
+
+// TrustRegionSpec is the reference-model schedule and the number of phases (see
+// AlignmentRunSpec.trustRegion for the table of schedules, from the BPO paper).
+// +kubebuilder:validation:XValidation:rule="(has(self.reference) && self.reference == 'EMA') ? has(self.emaAlpha) : !has(self.emaAlpha)",message="spec.trustRegion.emaAlpha is required when spec.trustRegion.reference is EMA and must be unset otherwise"
+// +kubebuilder:validation:XValidation:rule="(has(self.reference) && self.reference == 'Fixed') ? has(self.fixedCheckpoint) : !has(self.fixedCheckpoint)",message="spec.trustRegion.fixedCheckpoint is required when spec.trustRegion.reference is Fixed and must be unset otherwise"
+type TrustRegionSpec struct {
+	// reference chooses the model the DAP loss is anchored to (its KL trust region):
+	// Behavior (default): BPO, the reference is the behavior model that sampled the current
+	// phase's pairs, so the trust region moves with the data;
+	// Initial: the initial (base/SFT) model for the whole run, i.e. online DPO (offline DPO when
+	// phases = 1);
+	// EMA: an exponential moving average, ref <- (1 - emaAlpha) * ref + emaAlpha * learner,
+	// applied at every phase boundary (requires emaAlpha);
+	// Fixed: the checkpoint at fixedCheckpoint for the whole run (requires fixedCheckpoint).
+	// +optional
+	// +kubebuilder:default=Behavior
+	Reference ReferenceType `json:"reference,omitempty"`
+
+	// emaAlpha is the EMA step size, a decimal string with 0 < emaAlpha <= 1 (the paper's range
+	// is 0.005-0.01). Required when reference is EMA, forbidden otherwise.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || (double(self) > 0.0 && double(self) <= 1.0)",message="spec.trustRegion.emaAlpha must be a decimal with 0 < emaAlpha <= 1, e.g. \"0.01\""
+	EMAAlpha *Decimal `json:"emaAlpha,omitempty"`
+
+	// fixedCheckpoint is the reference checkpoint directory, relative to the workspace root (no
+	// leading '/', no '..'). Required when reference is Fixed, forbidden otherwise.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(s, s == '..')",message="spec.trustRegion.fixedCheckpoint must be relative to the workspace root, without '..': e.g. models/golden"
+	FixedCheckpoint *string `json:"fixedCheckpoint,omitempty"`
+
+	// phases is F, the number of data-collection phases (behavior-model snapshots), 1..1000.
+	// The annotation budget is the same for every F: each phase collects budget.pairs / F pairs.
+	// F = 1 is offline DPO (all pairs from the initial model); the paper's headline is F = 2;
+	// F = budget.pairs / budget.pairsPerStep is on-policy. Default 2.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Phases int32 `json:"phases,omitempty"`
+}
+
+// BudgetSpec is the annotation budget and how it is spent.
+type BudgetSpec struct {
+	// pairs is the total number of labelled preference pairs (the annotation budget), split
+	// evenly over the phases: must be divisible by spec.trustRegion.phases.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	Pairs int32 `json:"pairs"`
+
+	// pairsPerStep is the batch of pairs per optimizer step (16 in the paper). Default 16.
+	// +optional
+	// +kubebuilder:default=16
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65536
+	PairsPerStep int32 `json:"pairsPerStep,omitempty"`
+
+	// evalPrompts is the number of held-out prompts scored by the eval stage. Default 64.
+	// +optional
+	// +kubebuilder:default=64
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	EvalPrompts int32 `json:"evalPrompts,omitempty"`
+
+	// epochsPerPhase is the number of passes over each phase's pairs. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	EpochsPerPhase int32 `json:"epochsPerPhase,omitempty"`
+
+	// samplesPerPrompt is the number of responses sampled per prompt, >= 2 (default 2). With more
+	// than 2 the annotator's best and worst form the pair.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=16
+	SamplesPerPrompt int32 `json:"samplesPerPrompt,omitempty"`
+}
+
+// EnsembleSpec is the ensemble of LoRA adapters that forms the learner.
+type EnsembleSpec struct {
+	// members is N, the number of LoRA adapters (1..16, default 5 as in the paper). The train
+	// stage runs one Job completion per member.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	Members int32 `json:"members,omitempty"`
+
+	// rank is the LoRA rank r (default 8).
+	// +optional
+	// +kubebuilder:default=8
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1024
+	Rank int32 `json:"rank,omitempty"`
+
+	// alpha is the LoRA scale numerator: W_eff = W + (alpha/rank) * A·B (default 16).
+	// +optional
+	// +kubebuilder:default=16
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4096
+	Alpha int32 `json:"alpha,omitempty"`
+}
+
+// DataSpec is the prompt source: exactly one of builtin, configMap or path.
+// +kubebuilder:validation:XValidation:rule="[has(self.builtin), has(self.configMap), has(self.path)].filter(x, x).size() == 1",message="spec.data: set exactly one of spec.data.builtin (e.g. reviews), spec.data.configMap or spec.data.path"
+type DataSpec struct {
+	// builtin is a task shipped in the stage image, e.g. "reviews".
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Builtin string `json:"builtin,omitempty"`
+
+	// configMap holds the prompts in the run's namespace. It is mounted read-only into every
+	// stage pod at /etc/bpo/data/<key>.
+	// +optional
+	ConfigMap *ConfigMapDataSource `json:"configMap,omitempty"`
+
+	// path is a directory relative to the workspace root holding prompts.jsonl and eval.jsonl.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(s, s == '..')",message="spec.data.path must be relative to the workspace root, without '..': e.g. data/reviews"
+	Path string `json:"path,omitempty"`
+}
+
+// ConfigMapDataSource names a ConfigMap and the keys that hold the prompts (JSON lines).
+type ConfigMapDataSource struct {
+	// name of the ConfigMap, in the run's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// promptsKey is the key holding the training prompts, one JSON object per line with a
+	// "prompt" field. Default "prompts.jsonl".
+	// +optional
+	// +kubebuilder:default="prompts.jsonl"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	PromptsKey string `json:"promptsKey,omitempty"`
+
+	// evalKey is the key holding the held-out prompts with their reference texts ("prompt",
+	// "reference" fields). Default "eval.jsonl".
+	// +optional
+	// +kubebuilder:default="eval.jsonl"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	EvalKey string `json:"evalKey,omitempty"`
+}
+
+// StageTemplate is how a stage's pods are scheduled and started. All of its fields are mutable:
+// they apply to the stage Jobs created after the change.
+type StageTemplate struct {
+	// image of the stage container; default: the controller's --stage-image flag.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+
+	// imagePullPolicy of the stage container; default: the controller's --stage-image-pull-policy flag.
+	// +optional
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// command replaces the whole stage command line: the container runs command + args and the
+	// controller adds nothing (the process must still honour the stage contract). When unset,
+	// the container runs `bpo <stage> --config /etc/bpo/run.yaml --workspace /workspace
+	// --phase <k> [--shards <n>] --termination-log /dev/termination-log` followed by args.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Command []string `json:"command,omitempty"`
+
+	// args are extra arguments: appended to the default `bpo <stage> ...` command line, or
+	// passed to command when command is set.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	Args []string `json:"args,omitempty"`
+
+	// resources of the stage container (per pod).
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// nodeSelector for the stage pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations for the stage pods.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// env is added to the stage container after BPO_RUN_NAME and BPO_RUN_UID.
+	// +optional
+	// +kubebuilder:validation:MaxItems=128
+	Env []corev1.EnvVar `json:"env,omitempty"`
+}
+
+// SamplerSpec is the sample stage. Its sampling parameters (temperature, topK, topP,
+// maxNewTokens) are part of the recipe and immutable; the rest is mutable.
+// +kubebuilder:validation:XValidation:rule="has(self.topK) == has(oldSelf.topK) && has(self.topP) == has(oldSelf.topP)",message="spec.sampler.topK and spec.sampler.topP cannot be added or removed after creation: create a new AlignmentRun to change the recipe"
+type SamplerSpec struct {
+	StageTemplate `json:",inline"`
+
+	// parallelism is the number of shards (Job completions, all run in parallel) of each sample
+	// Job, 1..64 (default 1). Mutable: applies to phases not yet sampled.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	Parallelism *int32 `json:"parallelism,omitempty"`
+
+	// temperature of ancestral sampling, a decimal string > 0 (default "1.0").
+	// +optional
+	// +kubebuilder:default="1.0"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || double(self) > 0.0",message="spec.sampler.temperature must be a decimal greater than 0, e.g. \"1.0\""
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.temperature is immutable: create a new AlignmentRun to change the recipe"
+	Temperature Decimal `json:"temperature,omitempty"`
+
+	// topK keeps only the k most likely tokens at each step (unset: no top-k filtering).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.topK is immutable: create a new AlignmentRun to change the recipe"
+	TopK *int32 `json:"topK,omitempty"`
+
+	// topP keeps the smallest set of tokens whose probability reaches p (nucleus sampling),
+	// a decimal string with 0 < topP <= 1 (unset: no nucleus filtering).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || (double(self) > 0.0 && double(self) <= 1.0)",message="spec.sampler.topP must be a decimal with 0 < topP <= 1, e.g. \"0.9\""
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.topP is immutable: create a new AlignmentRun to change the recipe"
+	TopP *Decimal `json:"topP,omitempty"`
+
+	// maxNewTokens is the maximum response length in tokens (default 32).
+	// +optional
+	// +kubebuilder:default=32
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=8192
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.maxNewTokens is immutable: create a new AlignmentRun to change the recipe"
+	MaxNewTokens int32 `json:"maxNewTokens,omitempty"`
+}
+
+// LabelerSpec is the label stage. Its annotator is part of the recipe and immutable.
+type LabelerSpec struct {
+	StageTemplate `json:",inline"`
+
+	// parallelism is the number of shards of each label Job, 1..64 (default 1). Mutable.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	Parallelism *int32 `json:"parallelism,omitempty"`
+
+	// annotator scores samples; the higher score is the chosen response. Default: the
+	// built-in "sentiment" annotator. Immutable.
+	// +optional
+	// +kubebuilder:default={kind: "Builtin", name: "sentiment"}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.labeler.annotator is immutable: create a new AlignmentRun to change the recipe"
+	Annotator *AnnotatorSpec `json:"annotator,omitempty"`
+}
+
+// AnnotatorSpec selects the annotator: kind Builtin with a name, or kind HTTP with a url.
+// +kubebuilder:validation:XValidation:rule="(!has(self.kind) || self.kind == 'Builtin') ? (has(self.name) && !has(self.url) && !has(self.secretRef)) : true",message="spec.labeler.annotator: kind Builtin needs name (e.g. sentiment) and no url or secretRef"
+// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'HTTP') ? (has(self.url) && !has(self.name)) : true",message="spec.labeler.annotator: kind HTTP needs url (http:// or https://) and no name"
+type AnnotatorSpec struct {
+	// kind is Builtin (an annotator in the stage image) or HTTP (an external scoring service).
+	// +optional
+	// +kubebuilder:default=Builtin
+	Kind AnnotatorKind `json:"kind,omitempty"`
+
+	// name of the built-in annotator, e.g. "sentiment" (guarded VADER). Only with kind Builtin.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// url of the scoring service. Only with kind HTTP.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="spec.labeler.annotator.url must start with http:// or https://"
+	URL string `json:"url,omitempty"`
+
+	// secretRef selects a key of a Secret in the run's namespace holding the service's
+	// credentials; it reaches the label pods only as the environment variable
+	// BPO_ANNOTATOR_TOKEN (never in the spec ConfigMap). Only with kind HTTP.
+	// +optional
+	SecretRef *corev1.SecretKeySelector `json:"secretRef,omitempty"`
+}
+
+// TrainerSpec is the train stage: one Indexed Job completion per ensemble member. Its
+// optimisation parameters are part of the recipe and immutable.
+type TrainerSpec struct {
+	StageTemplate `json:",inline"`
+
+	// learningRate is AdamW's peak learning rate (linear decay, no warmup), a decimal string > 0
+	// such as "5e-5" (the default, as in the paper).
+	// +optional
+	// +kubebuilder:default="5e-5"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || double(self) > 0.0",message="spec.trainer.learningRate must be a decimal greater than 0, e.g. \"5e-5\""
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.trainer.learningRate is immutable: create a new AlignmentRun to change the recipe"
+	LearningRate Decimal `json:"learningRate,omitempty"`
+
+	// maxGradNorm clips the global gradient norm, a decimal string > 0 (default "1.0").
+	// +optional
+	// +kubebuilder:default="1.0"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || double(self) > 0.0",message="spec.trainer.maxGradNorm must be a decimal greater than 0, e.g. \"1.0\""
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.trainer.maxGradNorm is immutable: create a new AlignmentRun to change the recipe"
+	MaxGradNorm Decimal `json:"maxGradNorm,omitempty"`
+}
+
+// EvaluatorSpec is the eval stage. everyPhase and samplesPerPrompt are immutable.
+type EvaluatorSpec struct {
+	StageTemplate `json:",inline"`
+
+	// everyPhase evaluates after every phase; when false (the default) only after the last.
+	// The last phase is always evaluated.
+	// +optional
+	// +kubebuilder:default=false
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.everyPhase is immutable: create a new AlignmentRun to change the recipe"
+	EveryPhase bool `json:"everyPhase,omitempty"`
+
+	// samplesPerPrompt is the number of policy outputs scored per held-out prompt; 1 (the
+	// default) is the greedy output.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.samplesPerPrompt is immutable: create a new AlignmentRun to change the recipe"
+	SamplesPerPrompt int32 `json:"samplesPerPrompt,omitempty"`
+}
+
+// WorkspaceSpec is the volume shared by all stages. In a cluster persistentVolumeClaim is
+// required (ReadWriteMany when stages may run on different nodes); path is only for the local
+// runner (`bpo run -f`).
+// +kubebuilder:validation:XValidation:rule="has(self.persistentVolumeClaim)",message="spec.workspace.persistentVolumeClaim is required in a cluster (spec.workspace.path is only read by the local runner `bpo run`): set spec.workspace.persistentVolumeClaim.claimName"
+type WorkspaceSpec struct {
+	// persistentVolumeClaim is mounted at /workspace in every stage pod.
+	// +optional
+	PersistentVolumeClaim *WorkspacePVC `json:"persistentVolumeClaim,omitempty"`
+
+	// subPath within the volume to mount at /workspace (no leading '/', no '..'). The run keeps
+	// its files under <subPath>/<run-name>/.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(s, s == '..')",message="spec.workspace.subPath must be relative, without '..': e.g. runs"
+	SubPath string `json:"subPath,omitempty"`
+
+	// path is a local directory used by the local runner `bpo run` only; the controller
+	// ignores it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Path string `json:"path,omitempty"`
+}
+
+// WorkspacePVC names a PersistentVolumeClaim in the run's namespace.
+type WorkspacePVC struct {
+	// claimName of the PersistentVolumeClaim.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	ClaimName string `json:"claimName"`
+}
+
+// Condition types of an AlignmentRun. At most one of them is True at a time.
+const (
+	// ConditionRunning is True while stage Jobs are being run.
+	ConditionRunning = "Running"
+	// ConditionSuspended is True while spec.suspend is true (and no stage Job runs).
+	ConditionSuspended = "Suspended"
+	// ConditionSucceeded is True once every stage of every phase completed.
+	ConditionSucceeded = "Succeeded"
+	// ConditionFailed is True once the run failed; this is terminal.
+	ConditionFailed = "Failed"
+)
+
+// Condition reasons.
+const (
+	// ReasonStageRunning (Running=True): a stage Job is running; the message names phase, stage and attempt.
+	ReasonStageRunning = "StageRunning"
+	// ReasonSuspended (Suspended=True, Running=False): spec.suspend is true.
+	ReasonSuspended = "Suspended"
+	// ReasonResumed (Suspended=False): spec.suspend went back to false.
+	ReasonResumed = "Resumed"
+	// ReasonNotSuspended (Suspended=False): the run was never suspended.
+	ReasonNotSuspended = "NotSuspended"
+	// ReasonPending (Running=False): the run has not started (e.g. created suspended).
+	ReasonPending = "Pending"
+	// ReasonSucceeded (Succeeded=True, Running=False): all phases completed.
+	ReasonSucceeded = "Succeeded"
+	// ReasonInProgress (Succeeded=False, Failed=False): the run has not finished.
+	ReasonInProgress = "InProgress"
+	// ReasonFailed (Succeeded=False, Running=False): the run failed; see the Failed condition.
+	ReasonFailed = "Failed"
+	// ReasonInvalidSpec (Failed=True): the spec violates a rule the API server should have
+	// enforced (e.g. on a cluster without CEL validation); the message lists the fields.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonStageFailed (Failed=True): a stage failed backoffLimit+1 times; the message is the
+	// stage's own error.
+	ReasonStageFailed = "StageFailed"
+	// ReasonDeadlineExceeded (Failed=True): spec.activeDeadlineSeconds passed.
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	// ReasonJobCreationFailed (Failed=True): the API server rejected a stage Job as invalid
+	// (e.g. malformed resources or tolerations).
+	ReasonJobCreationFailed = "JobCreationFailed"
+)
+
+// AlignmentRunStatus is the observed state of an AlignmentRun. Real-valued metrics are strings
+// formatted with %.4g (e.g. "0.734"), read as they are by kubectl and jsonpath.
+type AlignmentRunStatus struct {
+	// observedGeneration is the metadata.generation this status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Running, Suspended, Succeeded, Failed (at most one True).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// phase is the current (or, once finished, last) phase k, 1-based.
+	// +optional
+	Phase int32 `json:"phase,omitempty"`
+
+	// phases is F, the total number of phases.
+	// +optional
+	Phases int32 `json:"phases,omitempty"`
+
+	// progress is "k/F", for kubectl get.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Progress string `json:"progress,omitempty"`
+
+	// stage is the current (or, once finished, last) stage: sample, label, train or eval.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	Stage string `json:"stage,omitempty"`
+
+	// retries is the number of failed attempts of the current stage so far.
+	// +optional
+	Retries int32 `json:"retries,omitempty"`
+
+	// phaseResults holds one entry per started phase.
+	// +optional
+	// +listType=map
+	// +listMapKey=phase
+	// +kubebuilder:validation:MaxItems=1000
+	PhaseResults []PhaseResult `json:"phaseResults,omitempty"`
+
+	// latestCheckpoint is the workspace-relative directory of the newest trained checkpoint
+	// (ensemble member 0 of the last trained phase).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LatestCheckpoint string `json:"latestCheckpoint,omitempty"`
+
+	// latestWinRate is the win rate of the newest evaluation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	LatestWinRate string `json:"latestWinRate,omitempty"`
+
+	// startTime is when the run first started (was first reconciled while not suspended).
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the run succeeded or failed.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// PhaseResult summarises one phase, folded from the stages' StageResults.
+type PhaseResult struct {
+	// phase is k, 1-based.
+	// +required
+	Phase int32 `json:"phase"`
+
+	// completedStages lists the stages of this phase that have completed.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=4
+	CompletedStages []string `json:"completedStages,omitempty"`
+
+	// samples is the number of responses sampled (sum over sample shards).
+	// +optional
+	Samples int64 `json:"samples,omitempty"`
+	// pairsSampled is the number of prompts whose samples differ (candidate pairs).
+	// +optional
+	PairsSampled int64 `json:"pairsSampled,omitempty"`
+	// identical is the number of prompts dropped because their samples were identical.
+	// +optional
+	Identical int64 `json:"identical,omitempty"`
+	// pairsKept is the number of labelled pairs kept for training (sum over label shards).
+	// +optional
+	PairsKept int64 `json:"pairsKept,omitempty"`
+	// ties is the number of pairs dropped because the annotator scored them equal.
+	// +optional
+	Ties int64 `json:"ties,omitempty"`
+
+	// loss is the mean DAP loss over ensemble members (last pass of the phase).
+	// +optional
+	Loss string `json:"loss,omitempty"`
+	// rewardAccuracy is the mean fraction of pairs whose chosen implicit reward is higher.
+	// +optional
+	RewardAccuracy string `json:"rewardAccuracy,omitempty"`
+	// rewardMargin is the mean implicit reward margin (chosen - rejected).
+	// +optional
+	RewardMargin string `json:"rewardMargin,omitempty"`
+	// klToReference is the mean KL estimate of the learner to the phase's reference model.
+	// +optional
+	KLToReference string `json:"klToReference,omitempty"`
+	// klToInitial is the KL estimate to the initial model: from the eval stage when the phase
+	// was evaluated, otherwise the mean over the train members.
+	// +optional
+	KLToInitial string `json:"klToInitial,omitempty"`
+
+	// winRate is the fraction of held-out prompts where the policy beat the reference text.
+	// +optional
+	WinRate string `json:"winRate,omitempty"`
+	// goldReward is the mean gold-annotator score of the policy's outputs.
+	// +optional
+	GoldReward string `json:"goldReward,omitempty"`
+	// meanLength is the mean output length in tokens at evaluation.
+	// +optional
+	MeanLength string `json:"meanLength,omitempty"`
+	// distinct2 is the fraction of distinct bigrams in the evaluated outputs.
+	// +optional
+	Distinct2 string `json:"distinct2,omitempty"`
+
+	// checkpoint is the workspace-relative checkpoint written by this phase's train stage.
+	// +optional
+	Checkpoint string `json:"checkpoint,omitempty"`
+
+	// startTime is when the phase's first Job was created.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// completionTime is when the phase's last stage completed.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// durationSeconds is completionTime - startTime.
+	// +optional
+	DurationSeconds int64 `json:"durationSeconds,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// AlignmentRunList is a list of AlignmentRuns.
+type AlignmentRunList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AlignmentRun `json:"items"`
+}

@@ -1,0 +1,125 @@
+package v1alpha1
+
+import "slices"
+
+// Default values; the CRD schema carries the same values as +kubebuilder:default markers and a
+// test (controllers) checks that SetDefaults and the API server agree.
+const (
+	DefaultBeta             Decimal = "0.1"
+	DefaultPhases           int32   = 2
+	DefaultPairsPerStep     int32   = 16
+	DefaultEvalPrompts      int32   = 64
+	DefaultEpochsPerPhase   int32   = 1
+	DefaultSamplesPerPrompt int32   = 2
+	DefaultMembers          int32   = 5
+	DefaultRank             int32   = 8
+	DefaultAlpha            int32   = 16
+	DefaultTemperature      Decimal = "1.0"
+	DefaultMaxNewTokens     int32   = 32
+	DefaultLearningRate     Decimal = "5e-5"
+	DefaultMaxGradNorm      Decimal = "1.0"
+	DefaultBackoffLimit     int32   = 2
+	DefaultAnnotator                = "sentiment"
+	DefaultPromptsKey               = "prompts.jsonl"
+	DefaultEvalKey                  = "eval.jsonl"
+)
+
+// SetDefaults fills unset fields with the schema defaults. The API server does this for
+// objects it stores (the controller never mutates spec); the local runner `bpo run -f`, which
+// reads the same YAML without an API server, calls it before ValidateLocal.
+func (r *AlignmentRun) SetDefaults() {
+	s := &r.Spec
+	if s.Model.Tokenizer == "" {
+		s.Model.Tokenizer = TokenizerAuto
+	}
+	if s.Loss.Type == "" {
+		s.Loss.Type = LossDPO
+	}
+	if s.Loss.Beta == "" {
+		s.Loss.Beta = DefaultBeta
+	}
+	if s.Loss.IPOLengthNormalize == nil {
+		s.Loss.IPOLengthNormalize = ptr(true)
+	}
+	if s.TrustRegion.Reference == "" {
+		s.TrustRegion.Reference = ReferenceBehavior
+	}
+	setInt(&s.TrustRegion.Phases, DefaultPhases)
+	setInt(&s.Budget.PairsPerStep, DefaultPairsPerStep)
+	setInt(&s.Budget.EvalPrompts, DefaultEvalPrompts)
+	setInt(&s.Budget.EpochsPerPhase, DefaultEpochsPerPhase)
+	setInt(&s.Budget.SamplesPerPrompt, DefaultSamplesPerPrompt)
+	setInt(&s.Ensemble.Members, DefaultMembers)
+	setInt(&s.Ensemble.Rank, DefaultRank)
+	setInt(&s.Ensemble.Alpha, DefaultAlpha)
+	if cm := s.Data.ConfigMap; cm != nil {
+		if cm.PromptsKey == "" {
+			cm.PromptsKey = DefaultPromptsKey
+		}
+		if cm.EvalKey == "" {
+			cm.EvalKey = DefaultEvalKey
+		}
+	}
+	if s.Sampler.Parallelism == nil {
+		s.Sampler.Parallelism = ptr(int32(1))
+	}
+	if s.Sampler.Temperature == "" {
+		s.Sampler.Temperature = DefaultTemperature
+	}
+	setInt(&s.Sampler.MaxNewTokens, DefaultMaxNewTokens)
+	if s.Labeler.Parallelism == nil {
+		s.Labeler.Parallelism = ptr(int32(1))
+	}
+	if s.Labeler.Annotator == nil {
+		s.Labeler.Annotator = &AnnotatorSpec{Kind: AnnotatorBuiltin, Name: DefaultAnnotator}
+	} else if s.Labeler.Annotator.Kind == "" {
+		s.Labeler.Annotator.Kind = AnnotatorBuiltin
+	}
+	if s.Trainer.LearningRate == "" {
+		s.Trainer.LearningRate = DefaultLearningRate
+	}
+	if s.Trainer.MaxGradNorm == "" {
+		s.Trainer.MaxGradNorm = DefaultMaxGradNorm
+	}
+	setInt(&s.Evaluator.SamplesPerPrompt, 1)
+	if s.Suspend == nil {
+		s.Suspend = ptr(false)
+	}
+	if s.BackoffLimit == nil {
+		s.BackoffLimit = ptr(DefaultBackoffLimit)
+	}
+}
+
+func setInt(p *int32, v int32) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// IsSuspended reports spec.suspend.
+func (s *AlignmentRunSpec) IsSuspended() bool { return s.Suspend != nil && *s.Suspend }
+
+// BackoffLimitOrDefault is spec.backoffLimit, or its default when unset.
+func (s *AlignmentRunSpec) BackoffLimitOrDefault() int32 {
+	if s.BackoffLimit == nil {
+		return DefaultBackoffLimit
+	}
+	return *s.BackoffLimit
+}
+
+// Stages lists the stages of phase k (1-based) in order: sample, label, train, and eval when
+// evaluator.everyPhase is set or k is the last phase.
+func (s *AlignmentRunSpec) Stages(k int32) []string {
+	st := []string{StageSample, StageLabel, StageTrain}
+	if s.Evaluator.EveryPhase || k >= s.TrustRegion.Phases {
+		st = append(st, StageEval)
+	}
+	return st
+}
+
+// HasCompleted reports whether stage is listed in the phase's completedStages.
+func (p *PhaseResult) HasCompleted(stage string) bool {
+	return slices.Contains(p.CompletedStages, stage)
+}

@@ -1,0 +1,324 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// The Go side of admission validation. The CRD's OpenAPI schema and CEL rules are the first
+// line; Validate repeats the essential checks so that the controller (and the local runner)
+// refuse a spec that reached them without those rules (old clusters, `bpo run -f`). The
+// controller reports a non-empty result as Failed=True with reason InvalidSpec. Validate
+// expects a defaulted object (the API server applies the schema defaults; the local runner
+// calls SetDefaults first).
+
+var (
+	decimalRE = regexp.MustCompile(`^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$`)
+	nameRE    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	labelRE   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	keyRE     = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+)
+
+// Float64 parses the decimal string.
+func (d Decimal) Float64() (float64, error) {
+	if !decimalRE.MatchString(string(d)) {
+		return 0, fmt.Errorf("%q is not a decimal number such as \"0.1\" or \"5e-5\"", string(d))
+	}
+	v, err := strconv.ParseFloat(string(d), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("%q is not a finite decimal number", string(d))
+	}
+	return v, nil
+}
+
+// Validate checks a defaulted AlignmentRun for a cluster: the rules of the CRD's schema that
+// matter to the controller, with messages naming the field and the fix.
+func (r *AlignmentRun) Validate() field.ErrorList {
+	return r.validate(false)
+}
+
+// ValidateLocal is Validate for the local runner `bpo run`: spec.workspace.path may replace
+// spec.workspace.persistentVolumeClaim.
+func (r *AlignmentRun) ValidateLocal() field.ErrorList {
+	return r.validate(true)
+}
+
+func (r *AlignmentRun) validate(local bool) field.ErrorList {
+	var errs field.ErrorList
+	name := field.NewPath("metadata", "name")
+	switch {
+	case r.Name == "":
+		errs = append(errs, field.Required(name, "set metadata.name"))
+	case len(r.Name) > MaxRunNameLength:
+		errs = append(errs, field.TooLong(name, r.Name, MaxRunNameLength))
+	case !labelRE.MatchString(r.Name):
+		errs = append(errs, field.Invalid(name, r.Name,
+			"must be an RFC 1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit): rename the run"))
+	}
+	return append(errs, r.Spec.validate(field.NewPath("spec"), local)...)
+}
+
+// Validate checks the spec alone (see AlignmentRun.Validate).
+func (s *AlignmentRunSpec) Validate() field.ErrorList {
+	return s.validate(field.NewPath("spec"), false)
+}
+
+func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
+	var errs field.ErrorList
+
+	// model
+	mp := p.Child("model")
+	switch {
+	case s.Model.Builtin == "" && s.Model.Path == "":
+		errs = append(errs, field.Required(mp, "set exactly one of spec.model.builtin (e.g. tiny-reviews) or spec.model.path"))
+	case s.Model.Builtin != "" && s.Model.Path != "":
+		errs = append(errs, field.Forbidden(mp, "set exactly one of spec.model.builtin or spec.model.path, not both"))
+	case s.Model.Builtin != "" && !nameRE.MatchString(s.Model.Builtin):
+		errs = append(errs, field.Invalid(mp.Child("builtin"), s.Model.Builtin, "must be a lower-case name such as tiny-reviews"))
+	case s.Model.Path != "":
+		errs = append(errs, validateRelPath(mp.Child("path"), s.Model.Path)...)
+	}
+	switch s.Model.Tokenizer {
+	case TokenizerByte, TokenizerGPT2BPE, TokenizerAuto:
+	default:
+		errs = append(errs, field.NotSupported(mp.Child("tokenizer"), s.Model.Tokenizer,
+			[]TokenizerType{TokenizerByte, TokenizerGPT2BPE, TokenizerAuto}))
+	}
+
+	// loss
+	lp := p.Child("loss")
+	switch s.Loss.Type {
+	case LossDPO, LossIPO, LossSLiC:
+	default:
+		errs = append(errs, field.NotSupported(lp.Child("type"), s.Loss.Type, []LossType{LossDPO, LossIPO, LossSLiC}))
+	}
+	errs = append(errs, validateDecimal(lp.Child("beta"), s.Loss.Beta, 0, math.Inf(1), `"0.1"`)...)
+
+	// trust region
+	tp := p.Child("trustRegion")
+	switch s.TrustRegion.Reference {
+	case ReferenceBehavior, ReferenceInitial, ReferenceEMA, ReferenceFixed:
+	default:
+		errs = append(errs, field.NotSupported(tp.Child("reference"), s.TrustRegion.Reference,
+			[]ReferenceType{ReferenceBehavior, ReferenceInitial, ReferenceEMA, ReferenceFixed}))
+	}
+	if s.TrustRegion.Reference == ReferenceEMA {
+		if s.TrustRegion.EMAAlpha == nil {
+			errs = append(errs, field.Required(tp.Child("emaAlpha"), "required when spec.trustRegion.reference is EMA: set e.g. \"0.01\""))
+		} else {
+			errs = append(errs, validateDecimal(tp.Child("emaAlpha"), *s.TrustRegion.EMAAlpha, 0, 1, `"0.01"`)...)
+		}
+	} else if s.TrustRegion.EMAAlpha != nil {
+		errs = append(errs, field.Forbidden(tp.Child("emaAlpha"), "only allowed when spec.trustRegion.reference is EMA: remove it"))
+	}
+	if s.TrustRegion.Reference == ReferenceFixed {
+		if s.TrustRegion.FixedCheckpoint == nil || *s.TrustRegion.FixedCheckpoint == "" {
+			errs = append(errs, field.Required(tp.Child("fixedCheckpoint"), "required when spec.trustRegion.reference is Fixed: set a checkpoint directory relative to the workspace"))
+		} else {
+			errs = append(errs, validateRelPath(tp.Child("fixedCheckpoint"), *s.TrustRegion.FixedCheckpoint)...)
+		}
+	} else if s.TrustRegion.FixedCheckpoint != nil {
+		errs = append(errs, field.Forbidden(tp.Child("fixedCheckpoint"), "only allowed when spec.trustRegion.reference is Fixed: remove it"))
+	}
+	errs = append(errs, validateRange(tp.Child("phases"), int64(s.TrustRegion.Phases), 1, MaxPhases)...)
+
+	// budget
+	bp := p.Child("budget")
+	errs = append(errs, validateRange(bp.Child("pairs"), int64(s.Budget.Pairs), 1, 10000000)...)
+	errs = append(errs, validateRange(bp.Child("pairsPerStep"), int64(s.Budget.PairsPerStep), 1, 65536)...)
+	errs = append(errs, validateRange(bp.Child("evalPrompts"), int64(s.Budget.EvalPrompts), 1, 1000000)...)
+	errs = append(errs, validateRange(bp.Child("epochsPerPhase"), int64(s.Budget.EpochsPerPhase), 1, 100)...)
+	errs = append(errs, validateRange(bp.Child("samplesPerPrompt"), int64(s.Budget.SamplesPerPrompt), 2, 16)...)
+	if f := s.TrustRegion.Phases; f >= 1 && s.Budget.Pairs >= 1 {
+		if s.Budget.Pairs%f != 0 {
+			errs = append(errs, field.Invalid(bp.Child("pairs"), s.Budget.Pairs, fmt.Sprintf(
+				"must be divisible by spec.trustRegion.phases (%d): change spec.budget.pairs or spec.trustRegion.phases", f)))
+		} else if s.Budget.PairsPerStep >= 1 && s.Budget.Pairs/f < s.Budget.PairsPerStep {
+			errs = append(errs, field.Invalid(bp.Child("pairs"), s.Budget.Pairs, fmt.Sprintf(
+				"spec.budget.pairs / spec.trustRegion.phases (%d) must be at least spec.budget.pairsPerStep (%d): raise pairs or lower phases or pairsPerStep",
+				s.Budget.Pairs/f, s.Budget.PairsPerStep)))
+		}
+	}
+
+	// ensemble
+	ep := p.Child("ensemble")
+	errs = append(errs, validateRange(ep.Child("members"), int64(s.Ensemble.Members), 1, MaxMembers)...)
+	errs = append(errs, validateRange(ep.Child("rank"), int64(s.Ensemble.Rank), 1, 1024)...)
+	errs = append(errs, validateRange(ep.Child("alpha"), int64(s.Ensemble.Alpha), 1, 4096)...)
+
+	// data
+	dp := p.Child("data")
+	n := 0
+	if s.Data.Builtin != "" {
+		n++
+		if !nameRE.MatchString(s.Data.Builtin) {
+			errs = append(errs, field.Invalid(dp.Child("builtin"), s.Data.Builtin, "must be a lower-case task name such as reviews"))
+		}
+	}
+	if s.Data.ConfigMap != nil {
+		n++
+		cp := dp.Child("configMap")
+		if s.Data.ConfigMap.Name == "" {
+			errs = append(errs, field.Required(cp.Child("name"), "set the name of a ConfigMap in the run's namespace"))
+		}
+		for _, k := range []struct {
+			name, val string
+		}{{"promptsKey", s.Data.ConfigMap.PromptsKey}, {"evalKey", s.Data.ConfigMap.EvalKey}} {
+			if !keyRE.MatchString(k.val) {
+				errs = append(errs, field.Invalid(cp.Child(k.name), k.val, "must be a ConfigMap key (letters, digits, '-', '_', '.')"))
+			}
+		}
+	}
+	if s.Data.Path != "" {
+		n++
+		errs = append(errs, validateRelPath(dp.Child("path"), s.Data.Path)...)
+	}
+	if n != 1 {
+		errs = append(errs, field.Invalid(dp, n, "set exactly one of spec.data.builtin (e.g. reviews), spec.data.configMap or spec.data.path"))
+	}
+
+	// stages
+	sp := p.Child("sampler")
+	errs = append(errs, validateStage(sp, &s.Sampler.StageTemplate)...)
+	errs = append(errs, validateParallelism(sp.Child("parallelism"), s.Sampler.Parallelism)...)
+	errs = append(errs, validateDecimal(sp.Child("temperature"), s.Sampler.Temperature, 0, math.Inf(1), `"1.0"`)...)
+	if s.Sampler.TopK != nil {
+		errs = append(errs, validateRange(sp.Child("topK"), int64(*s.Sampler.TopK), 1, 1000000)...)
+	}
+	if s.Sampler.TopP != nil {
+		errs = append(errs, validateDecimal(sp.Child("topP"), *s.Sampler.TopP, 0, 1, `"0.9"`)...)
+	}
+	errs = append(errs, validateRange(sp.Child("maxNewTokens"), int64(s.Sampler.MaxNewTokens), 1, 8192)...)
+
+	lbp := p.Child("labeler")
+	errs = append(errs, validateStage(lbp, &s.Labeler.StageTemplate)...)
+	errs = append(errs, validateParallelism(lbp.Child("parallelism"), s.Labeler.Parallelism)...)
+	ap := lbp.Child("annotator")
+	a := annotatorOrDefault(s.Labeler.Annotator)
+	switch a.Kind {
+	case AnnotatorBuiltin:
+		if a.Name == "" {
+			errs = append(errs, field.Required(ap.Child("name"), "kind Builtin needs a name, e.g. sentiment"))
+		} else if !nameRE.MatchString(a.Name) {
+			errs = append(errs, field.Invalid(ap.Child("name"), a.Name, "must be a lower-case annotator name such as sentiment"))
+		}
+		if a.URL != "" || a.SecretRef != nil {
+			errs = append(errs, field.Forbidden(ap, "kind Builtin takes no url or secretRef: remove them or use kind HTTP"))
+		}
+	case AnnotatorHTTP:
+		if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
+			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, "kind HTTP needs a url starting with http:// or https://"))
+		}
+		if a.Name != "" {
+			errs = append(errs, field.Forbidden(ap.Child("name"), "kind HTTP takes no name: remove it or use kind Builtin"))
+		}
+		if a.SecretRef != nil && (a.SecretRef.Name == "" || a.SecretRef.Key == "") {
+			errs = append(errs, field.Required(ap.Child("secretRef"), "set both name and key of the Secret"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(ap.Child("kind"), a.Kind, []AnnotatorKind{AnnotatorBuiltin, AnnotatorHTTP}))
+	}
+
+	trp := p.Child("trainer")
+	errs = append(errs, validateStage(trp, &s.Trainer.StageTemplate)...)
+	errs = append(errs, validateDecimal(trp.Child("learningRate"), s.Trainer.LearningRate, 0, math.Inf(1), `"5e-5"`)...)
+	errs = append(errs, validateDecimal(trp.Child("maxGradNorm"), s.Trainer.MaxGradNorm, 0, math.Inf(1), `"1.0"`)...)
+
+	evp := p.Child("evaluator")
+	errs = append(errs, validateStage(evp, &s.Evaluator.StageTemplate)...)
+	errs = append(errs, validateRange(evp.Child("samplesPerPrompt"), int64(s.Evaluator.SamplesPerPrompt), 1, 16)...)
+
+	// workspace
+	wp := p.Child("workspace")
+	switch {
+	case s.Workspace.PersistentVolumeClaim != nil:
+		if s.Workspace.PersistentVolumeClaim.ClaimName == "" {
+			errs = append(errs, field.Required(wp.Child("persistentVolumeClaim", "claimName"), "set the name of a PersistentVolumeClaim in the run's namespace"))
+		}
+	case local && s.Workspace.Path != "":
+	case local:
+		errs = append(errs, field.Required(wp, "set spec.workspace.path (a local directory) or spec.workspace.persistentVolumeClaim"))
+	default:
+		errs = append(errs, field.Required(wp.Child("persistentVolumeClaim"),
+			"required in a cluster (spec.workspace.path is only read by the local runner): set spec.workspace.persistentVolumeClaim.claimName"))
+	}
+	if s.Workspace.SubPath != "" {
+		errs = append(errs, validateRelPath(wp.Child("subPath"), s.Workspace.SubPath)...)
+	}
+
+	// lifecycle
+	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds < 1 {
+		errs = append(errs, field.Invalid(p.Child("activeDeadlineSeconds"), *s.ActiveDeadlineSeconds, "must be at least 1 (or unset for no deadline)"))
+	}
+	if s.BackoffLimit != nil {
+		errs = append(errs, validateRange(p.Child("backoffLimit"), int64(*s.BackoffLimit), 0, MaxBackoffLimit)...)
+	}
+	if s.TTLSecondsAfterFinished != nil && *s.TTLSecondsAfterFinished < 0 {
+		errs = append(errs, field.Invalid(p.Child("ttlSecondsAfterFinished"), *s.TTLSecondsAfterFinished, "must be at least 0 (or unset to keep children)"))
+	}
+	return errs
+}
+
+// annotatorOrDefault returns the annotator, or the default one when unset.
+func annotatorOrDefault(a *AnnotatorSpec) AnnotatorSpec {
+	if a == nil {
+		return AnnotatorSpec{Kind: AnnotatorBuiltin, Name: DefaultAnnotator}
+	}
+	return *a
+}
+
+func validateRange(p *field.Path, v, lo, hi int64) field.ErrorList {
+	if v < lo || v > hi {
+		return field.ErrorList{field.Invalid(p, v, fmt.Sprintf("must be between %d and %d", lo, hi))}
+	}
+	return nil
+}
+
+func validateParallelism(p *field.Path, v *int32) field.ErrorList {
+	if v == nil {
+		return nil
+	}
+	return validateRange(p, int64(*v), 1, MaxParallelism)
+}
+
+// validateDecimal checks lo < d <= hi (the lower bound is exclusive, the upper inclusive).
+func validateDecimal(p *field.Path, d Decimal, lo, hi float64, example string) field.ErrorList {
+	v, err := d.Float64()
+	if err != nil {
+		return field.ErrorList{field.Invalid(p, string(d), "must be a decimal string such as "+example)}
+	}
+	if v <= lo || v > hi {
+		msg := fmt.Sprintf("must be a decimal greater than %g, e.g. %s", lo, example)
+		if !math.IsInf(hi, 1) {
+			msg = fmt.Sprintf("must be a decimal with %g < value <= %g, e.g. %s", lo, hi, example)
+		}
+		return field.ErrorList{field.Invalid(p, string(d), msg)}
+	}
+	return nil
+}
+
+func validateRelPath(p *field.Path, s string) field.ErrorList {
+	if strings.HasPrefix(s, "/") {
+		return field.ErrorList{field.Invalid(p, s, "must be relative to the workspace root (no leading '/')")}
+	}
+	for _, seg := range strings.Split(s, "/") {
+		if seg == ".." {
+			return field.ErrorList{field.Invalid(p, s, "must not contain '..'")}
+		}
+	}
+	return nil
+}
+
+func validateStage(p *field.Path, t *StageTemplate) field.ErrorList {
+	switch t.ImagePullPolicy {
+	case "", "Always", "IfNotPresent", "Never":
+		return nil
+	default:
+		return field.ErrorList{field.NotSupported(p.Child("imagePullPolicy"), t.ImagePullPolicy, []string{"Always", "IfNotPresent", "Never"})}
+	}
+}
