@@ -26,7 +26,7 @@ func (letterScorer) Score(_, r string) float64 {
 
 type constScorer struct{}
 
-func (constScorer) Name() string                 { return "const" }
+func (constScorer) Name() string              { return "const" }
 func (constScorer) Score(_, _ string) float64 { return 0 }
 
 // runBuilder builds small AlignmentRuns for tests.

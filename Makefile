@@ -1,0 +1,90 @@
+# bpo: build, test and code generation. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+# Tools and control-plane binaries are cached outside the clone (shared by all clones of a machine).
+BPO_CACHE ?= $(HOME)/.cache/bpo
+export BPO_CACHE
+
+# $(call tool,NAME): path of a pinned tool; hack/tools.sh installs it on first use. Variables are
+# recursively expanded, so a tool is only resolved (and installed) by the targets that use it.
+# Override on the command line, e.g. `make generate CONTROLLER_GEN=/path/to/controller-gen`.
+tool = $(or $(shell hack/tools.sh $(1)),$(error hack/tools.sh $(1) failed))
+CONTROLLER_GEN ?= $(call tool,controller-gen)
+HELM ?= $(call tool,helm)
+
+GO ?= go
+GOFMT_FILES = find . -name '*.go' -type f -not -path './.git/*' -not -path './.cache/*' \
+	-not -path './bin/*' -not -path './_output/*' -not -path './vendor/*' -not -path '*/testdata/*' -print0
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## go build -o bin/ ./cmd/...
+	@mkdir -p bin
+	@if [ -d cmd ]; then echo '$(GO) build -o bin/ ./cmd/...'; $(GO) build -o bin/ ./cmd/...; \
+	else echo 'build: no cmd/ yet, nothing to build'; fi
+
+.PHONY: test
+test: ## the CI test command: envtest assets, vet, gofmt, go test ./... (hack/test.sh)
+	hack/test.sh
+
+.PHONY: envtest-assets
+envtest-assets: ## print KUBEBUILDER_ASSETS (builds etcd, kube-apiserver, kubectl once)
+	@hack/k8s-binaries.sh --only envtest
+
+.PHONY: k8s-binaries
+k8s-binaries: ## print the folder of all five control-plane binaries (builds them once)
+	@hack/k8s-binaries.sh
+
+.PHONY: tools
+tools: ## install the pinned tools (controller-gen, helm) and print their paths
+	@hack/tools.sh
+
+.PHONY: generate
+generate: ## DeepCopy methods for api/...
+	$(CONTROLLER_GEN) object paths=./api/...
+
+# controllers/ may not exist yet; controller-gen fails on a missing path.
+MANIFEST_PATHS = paths=./api/... $(if $(wildcard controllers),paths=./controllers/...)
+
+.PHONY: manifests
+manifests: ## CRDs and RBAC into config/
+	$(CONTROLLER_GEN) crd rbac:roleName=bpo-manager-role $(MANIFEST_PATHS) \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: verify-generated
+verify-generated: generate manifests ## fail if generated code or manifests are out of date
+	git diff --exit-code -- api config
+	@untracked=$$(git ls-files --others --exclude-standard -- api config); \
+	if [ -n "$$untracked" ]; then echo "verify-generated: untracked generated files:"; echo "$$untracked"; exit 1; fi
+
+.PHONY: fmt
+fmt: ## gofmt -w
+	@$(GOFMT_FILES) | xargs -0 -r gofmt -w
+
+.PHONY: lint
+lint: ## gofmt -l must be empty; go vet ./...
+	@out=$$($(GOFMT_FILES) | xargs -0 -r gofmt -l); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: run-manager
+run-manager: ## run the controller manager against the current kubeconfig
+	$(GO) run ./cmd/manager
+
+.PHONY: bench
+bench: ## trainer benchmarks
+	$(GO) test -run '^$$' -bench . ./trainer/...
+
+.PHONY: e2e
+e2e: ## end-to-end test (hack/e2e.sh)
+	@if [ ! -x hack/e2e.sh ]; then echo 'e2e: hack/e2e.sh is missing or not executable' >&2; exit 1; fi
+	hack/e2e.sh
+
+.PHONY: clean
+clean: ## remove build outputs in the clone (the cache in $(BPO_CACHE) is kept)
+	rm -rf bin/ _output/

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one test command CI runs (via `make test` / .ci/run):
+#   1. build or reuse the envtest control plane (etcd, kube-apiserver, kubectl) and export
+#      KUBEBUILDER_ASSETS,
+#   2. go vet ./...,
+#   3. gofmt check,
+#   4. go test ./... -count=1 -timeout 30m (extra arguments are passed to go test).
+# All of 2-4 run; the exit status is non-zero if any failed. Elapsed time is printed at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=$SECONDS
+report() {
+  local rc=$?
+  local s=$((SECONDS - start))
+  if [[ $rc -eq 0 ]]; then
+    echo "test.sh: PASS in $((s / 60))m$((s % 60))s" >&2
+  else
+    echo "test.sh: FAIL (exit $rc) after $((s / 60))m$((s % 60))s" >&2
+  fi
+}
+trap report EXIT
+step() { echo "test.sh: [$((SECONDS - start))s] $*" >&2; }
+
+step "envtest assets (hack/k8s-binaries.sh --only envtest)"
+KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh --only envtest | tail -n 1)
+[[ -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]] || {
+  echo "test.sh: no envtest binaries in '$KUBEBUILDER_ASSETS'" >&2
+  exit 1
+}
+export KUBEBUILDER_ASSETS
+step "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+
+# vet, gofmt and the tests all run even when an earlier one fails, so one CI run shows every
+# problem; the script fails at the end if any of them failed.
+failed=()
+
+step "go vet ./..."
+go vet ./... || failed+=("go vet")
+
+step "gofmt -l"
+unformatted=$(find . -name '*.go' -type f \
+  -not -path './.git/*' -not -path './.cache/*' -not -path './bin/*' \
+  -not -path './_output/*' -not -path './vendor/*' -not -path '*/testdata/*' \
+  -print0 | xargs -0 -r gofmt -l)
+if [[ -n "$unformatted" ]]; then
+  echo "test.sh: these files need gofmt -w:" >&2
+  echo "$unformatted" >&2
+  failed+=("gofmt")
+fi
+
+step "go test ./... -count=1 -timeout 30m $*"
+go test ./... -count=1 -timeout 30m "$@" || failed+=("go test")
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
