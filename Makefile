@@ -77,8 +77,12 @@ run-manager: ## run the controller manager against the current kubeconfig
 	$(GO) run ./cmd/manager
 
 .PHONY: bench
-bench: ## trainer benchmarks
-	$(GO) test -run '^$$' -bench . ./trainer/...
+bench: ## trainer speed vs PyTorch (same run), FLOP/s vs the GEMM peak, sampling rate: prints a table
+	hack/bench.sh
+
+.PHONY: run
+run: ## the quickstart: a whole BPO alignment locally on the bundled model and task (bpo run)
+	$(GO) run ./cmd/bpo run -f config/samples/quickstart.yaml
 
 .PHONY: e2e
 e2e: ## end-to-end test (hack/e2e.sh)
