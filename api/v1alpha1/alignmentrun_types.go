@@ -208,6 +208,15 @@ type AlignmentRunSpec struct {
 	// +kubebuilder:default={}
 	Evaluator EvaluatorSpec `json:"evaluator,omitempty"`
 
+	// seed fixes every random choice of the run (prompt order, sampling, batch order), so a
+	// run is reproducible and the arms of a comparison can share or vary their seeds.
+	// Default 1. Immutable.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.seed is immutable: create a new AlignmentRun to change the recipe"
+	Seed int64 `json:"seed,omitempty"`
+
 	// workspace is the shared volume every stage pod mounts at /workspace. Immutable.
 	// +required
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.workspace is immutable: create a new AlignmentRun to change the recipe"
@@ -459,7 +468,8 @@ type StageTemplate struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
 	// command replaces the whole stage command line: the container runs command + args and the
-	// controller adds nothing (the process must still honour the stage contract). When unset,
+	// controller adds no arguments (env and mounts stay; the process must still honour the stage
+	// contract: write a StageResult to /dev/termination-log). When unset,
 	// the container runs `bpo <stage> --config /etc/bpo/run.yaml --workspace /workspace
 	// --phase <k> [--shards <n>] --termination-log /dev/termination-log` followed by args.
 	// +optional
@@ -679,9 +689,9 @@ const (
 	ReasonResumed = "Resumed"
 	// ReasonNotSuspended (Suspended=False): the run was never suspended.
 	ReasonNotSuspended = "NotSuspended"
-	// ReasonPending (Running=False): the run has not started (e.g. created suspended).
+	// ReasonPending (Running=False): no stage Job has been created yet (transient, before the first Job).
 	ReasonPending = "Pending"
-	// ReasonSucceeded (Succeeded=True, Running=False): all phases completed.
+	// ReasonSucceeded (Succeeded=True; also Running=False and Failed=False): all phases completed.
 	ReasonSucceeded = "Succeeded"
 	// ReasonInProgress (Succeeded=False, Failed=False): the run has not finished.
 	ReasonInProgress = "InProgress"

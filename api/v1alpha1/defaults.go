@@ -82,6 +82,9 @@ func (r *AlignmentRun) SetDefaults() {
 		s.Trainer.MaxGradNorm = DefaultMaxGradNorm
 	}
 	setInt(&s.Evaluator.SamplesPerPrompt, 1)
+	if s.Seed == 0 {
+		s.Seed = 1
+	}
 	if s.Suspend == nil {
 		s.Suspend = ptr(false)
 	}
