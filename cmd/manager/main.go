@@ -1,0 +1,111 @@
+// Command manager runs the AlignmentRun controller. It is kept small: it imports the API, the
+// controller and controller-runtime only (never trainer/ or gorgonia).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/controllers"
+)
+
+// LeaderElectionID is the name of the coordination.k8s.io Lease the replicas compete for.
+const LeaderElectionID = "alignment.bpo.dev"
+
+func main() {
+	var (
+		metricsAddr, probeAddr      string
+		leaderElect                 bool
+		leaderElectionNamespace     string
+		stageImage, stagePullPolicy string
+		watchNamespaces             string
+		maxConcurrentReconciles     int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election (Lease "+LeaderElectionID+"), so that only one replica reconciles.")
+	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the pod's namespace).")
+	flag.StringVar(&stageImage, "stage-image", controllers.DefaultStageImage, "Image of stage containers when the stage spec sets none.")
+	flag.StringVar(&stagePullPolicy, "stage-image-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of stage containers when the stage spec sets none (Always, IfNotPresent, Never).")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (default: all namespaces).")
+	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 1, "Number of AlignmentRuns reconciled in parallel.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	switch corev1.PullPolicy(stagePullPolicy) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		fmt.Fprintf(os.Stderr, "--stage-image-pull-policy must be Always, IfNotPresent or Never, got %q\n", stagePullPolicy)
+		os.Exit(2)
+	}
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, alignv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			log.Error(err, "building the scheme")
+			os.Exit(1)
+		}
+	}
+
+	var namespaces []string
+	for _, ns := range strings.Split(watchNamespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			namespaces = append(namespaces, ns)
+		}
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: leaderElectionNamespace,
+		// Stop reconciling at once when leadership is lost; the process then exits.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(namespaces),
+	})
+	if err != nil {
+		log.Error(err, "creating the manager")
+		os.Exit(1)
+	}
+
+	if err := (&controllers.AlignmentRunReconciler{
+		Client:                  mgr.GetClient(),
+		Scheme:                  mgr.GetScheme(),
+		StageImage:              stageImage,
+		StageImagePullPolicy:    corev1.PullPolicy(stagePullPolicy),
+		MaxConcurrentReconciles: maxConcurrentReconciles,
+	}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "setting up the AlignmentRun controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "adding the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "adding the readiness check")
+		os.Exit(1)
+	}
+
+	log.Info("starting the manager", "stageImage", stageImage, "watchNamespaces", namespaces, "leaderElection", leaderElect)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "running the manager")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,734 @@
+// Package controllers holds the AlignmentRun controller: a thin reconciler that runs every
+// stage (sample → label → train → eval) of every phase of a run as an Indexed batch/v1 Job,
+// following the stage contract of docs/design.md.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+)
+
+const (
+	// ControllerName names the controller and is the reportingController of its events.
+	ControllerName = "alignment.bpo.dev/alignmentrun-controller"
+
+	// DefaultStageImage is the image of stage containers when neither the stage spec nor the
+	// --stage-image flag sets one.
+	DefaultStageImage = "ghcr.io/bpo-dev/bpo:latest"
+
+	// defaultResultsGracePeriod is how long after a Job completed the controller waits for the
+	// pods' StageResults to appear in its cache before folding what it has.
+	defaultResultsGracePeriod = 30 * time.Second
+)
+
+// AlignmentRunReconciler reconciles AlignmentRun objects.
+type AlignmentRunReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+
+	// StageImage and StageImagePullPolicy apply to stages whose spec sets no image / policy.
+	StageImage           string
+	StageImagePullPolicy corev1.PullPolicy
+
+	// ResultsGracePeriod: see defaultResultsGracePeriod (0 means the default).
+	ResultsGracePeriod time.Duration
+	// MaxConcurrentReconciles of the controller (0 means 1).
+	MaxConcurrentReconciles int
+	// Now returns the current time (tests may override it); nil means time.Now.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=alignment.bpo.dev,resources=alignmentruns,verbs=get;list;watch
+// +kubebuilder:rbac:groups=alignment.bpo.dev,resources=alignmentruns/status,verbs=get;patch
+// +kubebuilder:rbac:groups=alignment.bpo.dev,resources=alignmentruns/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// CacheOptions restricts the manager's informer cache to what the controller needs: Jobs, Pods
+// and ConfigMaps only when they carry the alignment.bpo.dev/run label (the controller never
+// reads other ones), and, when namespaces is non-empty, only those namespaces.
+func CacheOptions(namespaces []string) cache.Options {
+	req, err := labels.NewRequirement(alignv1.LabelRun, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant, valid label key
+	}
+	owned := cache.ByObject{Label: labels.NewSelector().Add(*req)}
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&batchv1.Job{}:      owned,
+		&corev1.Pod{}:       owned,
+		&corev1.ConfigMap{}: owned,
+	}}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// SetupWithManager registers the controller: AlignmentRuns, the Jobs and ConfigMaps they own,
+// and terminated stage pods (whose termination messages carry the StageResults).
+func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder(ControllerName)
+	}
+	if r.StageImage == "" {
+		r.StageImage = DefaultStageImage
+	}
+	if r.StageImagePullPolicy == "" {
+		r.StageImagePullPolicy = corev1.PullIfNotPresent
+	}
+	terminatedPods := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("alignmentrun").
+		For(&alignv1.AlignmentRun{}).
+		Owns(&batchv1.Job{}).
+		Owns(&corev1.ConfigMap{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToRun), builder.WithPredicates(terminatedPods,
+			predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }})).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
+			SkipNameValidation:      ptr.To(true),
+		}).
+		Complete(r)
+}
+
+func podToRun(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[alignv1.LabelRun]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// scope carries one reconcile's state: the run as read, the working copy whose status is
+// computed in memory, the children, and what to report once the status is written.
+type scope struct {
+	orig *alignv1.AlignmentRun
+	run  *alignv1.AlignmentRun
+	now  metav1.Time
+	jobs []*batchv1.Job // Jobs controlled by the run
+
+	requeueAfter time.Duration
+	events       []pendingEvent
+	stageDone    []stageObservation
+	retried      []string
+	phasesDone   int
+}
+
+type pendingEvent struct {
+	eventType, reason, action, note string
+	related                         runtime.Object
+}
+
+type stageObservation struct {
+	stage    string
+	duration time.Duration
+}
+
+func (s *scope) requeue(d time.Duration) {
+	if d <= 0 {
+		d = time.Second
+	}
+	if s.requeueAfter == 0 || d < s.requeueAfter {
+		s.requeueAfter = d
+	}
+}
+
+func (s *scope) event(eventType, reason, action string, related runtime.Object, format string, args ...any) {
+	s.events = append(s.events, pendingEvent{eventType, reason, action, truncate(fmt.Sprintf(format, args...), 900), related})
+}
+
+// Reconcile runs fetch → validate → lifecycle (finished/TTL, suspend, deadline) → spec
+// ConfigMap → stages, computing the status in memory; then writes the status once (if it
+// changed) and only then emits events and records metrics.
+func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	run := &alignv1.AlignmentRun{}
+	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
+		if apierrors.IsNotFound(err) {
+			tracker.set(req.NamespacedName, "", true)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !run.DeletionTimestamp.IsZero() {
+		// Children carry controller owner references: the garbage collector deletes them.
+		return ctrl.Result{}, nil
+	}
+
+	s := &scope{orig: run, run: run.DeepCopy(), now: metav1.NewTime(r.now())}
+	err := r.reconcile(ctx, s)
+	if err == nil {
+		s.run.Status.ObservedGeneration = run.Generation
+		for i := range s.run.Status.Conditions {
+			s.run.Status.Conditions[i].ObservedGeneration = run.Generation
+		}
+	}
+	if !equality.Semantic.DeepEqual(run.Status, s.run.Status) {
+		patch := client.MergeFromWithOptions(run, client.MergeFromWithOptimisticLock{})
+		if perr := r.Status().Patch(ctx, s.run, patch); perr != nil {
+			if apierrors.IsConflict(perr) || apierrors.IsNotFound(perr) {
+				// A newer version exists; its watch event reconciles again. Events are dropped
+				// with the stale status: the next reconcile recomputes both.
+				log.V(1).Info("status write conflicted, requeueing", "error", perr.Error())
+				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+			}
+			return ctrl.Result{}, errors.Join(err, perr)
+		}
+	}
+	r.report(s)
+	tracker.set(req.NamespacedName, trueCondition(&s.run.Status), false)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
+}
+
+// reconcile runs the phase functions in order until one stops the pipeline or fails.
+func (r *AlignmentRunReconciler) reconcile(ctx context.Context, s *scope) error {
+	if err := r.listJobs(ctx, s); err != nil {
+		return err
+	}
+	initConditions(s)
+	for _, phase := range []func(context.Context, *scope) (stop bool, err error){
+		r.reconcileFinished,
+		r.reconcileValidation,
+		r.reconcileSuspend,
+		r.reconcileDeadline,
+		r.reconcileSpecConfigMap,
+		r.reconcileStages,
+	} {
+		if stop, err := phase(ctx, s); err != nil || stop {
+			return err
+		}
+	}
+	return nil
+}
+
+// report emits the queued events and records metrics, after the status write.
+func (r *AlignmentRunReconciler) report(s *scope) {
+	for _, e := range s.events {
+		r.Recorder.Eventf(s.run, e.related, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+	for _, o := range s.stageDone {
+		stageDuration.WithLabelValues(o.stage).Observe(o.duration.Seconds())
+	}
+	for _, st := range s.retried {
+		stageRetries.WithLabelValues(st).Inc()
+	}
+	if s.phasesDone > 0 {
+		phasesCompleted.WithLabelValues(string(s.run.Spec.Loss.Type), string(s.run.Spec.TrustRegion.Reference)).Add(float64(s.phasesDone))
+	}
+}
+
+func (r *AlignmentRunReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *AlignmentRunReconciler) resultsGrace() time.Duration {
+	if r.ResultsGracePeriod > 0 {
+		return r.ResultsGracePeriod
+	}
+	return defaultResultsGracePeriod
+}
+
+// listJobs loads the Jobs controlled by the run (a Job with the run label but another owner,
+// e.g. left by a deleted run of the same name, is ignored).
+func (r *AlignmentRunReconciler) listJobs(ctx context.Context, s *scope) error {
+	var list batchv1.JobList
+	if err := r.List(ctx, &list, client.InNamespace(s.run.Namespace), client.MatchingLabels{alignv1.LabelRun: s.run.Name}); err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	s.jobs = s.jobs[:0]
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], s.run) {
+			s.jobs = append(s.jobs, &list.Items[i])
+		}
+	}
+	return nil
+}
+
+// ---- phase: finished runs and ttlSecondsAfterFinished ----
+
+func (r *AlignmentRunReconciler) reconcileFinished(ctx context.Context, s *scope) (bool, error) {
+	st := &s.run.Status
+	if !isTrue(st, alignv1.ConditionSucceeded) && !isTrue(st, alignv1.ConditionFailed) {
+		return false, nil
+	}
+	// Nothing keeps running once the run is finished (e.g. after a deadline).
+	if _, err := r.deleteJobs(ctx, s, true); err != nil {
+		return true, err
+	}
+	ttl := s.run.Spec.TTLSecondsAfterFinished
+	if ttl == nil || st.CompletionTime == nil {
+		return true, nil
+	}
+	expiry := st.CompletionTime.Add(time.Duration(*ttl) * time.Second)
+	if s.now.Time.Before(expiry) {
+		s.requeue(expiry.Sub(s.now.Time))
+		return true, nil
+	}
+	n, err := r.deleteJobs(ctx, s, false)
+	if err != nil {
+		return true, err
+	}
+	cm := &corev1.ConfigMap{}
+	cmDeleted := false
+	if err := r.Get(ctx, types.NamespacedName{Namespace: s.run.Namespace, Name: ConfigMapName(s.run.Name)}, cm); err == nil {
+		if metav1.IsControlledBy(cm, s.run) {
+			if err := r.Delete(ctx, cm); client.IgnoreNotFound(err) != nil {
+				return true, err
+			}
+			cmDeleted = true
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return true, err
+	}
+	if n > 0 || cmDeleted {
+		s.event(corev1.EventTypeNormal, "ChildrenDeleted", "DeleteChildren", nil,
+			"ttlSecondsAfterFinished (%ds) passed: deleted %d Jobs and the spec ConfigMap; the run and its status are kept", *ttl, n)
+	}
+	return true, nil
+}
+
+// ---- phase: validation ----
+
+func (r *AlignmentRunReconciler) reconcileValidation(ctx context.Context, s *scope) (bool, error) {
+	if errs := s.run.Validate(); len(errs) > 0 {
+		msg := errs.ToAggregate().Error()
+		s.event(corev1.EventTypeWarning, alignv1.ReasonInvalidSpec, "Validate", nil, "%s", msg)
+		return true, r.fail(ctx, s, alignv1.ReasonInvalidSpec, "invalid spec: "+msg)
+	}
+	s.run.Status.Phases = s.run.Spec.TrustRegion.Phases
+	if s.run.Status.Phase == 0 {
+		s.run.Status.Phase = 1
+	}
+	s.run.Status.Progress = fmt.Sprintf("%d/%d", s.run.Status.Phase, s.run.Status.Phases)
+	return false, nil
+}
+
+// ---- phase: suspend / resume ----
+
+func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope) (bool, error) {
+	st := &s.run.Status
+	wasSuspended := isTrue(st, alignv1.ConditionSuspended)
+	if s.run.Spec.IsSuspended() {
+		n, err := r.deleteJobs(ctx, s, true)
+		if err != nil {
+			return true, err
+		}
+		where := "before start"
+		if st.StartTime != nil {
+			where = fmt.Sprintf("at phase %d/%d stage %s", st.Phase, st.Phases, st.Stage)
+		}
+		msg := fmt.Sprintf("spec.suspend is true: suspended %s", where)
+		setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonSuspended, msg)
+		setCondition(s, alignv1.ConditionSuspended, metav1.ConditionTrue, alignv1.ReasonSuspended, msg)
+		if !wasSuspended || n > 0 {
+			s.event(corev1.EventTypeNormal, alignv1.ReasonSuspended, "Suspend", nil, "%s; deleted %d running Jobs", msg, n)
+		}
+		return true, nil
+	}
+	if wasSuspended {
+		msg := fmt.Sprintf("spec.suspend is false: resumed at phase %d/%d stage %s", st.Phase, st.Phases, st.Stage)
+		setCondition(s, alignv1.ConditionSuspended, metav1.ConditionFalse, alignv1.ReasonResumed, msg)
+		s.event(corev1.EventTypeNormal, alignv1.ReasonResumed, "Resume", nil, "%s", msg)
+	}
+	if st.StartTime == nil {
+		st.StartTime = s.now.DeepCopy()
+	}
+	return false, nil
+}
+
+// ---- phase: activeDeadlineSeconds ----
+
+func (r *AlignmentRunReconciler) reconcileDeadline(ctx context.Context, s *scope) (bool, error) {
+	ads := s.run.Spec.ActiveDeadlineSeconds
+	st := &s.run.Status
+	if ads == nil || st.StartTime == nil {
+		return false, nil
+	}
+	// Counted from the start, or from the last resume (like TrainJob).
+	base := st.StartTime.Time
+	if c := meta.FindStatusCondition(st.Conditions, alignv1.ConditionSuspended); c != nil &&
+		c.Status == metav1.ConditionFalse && c.Reason == alignv1.ReasonResumed && c.LastTransitionTime.After(base) {
+		base = c.LastTransitionTime.Time
+	}
+	deadline := base.Add(time.Duration(*ads) * time.Second)
+	if s.now.Time.Before(deadline) {
+		s.requeue(deadline.Sub(s.now.Time))
+		return false, nil
+	}
+	msg := fmt.Sprintf("activeDeadlineSeconds (%d) exceeded at phase %d/%d stage %s", *ads, st.Phase, st.Phases, st.Stage)
+	s.event(corev1.EventTypeWarning, alignv1.ReasonDeadlineExceeded, "Fail", nil, "%s", msg)
+	return true, r.fail(ctx, s, alignv1.ReasonDeadlineExceeded, msg)
+}
+
+// ---- phase: the spec ConfigMap ----
+
+func (r *AlignmentRunReconciler) reconcileSpecConfigMap(ctx context.Context, s *scope) (bool, error) {
+	desired, err := buildConfigMap(s.run)
+	if err != nil {
+		return true, err
+	}
+	if err := controllerutil.SetControllerReference(s.run, desired, r.Scheme); err != nil {
+		return true, err
+	}
+	existing := &corev1.ConfigMap{}
+	err = r.Get(ctx, client.ObjectKeyFromObject(desired), existing)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+			return true, fmt.Errorf("creating ConfigMap %s: %w", desired.Name, err)
+		}
+		return false, nil
+	case err != nil:
+		return true, err
+	case !metav1.IsControlledBy(existing, s.run):
+		return true, fmt.Errorf("ConfigMap %s/%s exists and is not controlled by this AlignmentRun: delete it or rename the run", existing.Namespace, existing.Name)
+	case !equality.Semantic.DeepEqual(existing.Data, desired.Data):
+		existing.Data = desired.Data
+		if err := r.Update(ctx, existing); err != nil {
+			return true, fmt.Errorf("updating ConfigMap %s: %w", desired.Name, err)
+		}
+	}
+	return false, nil
+}
+
+// ---- phase: the stages ----
+
+// reconcileStages walks phases k = 1..F and their stages in order. Completed stages are known
+// from status.phaseResults[].completedStages, or from a complete Job when the status has not
+// caught up; the first stage not completed is advanced by reconcileStage.
+func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) (bool, error) {
+	spec := &s.run.Spec
+	st := &s.run.Status
+	for k := int32(1); k <= spec.TrustRegion.Phases; k++ {
+		for _, stage := range spec.Stages(k) {
+			if pr := phaseResult(st, k, false); pr != nil && pr.HasCompleted(stage) {
+				continue
+			}
+			done, err := r.reconcileStage(ctx, s, k, stage)
+			if err != nil || !done {
+				return true, err
+			}
+		}
+		pr := phaseResult(st, k, true)
+		if pr.CompletionTime == nil {
+			pr.CompletionTime = s.now.DeepCopy()
+			if pr.StartTime != nil {
+				pr.DurationSeconds = int64(pr.CompletionTime.Sub(pr.StartTime.Time).Seconds())
+			}
+			s.phasesDone++
+			s.event(corev1.EventTypeNormal, "PhaseCompleted", "CompletePhase", nil,
+				"phase %d/%d completed: %d pairs kept, loss %s, win rate %s", k, spec.TrustRegion.Phases,
+				pr.PairsKept, orDash(pr.Loss), orDash(pr.WinRate))
+		}
+	}
+	st.CompletionTime = s.now.DeepCopy()
+	msg := fmt.Sprintf("all %d phases completed; win rate %s; checkpoint %s", spec.TrustRegion.Phases, orDash(st.LatestWinRate), orDash(st.LatestCheckpoint))
+	setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
+	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionTrue, alignv1.ReasonSucceeded, msg)
+	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
+	s.event(corev1.EventTypeNormal, alignv1.ReasonSucceeded, "Complete", nil, "%s", msg)
+	return true, nil
+}
+
+// stageJobs returns the live (not being deleted) Jobs of a stage by attempt, and whether a Job
+// of the stage is still being deleted.
+func (s *scope) stageJobs(k int32, stage string) (map[int32]*batchv1.Job, bool) {
+	jobs := map[int32]*batchv1.Job{}
+	deleting := false
+	for _, j := range s.jobs {
+		l := j.Labels
+		if l[alignv1.LabelPhase] != strconv.Itoa(int(k)) || l[alignv1.LabelStage] != stage {
+			continue
+		}
+		a, err := strconv.Atoi(l[alignv1.LabelAttempt])
+		if err != nil {
+			continue
+		}
+		if !j.DeletionTimestamp.IsZero() {
+			deleting = true
+			continue
+		}
+		jobs[int32(a)] = j
+	}
+	return jobs, deleting
+}
+
+// reconcileStage advances one stage of phase k and reports whether it has completed.
+func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k int32, stage string) (bool, error) {
+	st := &s.run.Status
+	F := s.run.Spec.TrustRegion.Phases
+
+	// The attempt in progress: from the status when it tracks this stage (a Job deleted by
+	// suspend is recreated under the same attempt), or the newest Job if the status lags.
+	attempt := int32(0)
+	if st.Phase == k && st.Stage == stage {
+		attempt = st.Retries
+	}
+	jobs, deleting := s.stageJobs(k, stage)
+	for a := range jobs {
+		attempt = max(attempt, a)
+	}
+	st.Phase, st.Stage, st.Retries = k, stage, attempt
+	st.Progress = fmt.Sprintf("%d/%d", k, F)
+	job := jobs[attempt]
+	where := fmt.Sprintf("phase %d/%d stage %s", k, F, stage)
+
+	switch {
+	case job == nil:
+		if deleting {
+			// An old Job of this stage is going away; create the next one after it is gone.
+			s.requeue(time.Second)
+			setRunning(s, where+": waiting for a deleted Job to go away")
+			return false, nil
+		}
+		return false, r.startJob(ctx, s, k, stage, attempt, where)
+
+	case jobComplete(job):
+		pods, err := r.jobPods(ctx, job)
+		if err != nil {
+			return false, err
+		}
+		results, bad := stageResults(pods)
+		if want := int(*job.Spec.Completions); len(results) < want {
+			since := jobFinishTime(job, batchv1.JobComplete)
+			if s.now.Sub(since) < r.resultsGrace() {
+				s.requeue(2 * time.Second)
+				setRunning(s, fmt.Sprintf("%s: Job %s complete, waiting for StageResults (%d of %d)", where, job.Name, len(results), want))
+				return false, nil
+			}
+			s.event(corev1.EventTypeWarning, "StageResultsIncomplete", "ReadResults", job,
+				"%s: found %d of %d StageResults in the pods' termination messages (%d unreadable); folding what is there", where, len(results), want, bad)
+		}
+		pr := phaseResult(st, k, true)
+		foldResults(st, pr, stage, results)
+		pr.CompletedStages = append(pr.CompletedStages, stage)
+		if pr.StartTime == nil {
+			pr.StartTime = job.CreationTimestamp.DeepCopy()
+		}
+		st.Retries = 0
+		if job.Status.StartTime != nil && job.Status.CompletionTime != nil {
+			s.stageDone = append(s.stageDone, stageObservation{stage, job.Status.CompletionTime.Sub(job.Status.StartTime.Time)})
+		}
+		s.event(corev1.EventTypeNormal, "StageSucceeded", "CompleteStage", job, "%s succeeded (Job %s)%s", where, job.Name, stageSummary(pr, stage))
+		return true, nil
+
+	case jobFailed(job):
+		pods, err := r.jobPods(ctx, job)
+		if err != nil {
+			return false, err
+		}
+		msg := failureMessage(job, pods)
+		limit := s.run.Spec.BackoffLimitOrDefault()
+		if attempt < limit {
+			s.retried = append(s.retried, stage)
+			s.event(corev1.EventTypeWarning, "StageRetry", "RetryStage", job,
+				"%s attempt %d failed (%s); retrying (%d of %d retries)", where, attempt, msg, attempt+1, limit)
+			st.Retries = attempt + 1
+			return false, r.startJob(ctx, s, k, stage, attempt+1, where)
+		}
+		failMsg := fmt.Sprintf("%s failed after %d attempts (backoffLimit %d): %s", where, attempt+1, limit, msg)
+		s.event(corev1.EventTypeWarning, alignv1.ReasonStageFailed, "Fail", job, "%s", failMsg)
+		return false, r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
+
+	default:
+		setRunning(s, fmt.Sprintf("%s running (Job %s)", where, job.Name))
+		return false, nil
+	}
+}
+
+// startJob creates attempt n of a stage Job (idempotently: the name is deterministic).
+func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string) error {
+	job := r.buildJob(s.run, k, stage, attempt)
+	if err := controllerutil.SetControllerReference(s.run, job, r.Scheme); err != nil {
+		return err
+	}
+	pr := phaseResult(&s.run.Status, k, true)
+	if pr.StartTime == nil {
+		pr.StartTime = s.now.DeepCopy()
+	}
+	err := r.Create(ctx, job)
+	switch {
+	case err == nil:
+		s.event(corev1.EventTypeNormal, "StageStarted", "CreateJob", job, "%s started: Job %s (attempt %d, %d completions)",
+			where, job.Name, attempt, *job.Spec.Completions)
+	case apierrors.IsAlreadyExists(err):
+		// Created by an earlier reconcile that the cache has not shown yet.
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		msg := fmt.Sprintf("%s: the API server rejected Job %s: %v", where, job.Name, err)
+		s.event(corev1.EventTypeWarning, alignv1.ReasonJobCreationFailed, "CreateJob", nil, "%s", msg)
+		return r.fail(ctx, s, alignv1.ReasonJobCreationFailed, msg)
+	default:
+		return fmt.Errorf("creating Job %s: %w", job.Name, err)
+	}
+	msg := fmt.Sprintf("%s running (Job %s)", where, job.Name)
+	setRunning(s, msg)
+	return nil
+}
+
+// deleteJobs deletes the run's Jobs (only the unfinished ones when activeOnly) with background
+// propagation, so the garbage collector removes their pods. It returns how many it deleted.
+func (r *AlignmentRunReconciler) deleteJobs(ctx context.Context, s *scope, activeOnly bool) (int, error) {
+	n := 0
+	for _, j := range s.jobs {
+		if !j.DeletionTimestamp.IsZero() || (activeOnly && jobFinished(j)) {
+			continue
+		}
+		if err := r.Delete(ctx, j, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return n, fmt.Errorf("deleting Job %s: %w", j.Name, err)
+		}
+		now := s.now
+		j.DeletionTimestamp = &now // so later phases of this reconcile treat it as gone
+		n++
+	}
+	return n, nil
+}
+
+// fail marks the run Failed (terminal) and stops whatever still runs.
+func (r *AlignmentRunReconciler) fail(ctx context.Context, s *scope, reason, msg string) error {
+	st := &s.run.Status
+	if st.CompletionTime == nil {
+		st.CompletionTime = s.now.DeepCopy()
+	}
+	setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonFailed, msg)
+	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionFalse, alignv1.ReasonFailed, msg)
+	setCondition(s, alignv1.ConditionFailed, metav1.ConditionTrue, reason, msg)
+	_, err := r.deleteJobs(ctx, s, true)
+	return err
+}
+
+// ---- conditions ----
+
+// initConditions makes sure the four condition types exist, in a fixed order.
+func initConditions(s *scope) {
+	for _, t := range []string{alignv1.ConditionRunning, alignv1.ConditionSuspended, alignv1.ConditionSucceeded, alignv1.ConditionFailed} {
+		if meta.FindStatusCondition(s.run.Status.Conditions, t) != nil {
+			continue
+		}
+		reason, msg := alignv1.ReasonInProgress, "the run has not finished"
+		switch t {
+		case alignv1.ConditionRunning:
+			reason, msg = alignv1.ReasonPending, "no stage has started yet"
+		case alignv1.ConditionSuspended:
+			reason, msg = alignv1.ReasonNotSuspended, "spec.suspend has not been set"
+		}
+		setCondition(s, t, metav1.ConditionFalse, reason, msg)
+	}
+}
+
+func setCondition(s *scope, t string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&s.run.Status.Conditions, metav1.Condition{
+		Type: t, Status: status, Reason: reason, Message: truncate(msg, 1024),
+		ObservedGeneration: s.run.Generation, LastTransitionTime: s.now,
+	})
+}
+
+func setRunning(s *scope, msg string) {
+	setCondition(s, alignv1.ConditionRunning, metav1.ConditionTrue, alignv1.ReasonStageRunning, msg)
+	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
+	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
+}
+
+func isTrue(st *alignv1.AlignmentRunStatus, t string) bool {
+	return meta.IsStatusConditionTrue(st.Conditions, t)
+}
+
+// trueCondition is the condition that is True ("" if none), for the runs gauge.
+func trueCondition(st *alignv1.AlignmentRunStatus) string {
+	for _, t := range trackedConditions {
+		if isTrue(st, t) {
+			return t
+		}
+	}
+	return ""
+}
+
+// ---- helpers ----
+
+// phaseResult returns the status entry of phase k, adding it when create is set.
+func phaseResult(st *alignv1.AlignmentRunStatus, k int32, create bool) *alignv1.PhaseResult {
+	for i := range st.PhaseResults {
+		if st.PhaseResults[i].Phase == k {
+			return &st.PhaseResults[i]
+		}
+	}
+	if !create {
+		return nil
+	}
+	st.PhaseResults = append(st.PhaseResults, alignv1.PhaseResult{Phase: k})
+	return &st.PhaseResults[len(st.PhaseResults)-1]
+}
+
+func jobFinishTime(job *batchv1.Job, t batchv1.JobConditionType) time.Time {
+	if job.Status.CompletionTime != nil {
+		return job.Status.CompletionTime.Time
+	}
+	if c := jobCondition(job, t); c != nil {
+		return c.LastTransitionTime.Time
+	}
+	return job.CreationTimestamp.Time
+}
+
+func stageSummary(pr *alignv1.PhaseResult, stage string) string {
+	switch stage {
+	case alignv1.StageSample:
+		return fmt.Sprintf(": %d samples, %d candidate pairs, %d identical", pr.Samples, pr.PairsSampled, pr.Identical)
+	case alignv1.StageLabel:
+		return fmt.Sprintf(": %d pairs kept, %d ties", pr.PairsKept, pr.Ties)
+	case alignv1.StageTrain:
+		return fmt.Sprintf(": loss %s, reward accuracy %s, KL to reference %s", orDash(pr.Loss), orDash(pr.RewardAccuracy), orDash(pr.KLToReference))
+	default:
+		return fmt.Sprintf(": win rate %s, gold reward %s", orDash(pr.WinRate), orDash(pr.GoldReward))
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

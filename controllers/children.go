@@ -1,0 +1,253 @@
+package controllers
+
+import (
+	"fmt"
+	"strconv"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+)
+
+// Paths and names of the stage contract (docs/design.md).
+const (
+	containerName      = "bpo"
+	workspaceMountPath = "/workspace"
+	configMountPath    = "/etc/bpo"
+	runConfigKey       = "run.yaml"
+	dataDir            = "data"
+	terminationLog     = "/dev/termination-log"
+
+	// EnvRunName and EnvRunUID identify the run to the stage process (the workspace records
+	// the owner uid and refuses a foreign one).
+	EnvRunName = "BPO_RUN_NAME"
+	EnvRunUID  = "BPO_RUN_UID"
+	// EnvAnnotatorToken carries spec.labeler.annotator.secretRef into label pods.
+	EnvAnnotatorToken = "BPO_ANNOTATOR_TOKEN"
+
+	// stagePodFSGroup owns the workspace volume's files so that the non-root stage process can
+	// write them whatever its uid (65532 is the distroless "nonroot" user and group).
+	stagePodFSGroup = 65532
+)
+
+// JobName is the deterministic name of the Job running attempt n (0-based) of a stage of
+// phase k: <run>-p<k>-<stage>, plus -a<n> for retries.
+func JobName(run string, k int32, stage string, attempt int32) string {
+	name := fmt.Sprintf("%s-p%d-%s", run, k, stage)
+	if attempt > 0 {
+		name += fmt.Sprintf("-a%d", attempt)
+	}
+	return name
+}
+
+// ConfigMapName is the name of the run's spec ConfigMap.
+func ConfigMapName(run string) string { return run + "-spec" }
+
+// runDocument is the shape of run.yaml in the spec ConfigMap (and of `bpo run -f` input).
+type runDocument struct {
+	APIVersion string                   `json:"apiVersion"`
+	Kind       string                   `json:"kind"`
+	Metadata   runDocumentMeta          `json:"metadata"`
+	Spec       alignv1.AlignmentRunSpec `json:"spec"`
+}
+
+type runDocumentMeta struct {
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	UID       types.UID `json:"uid"`
+}
+
+// renderRunYAML renders run.yaml: apiVersion, kind, metadata.name/namespace/uid and spec.
+func renderRunYAML(run *alignv1.AlignmentRun) (string, error) {
+	b, err := yaml.Marshal(runDocument{
+		APIVersion: alignv1.GroupVersion.String(),
+		Kind:       "AlignmentRun",
+		Metadata:   runDocumentMeta{Name: run.Name, Namespace: run.Namespace, UID: run.UID},
+		Spec:       run.Spec,
+	})
+	return string(b), err
+}
+
+func childLabels(run *alignv1.AlignmentRun) map[string]string {
+	return map[string]string{alignv1.LabelRun: run.Name}
+}
+
+// buildConfigMap returns the desired spec ConfigMap (owner reference added by the caller).
+func buildConfigMap(run *alignv1.AlignmentRun) (*corev1.ConfigMap, error) {
+	doc, err := renderRunYAML(run)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      ConfigMapName(run.Name),
+			Namespace: run.Namespace,
+			Labels:    childLabels(run),
+		},
+		Data: map[string]string{runConfigKey: doc},
+	}, nil
+}
+
+// stageTemplate returns the scheduling template of a stage and its number of completions
+// (= parallelism): shards for sample and label, ensemble members for train, 1 for eval.
+func stageTemplate(spec *alignv1.AlignmentRunSpec, stage string) (*alignv1.StageTemplate, int32) {
+	switch stage {
+	case alignv1.StageSample:
+		return &spec.Sampler.StageTemplate, ptr.Deref(spec.Sampler.Parallelism, 1)
+	case alignv1.StageLabel:
+		return &spec.Labeler.StageTemplate, ptr.Deref(spec.Labeler.Parallelism, 1)
+	case alignv1.StageTrain:
+		return &spec.Trainer.StageTemplate, max(spec.Ensemble.Members, 1)
+	default:
+		return &spec.Evaluator.StageTemplate, 1
+	}
+}
+
+// buildJob returns attempt n of a stage Job of phase k (owner reference added by the caller).
+func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, stage string, attempt int32) *batchv1.Job {
+	spec := &run.Spec
+	tmpl, completions := stageTemplate(spec, stage)
+
+	labels := map[string]string{
+		alignv1.LabelRun:     run.Name,
+		alignv1.LabelPhase:   strconv.Itoa(int(k)),
+		alignv1.LabelStage:   stage,
+		alignv1.LabelAttempt: strconv.Itoa(int(attempt)),
+	}
+	podLabels := map[string]string{}
+	for k, v := range labels {
+		podLabels[k] = v
+	}
+
+	command := []string{"bpo"}
+	args := []string{stage,
+		"--config", configMountPath + "/" + runConfigKey,
+		"--workspace", workspaceMountPath,
+		"--phase", strconv.Itoa(int(k)),
+	}
+	if stage == alignv1.StageSample || stage == alignv1.StageLabel {
+		args = append(args, "--shards", strconv.Itoa(int(completions)))
+	}
+	args = append(args, "--termination-log", terminationLog)
+	args = append(args, tmpl.Args...)
+	if len(tmpl.Command) > 0 {
+		command = append([]string(nil), tmpl.Command...)
+		args = append([]string(nil), tmpl.Args...)
+	}
+
+	env := []corev1.EnvVar{
+		{Name: EnvRunName, Value: run.Name},
+		{Name: EnvRunUID, Value: string(run.UID)},
+	}
+	if a := spec.Labeler.Annotator; stage == alignv1.StageLabel && a != nil && a.Kind == alignv1.AnnotatorHTTP && a.SecretRef != nil {
+		env = append(env, corev1.EnvVar{Name: EnvAnnotatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: a.SecretRef.DeepCopy()}})
+	}
+	for _, e := range tmpl.Env {
+		env = append(env, *e.DeepCopy())
+	}
+
+	image := tmpl.Image
+	if image == "" {
+		image = r.StageImage
+	}
+	pullPolicy := tmpl.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = r.StageImagePullPolicy
+	}
+
+	// /etc/bpo: run.yaml from the spec ConfigMap, plus data/<key> from spec.data.configMap.
+	sources := []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{
+		LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(run.Name)},
+		Items:                []corev1.KeyToPath{{Key: runConfigKey, Path: runConfigKey}},
+	}}}
+	if cm := spec.Data.ConfigMap; cm != nil {
+		sources = append(sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
+			Items: []corev1.KeyToPath{
+				{Key: cm.PromptsKey, Path: dataDir + "/" + cm.PromptsKey},
+				{Key: cm.EvalKey, Path: dataDir + "/" + cm.EvalKey},
+			},
+		}})
+	}
+	volumes := []corev1.Volume{{
+		Name:         "config",
+		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}},
+	}}
+	mounts := []corev1.VolumeMount{{Name: "config", MountPath: configMountPath, ReadOnly: true}}
+	if pvc := spec.Workspace.PersistentVolumeClaim; pvc != nil {
+		volumes = append(volumes, corev1.Volume{
+			Name: "workspace",
+			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+				ClaimName: pvc.ClaimName,
+			}},
+		})
+		mounts = append(mounts, corev1.VolumeMount{Name: "workspace", MountPath: workspaceMountPath, SubPath: spec.Workspace.SubPath})
+	}
+
+	var tolerations []corev1.Toleration
+	for _, t := range tmpl.Tolerations {
+		tolerations = append(tolerations, *t.DeepCopy())
+	}
+	var nodeSelector map[string]string
+	if len(tmpl.NodeSelector) > 0 {
+		nodeSelector = map[string]string{}
+		for k, v := range tmpl.NodeSelector {
+			nodeSelector[k] = v
+		}
+	}
+
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      JobName(run.Name, k, stage, attempt),
+			Namespace: run.Namespace,
+			Labels:    labels,
+		},
+		Spec: batchv1.JobSpec{
+			CompletionMode: ptr.To(batchv1.IndexedCompletion),
+			Completions:    ptr.To(completions),
+			Parallelism:    ptr.To(completions),
+			// Retries are stage-level attempts (new Jobs), counted against spec.backoffLimit.
+			BackoffLimit: ptr.To(int32(0)),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					NodeSelector:                 nodeSelector,
+					Tolerations:                  tolerations,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:        ptr.To(true),
+						FSGroup:             ptr.To(int64(stagePodFSGroup)),
+						FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+						SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Volumes: volumes,
+					Containers: []corev1.Container{{
+						Name:                     containerName,
+						Image:                    image,
+						ImagePullPolicy:          pullPolicy,
+						Command:                  command,
+						Args:                     args,
+						Env:                      env,
+						Resources:                *tmpl.Resources.DeepCopy(),
+						VolumeMounts:             mounts,
+						TerminationMessagePath:   terminationLog,
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false),
+							RunAsNonRoot:             ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+					}},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,131 @@
+package controllers
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/controllers/testutil"
+)
+
+// TestBuildJob covers the parts of the pod template that the envtest flow does not: the HTTP
+// annotator's Secret, ConfigMap data, command/args overrides and scheduling fields.
+func TestBuildJob(t *testing.T) {
+	t.Parallel()
+	r := &AlignmentRunReconciler{StageImage: "img:default", StageImagePullPolicy: corev1.PullAlways}
+	tol := corev1.Toleration{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}
+	run := testutil.MakeRun("ns", "unit").
+		HTTPAnnotator("https://rm.example/score", "rm-token", "token").
+		DataConfigMap("prompts").
+		SamplerTolerations(tol).SamplerNodeSelector(map[string]string{"pool": "cpu"}).
+		Mutate(func(a *alignv1.AlignmentRun) {
+			a.UID = "uid-7"
+			a.Spec.Sampler.Args = []string{"--verbose"}
+			a.Spec.Evaluator.Command = []string{"/bin/custom-eval"}
+			a.Spec.Evaluator.Args = []string{"--x"}
+		}).Defaulted()
+
+	cases := map[string]struct {
+		stage   string
+		command []string
+		argsHas []string
+		argsNot []string
+		envHas  string
+		envNot  string
+	}{
+		"sample: default command plus extra args and scheduling": {
+			stage: "sample", command: []string{"bpo"}, argsHas: []string{"--shards", "--verbose"}, envNot: EnvAnnotatorToken,
+		},
+		"label: the annotator token from the Secret": {
+			stage: "label", command: []string{"bpo"}, argsHas: []string{"--shards"}, envHas: EnvAnnotatorToken,
+		},
+		"train: no shards": {
+			stage: "train", command: []string{"bpo"}, argsNot: []string{"--shards"}, envNot: EnvAnnotatorToken,
+		},
+		"eval: command override takes the whole command line": {
+			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			job := r.buildJob(run, 2, tc.stage, 1)
+			if job.Name != "unit-p2-"+tc.stage+"-a1" || job.Labels[alignv1.LabelAttempt] != "1" || job.Labels[alignv1.LabelPhase] != "2" {
+				t.Errorf("name %s labels %v", job.Name, job.Labels)
+			}
+			pod := job.Spec.Template.Spec
+			c := pod.Containers[0]
+			if !slices.Equal(c.Command, tc.command) || c.Image != "img:default" || c.ImagePullPolicy != corev1.PullAlways {
+				t.Errorf("command %v image %s %s", c.Command, c.Image, c.ImagePullPolicy)
+			}
+			for _, a := range tc.argsHas {
+				if !slices.Contains(c.Args, a) {
+					t.Errorf("args %v lack %s", c.Args, a)
+				}
+			}
+			for _, a := range tc.argsNot {
+				if slices.Contains(c.Args, a) {
+					t.Errorf("args %v contain %s", c.Args, a)
+				}
+			}
+			env := map[string]corev1.EnvVar{}
+			for _, e := range c.Env {
+				env[e.Name] = e
+			}
+			if env[EnvRunUID].Value != "uid-7" {
+				t.Errorf("env %v", c.Env)
+			}
+			if tc.envHas != "" {
+				ref := env[tc.envHas].ValueFrom
+				if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "rm-token" || ref.SecretKeyRef.Key != "token" {
+					t.Errorf("%s = %+v", tc.envHas, env[tc.envHas])
+				}
+			}
+			if _, ok := env[tc.envNot]; tc.envNot != "" && ok {
+				t.Errorf("%s leaked into the %s stage", tc.envNot, tc.stage)
+			}
+			// /etc/bpo holds run.yaml and the data ConfigMap's keys under data/.
+			var paths []string
+			for _, v := range pod.Volumes {
+				if v.Projected != nil {
+					for _, src := range v.Projected.Sources {
+						for _, it := range src.ConfigMap.Items {
+							paths = append(paths, src.ConfigMap.Name+":"+it.Key+"->"+it.Path)
+						}
+					}
+				}
+			}
+			if got := strings.Join(paths, ","); got != "unit-spec:run.yaml->run.yaml,prompts:prompts.jsonl->data/prompts.jsonl,prompts:eval.jsonl->data/eval.jsonl" {
+				t.Errorf("projected config %s", got)
+			}
+			if (tc.stage == "sample") != (len(pod.Tolerations) == 1 && pod.NodeSelector["pool"] == "cpu") {
+				t.Errorf("%s: tolerations %v nodeSelector %v", tc.stage, pod.Tolerations, pod.NodeSelector)
+			}
+			if *pod.AutomountServiceAccountToken {
+				t.Errorf("service account token mounted into stage pods")
+			}
+		})
+	}
+}
+
+// TestFoldResults checks the folding rules of docs/design.md on hand-made results, including a
+// missing index and a result without metrics.
+func TestFoldResults(t *testing.T) {
+	t.Parallel()
+	f := func(v float64) *float64 { return &v }
+	st := &alignv1.AlignmentRunStatus{}
+	pr := &alignv1.PhaseResult{Phase: 1}
+	foldResults(st, pr, "train", map[int32]alignv1.StageResult{
+		0: {Loss: f(0.5), RewardAccuracy: f(1), Checkpoint: "phase-1/members/member-0"},
+		2: {Loss: f(0.7)},
+	})
+	if pr.Loss != "0.6" || pr.RewardAccuracy != "1" || pr.RewardMargin != "" || st.LatestCheckpoint != "phase-1/members/member-0" {
+		t.Errorf("train fold: %+v %+v", pr, st)
+	}
+	foldResults(st, pr, "eval", map[int32]alignv1.StageResult{0: {WinRate: f(0.73456), KLToInitial: f(0.01)}})
+	if pr.WinRate != "0.7346" || st.LatestWinRate != "0.7346" || pr.KLToInitial != "0.01" {
+		t.Errorf("eval fold: %+v", pr)
+	}
+}

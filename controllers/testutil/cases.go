@@ -1,0 +1,128 @@
+package testutil
+
+import (
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"k8s.io/utils/ptr"
+
+	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+)
+
+// InvalidCase is a spec the API server must reject at admission and Validate must reject too.
+type InvalidCase struct {
+	Name   string
+	Mutate func(*alignv1.AlignmentRun)
+	// APIMessage is a substring of the API server's error: it names the field (and the fix).
+	APIMessage string
+	// GoField is a substring of Validate's aggregated error (the field path).
+	GoField string
+}
+
+func dec(s string) *alignv1.Decimal { return ptr.To(alignv1.Decimal(s)) }
+
+// InvalidCases applies to MakeRun(ns, name).
+var InvalidCases = []InvalidCase{
+	{"beta zero", func(r *alignv1.AlignmentRun) { r.Spec.Loss.Beta = "0" },
+		"spec.loss.beta must be a decimal greater than 0", "spec.loss.beta"},
+	{"beta negative", func(r *alignv1.AlignmentRun) { r.Spec.Loss.Beta = "-0.1" },
+		"spec.loss.beta", "spec.loss.beta"},
+	{"beta not a number", func(r *alignv1.AlignmentRun) { r.Spec.Loss.Beta = "abc" },
+		"spec.loss.beta", "spec.loss.beta"},
+	{"phases below 1", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = -1 },
+		"spec.trustRegion.phases", "spec.trustRegion.phases"},
+	{"phases above 1000", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = 1001 },
+		"spec.trustRegion.phases", "spec.trustRegion.phases"},
+	{"pairs not divisible by phases", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = 3 },
+		"spec.budget.pairs must be divisible by spec.trustRegion.phases", "spec.budget.pairs"},
+	{"pairs per phase below pairsPerStep", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = 8 },
+		"must be at least spec.budget.pairsPerStep", "spec.budget.pairs"},
+	{"samplesPerPrompt below 2", func(r *alignv1.AlignmentRun) { r.Spec.Budget.SamplesPerPrompt = 1 },
+		"spec.budget.samplesPerPrompt", "spec.budget.samplesPerPrompt"},
+	{"model builtin and path", func(r *alignv1.AlignmentRun) { r.Spec.Model.Path = "models/sft" },
+		"spec.model: set exactly one of spec.model.builtin", "spec.model"},
+	{"model neither builtin nor path", func(r *alignv1.AlignmentRun) { r.Spec.Model.Builtin = "" },
+		"spec.model: set exactly one of spec.model.builtin", "spec.model"},
+	{"model path escapes the workspace", func(r *alignv1.AlignmentRun) {
+		r.Spec.Model = alignv1.ModelSpec{Path: "../etc/sft"}
+	}, "spec.model.path must be relative to the workspace root", "spec.model.path"},
+	{"data with two sources", func(r *alignv1.AlignmentRun) { r.Spec.Data.Path = "data/reviews" },
+		"spec.data: set exactly one of", "spec.data"},
+	{"data with no source", func(r *alignv1.AlignmentRun) { r.Spec.Data = alignv1.DataSpec{} },
+		"spec.data: set exactly one of", "spec.data"},
+	{"EMA without emaAlpha", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Reference = alignv1.ReferenceEMA },
+		"spec.trustRegion.emaAlpha is required when spec.trustRegion.reference is EMA", "spec.trustRegion.emaAlpha"},
+	{"emaAlpha without EMA", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.EMAAlpha = dec("0.01") },
+		"spec.trustRegion.emaAlpha is required when spec.trustRegion.reference is EMA and must be unset otherwise", "spec.trustRegion.emaAlpha"},
+	{"emaAlpha above 1", func(r *alignv1.AlignmentRun) {
+		r.Spec.TrustRegion.Reference, r.Spec.TrustRegion.EMAAlpha = alignv1.ReferenceEMA, dec("1.5")
+	}, "spec.trustRegion.emaAlpha must be a decimal with 0 < emaAlpha <= 1", "spec.trustRegion.emaAlpha"},
+	{"Fixed without fixedCheckpoint", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Reference = alignv1.ReferenceFixed },
+		"spec.trustRegion.fixedCheckpoint is required when spec.trustRegion.reference is Fixed", "spec.trustRegion.fixedCheckpoint"},
+	{"too many ensemble members", func(r *alignv1.AlignmentRun) { r.Spec.Ensemble.Members = 17 },
+		"spec.ensemble.members", "spec.ensemble.members"},
+	{"temperature zero", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.Temperature = "0" },
+		"spec.sampler.temperature must be a decimal greater than 0", "spec.sampler.temperature"},
+	{"topP above 1", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.TopP = dec("1.5") },
+		"spec.sampler.topP must be a decimal with 0 < topP <= 1", "spec.sampler.topP"},
+	{"sampler parallelism zero", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.Parallelism = ptr.To(int32(0)) },
+		"spec.sampler.parallelism", "spec.sampler.parallelism"},
+	{"learningRate not a number", func(r *alignv1.AlignmentRun) { r.Spec.Trainer.LearningRate = "fast" },
+		"spec.trainer.learningRate", "spec.trainer.learningRate"},
+	{"HTTP annotator without url", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP}
+	}, "spec.labeler.annotator: kind HTTP needs url", "spec.labeler.annotator.url"},
+	{"Builtin annotator with a url", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorBuiltin, Name: "sentiment", URL: "https://rm.example"}
+	}, "spec.labeler.annotator: kind Builtin needs name", "spec.labeler.annotator"},
+	{"workspace without a PVC", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{Path: "/tmp/ws"}
+	}, "spec.workspace.persistentVolumeClaim is required in a cluster", "spec.workspace.persistentVolumeClaim"},
+	{"backoffLimit above 20", func(r *alignv1.AlignmentRun) { r.Spec.BackoffLimit = ptr.To(int32(21)) },
+		"spec.backoffLimit", "spec.backoffLimit"},
+	{"name longer than 40", func(r *alignv1.AlignmentRun) { r.Name = strings.Repeat("a", 41) },
+		"metadata.name must be at most 40 characters", "metadata.name"},
+	{"name not an RFC 1123 label", func(r *alignv1.AlignmentRun) { r.Name = "run.v2" },
+		"metadata.name must be an RFC 1123 label", "metadata.name"},
+}
+
+// ImmutableCase is an update of a running run's recipe that the API server must reject.
+type ImmutableCase struct {
+	Name       string
+	Mutate     func(*alignv1.AlignmentRun)
+	APIMessage string
+}
+
+// ImmutableCases apply to a stored MakeRun object.
+var ImmutableCases = []ImmutableCase{
+	{"model", func(r *alignv1.AlignmentRun) { r.Spec.Model.Builtin = "tiny-other" }, "spec.model is immutable: create a new AlignmentRun"},
+	{"loss", func(r *alignv1.AlignmentRun) { r.Spec.Loss.Beta = "0.2" }, "spec.loss is immutable: create a new AlignmentRun"},
+	{"trustRegion reference", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Reference = alignv1.ReferenceInitial }, "spec.trustRegion is immutable"},
+	{"trustRegion phases", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = 4 }, "spec.trustRegion is immutable"},
+	{"budget", func(r *alignv1.AlignmentRun) { r.Spec.Budget.Pairs = 128 }, "spec.budget is immutable"},
+	{"ensemble", func(r *alignv1.AlignmentRun) { r.Spec.Ensemble.Rank = 4 }, "spec.ensemble is immutable"},
+	{"data", func(r *alignv1.AlignmentRun) { r.Spec.Data.Builtin = "other" }, "spec.data is immutable"},
+	{"workspace", func(r *alignv1.AlignmentRun) { r.Spec.Workspace.SubPath = "elsewhere" }, "spec.workspace is immutable"},
+	{"sampler temperature", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.Temperature = "0.7" }, "spec.sampler.temperature is immutable"},
+	{"sampler topK added", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.TopK = ptr.To(int32(40)) }, "spec.sampler.topK and spec.sampler.topP cannot be added or removed"},
+	{"sampler maxNewTokens", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.MaxNewTokens = 64 }, "spec.sampler.maxNewTokens is immutable"},
+	{"annotator", func(r *alignv1.AlignmentRun) { r.Spec.Labeler.Annotator.Name = "other" }, "spec.labeler.annotator is immutable"},
+	{"trainer learningRate", func(r *alignv1.AlignmentRun) { r.Spec.Trainer.LearningRate = "1e-4" }, "spec.trainer.learningRate is immutable"},
+	{"evaluator everyPhase", func(r *alignv1.AlignmentRun) { r.Spec.Evaluator.EveryPhase = true }, "spec.evaluator.everyPhase is immutable"},
+}
+
+// MutableCases are updates the API server must accept on a stored run.
+var MutableCases = map[string]func(*alignv1.AlignmentRun){
+	"suspend":               func(r *alignv1.AlignmentRun) { r.Spec.Suspend = ptr.To(true) },
+	"activeDeadlineSeconds": func(r *alignv1.AlignmentRun) { r.Spec.ActiveDeadlineSeconds = ptr.To(int64(3600)) },
+	"backoffLimit":          func(r *alignv1.AlignmentRun) { r.Spec.BackoffLimit = ptr.To(int32(5)) },
+	"ttl":                   func(r *alignv1.AlignmentRun) { r.Spec.TTLSecondsAfterFinished = ptr.To(int32(60)) },
+	"scheduling fields": func(r *alignv1.AlignmentRun) {
+		r.Spec.Trainer.Image = "example.com/bpo:v2"
+		r.Spec.Sampler.Parallelism = ptr.To(int32(4))
+		r.Spec.Labeler.Parallelism = ptr.To(int32(3))
+		r.Spec.Sampler.NodeSelector = map[string]string{"pool": "cpu"}
+		r.Spec.Evaluator.Env = append(r.Spec.Evaluator.Env, corev1.EnvVar{Name: "X", Value: "1"})
+	},
+}
