@@ -343,14 +343,29 @@ func printerColumns(t *testing.T, ns, name string) map[string]string {
 	return cols
 }
 
-// sampleRun reads config/samples/alignment_v1alpha1_alignmentrun.yaml.
-func sampleRun(t *testing.T) *alignv1.AlignmentRun {
+// sampleRuns reads every AlignmentRun in config/samples (the quickstart, IPO, online-DPO and
+// offline-DPO baselines), keyed by file name.
+func sampleRuns(t *testing.T) map[string]*alignv1.AlignmentRun {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "config", "samples", "alignment_v1alpha1_alignmentrun.yaml"))
+	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "*.yaml"))
 	must(t, err)
-	run := &alignv1.AlignmentRun{}
-	must(t, yaml.UnmarshalStrict(b, run))
-	return run
+	runs := map[string]*alignv1.AlignmentRun{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		must(t, err)
+		if !strings.Contains(string(b), "kind: AlignmentRun") {
+			continue
+		}
+		run := &alignv1.AlignmentRun{}
+		if err := yaml.UnmarshalStrict(b, run); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		runs[filepath.Base(f)] = run
+	}
+	if len(runs) < 4 {
+		t.Fatalf("want at least 4 sample runs in config/samples, found %d", len(runs))
+	}
+	return runs
 }
 
 // TestStageRetry: a failed stage Job is replaced by attempt Jobs up to backoffLimit; past it the
@@ -710,11 +725,12 @@ func TestInvalidSpecsRejected(t *testing.T) {
 			}
 		})
 	}
-	t.Run("the sample is valid", func(t *testing.T) {
-		run := sampleRun(t)
-		run.Namespace = ns
-		must(t, k8sClient.Create(context.Background(), run, client.DryRunAll))
-	})
+	for file, run := range sampleRuns(t) {
+		t.Run("sample "+file+" is valid", func(t *testing.T) {
+			run.Namespace = ns
+			must(t, k8sClient.Create(context.Background(), run, client.DryRunAll))
+		})
+	}
 }
 
 // TestRecipeImmutable: recipe fields cannot change after creation; lifecycle and scheduling

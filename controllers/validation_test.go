@@ -25,10 +25,11 @@ func TestValidateRejectsInvalidSpecs(t *testing.T) {
 	if errs := testutil.MakeRun("ns", "ok").Defaulted().Validate(); len(errs) > 0 {
 		t.Fatalf("the base run is invalid: %v", errs)
 	}
-	sample := sampleRun(t)
-	sample.SetDefaults()
-	if errs := sample.Validate(); len(errs) > 0 {
-		t.Fatalf("the sample is invalid: %v", errs)
+	for file, sample := range sampleRuns(t) {
+		sample.SetDefaults()
+		if errs := sample.Validate(); len(errs) > 0 {
+			t.Fatalf("sample %s is invalid: %v", file, errs)
+		}
 	}
 	for _, tc := range testutil.InvalidCases {
 		t.Run(tc.Name, func(t *testing.T) {
