@@ -127,6 +127,7 @@ func (e *Env) writePlots(sums []PhaseSummary, base *EvalResult) ([]string, error
 		p.Title.Text = title
 		p.X.Label.Text = "phase (0 = initial model)"
 		p.Y.Label.Text = ylabel
+		p.Legend.Top, p.Legend.Left = true, true
 		if err := plotutil.AddLinePoints(p, series...); err != nil {
 			return err
 		}
