@@ -55,6 +55,7 @@ MANIFEST_PATHS = paths=./api/... $(if $(wildcard controllers),paths=./controller
 manifests: ## CRDs and RBAC into config/
 	$(CONTROLLER_GEN) crd rbac:roleName=bpo-manager-role $(MANIFEST_PATHS) \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	charts/bpo-operator/sync-crds.sh
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## fail if generated code or manifests are out of date
@@ -88,6 +89,16 @@ run: ## the quickstart: a whole BPO alignment locally on the bundled model and t
 e2e: ## end-to-end test (hack/e2e.sh)
 	@if [ ! -x hack/e2e.sh ]; then echo 'e2e: hack/e2e.sh is missing or not executable' >&2; exit 1; fi
 	hack/e2e.sh
+
+KUBECTL ?= kubectl
+
+.PHONY: deploy
+deploy: ## install CRDs, RBAC and the manager with kustomize (config/default) into the current kubeconfig
+	$(KUBECTL) apply --server-side -k config/default
+
+.PHONY: undeploy
+undeploy: ## remove what deploy installed (AlignmentRuns are deleted with their CRD)
+	$(KUBECTL) delete --ignore-not-found -k config/default
 
 .PHONY: clean
 clean: ## remove build outputs in the clone (the cache in $(BPO_CACHE) is kept)
