@@ -18,6 +18,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
+	root.AddCommand(experimentCmd())
 	// root.AddCommand(extraCommands()...) // pretrain, sft: wired when cmd/bpo/make.go lands
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpo:", err)
