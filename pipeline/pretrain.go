@@ -119,9 +119,11 @@ type LMProgress struct {
 	Step, Steps     int // steps done, total
 	// Loss is the step's mean NLL per predicted token (nats).
 	Loss, LR, GradNorm float64
-	// Tokens is the number of predicted tokens trained on so far (this member).
-	Tokens  int64
-	Elapsed time.Duration // since this process started the run (or member)
+	// Tokens is the number of predicted tokens trained on so far (this member), StepTokens
+	// those of this step.
+	Tokens     int64
+	StepTokens int
+	Elapsed    time.Duration // since this process started the run (or member)
 	// Evaluated is set when HeldOut (nats/byte) was measured after this step.
 	Evaluated bool
 	HeldOut   float64
@@ -628,7 +630,8 @@ func (a *adamW) restore(m, v map[string][]float64, step int) error {
 type lmRun struct {
 	o        LMOptions
 	tr       *model.LMTrainer
-	adapter  *model.Adapter // LoRA mode
+	evalTr   *model.LMTrainer // packed: the held-out measure scores every document alone
+	adapter  *model.Adapter   // LoRA mode
 	opt      *adamW
 	data     *lmData
 	held     heldOutSet
@@ -663,9 +666,9 @@ func (r *lmRun) run() error {
 		r.tokens += int64(out.Tokens)
 		r.losses = append(r.losses, out.Loss)
 		p := LMProgress{Member: r.member, Members: r.members, Step: r.step, Steps: r.o.Steps, Loss: out.Loss, LR: lr,
-			GradNorm: norm, Tokens: r.tokens, Elapsed: time.Since(r.start)}
+			GradNorm: norm, Tokens: r.tokens, StepTokens: out.Tokens, Elapsed: time.Since(r.start)}
 		if r.step == r.o.Steps || (r.o.EvalEvery > 0 && r.step%r.o.EvalEvery == 0) {
-			h, err := r.held.natsPerByte(r.tr, r.adapter)
+			h, err := r.held.natsPerByte(r.evalTr, r.adapter)
 			if err != nil {
 				return err
 			}
@@ -759,7 +762,13 @@ func Pretrain(cfg model.Config, texts []string, opt PretrainOptions) (*model.Wei
 	if err != nil {
 		return nil, rep, fmt.Errorf("pretrain: %w", err)
 	}
-	r := &lmRun{o: o, tr: tr, opt: adam, data: data, held: newHeldOutSet(tok, held, o.SeqLen), members: 1, progress: opt.Progress}
+	evalTr := tr
+	if o.Layout != LayoutPacked {
+		if evalTr, err = model.NewLMTrainer(w, o.Batch, o.SeqLen, model.LMOptions{Packed: true}); err != nil {
+			return nil, rep, fmt.Errorf("pretrain: %w", err)
+		}
+	}
+	r := &lmRun{o: o, tr: tr, evalTr: evalTr, opt: adam, data: data, held: newHeldOutSet(tok, held, o.SeqLen), members: 1, progress: opt.Progress}
 	first := data.epochRows(0)
 	rep = PretrainReport{TrainDocs: len(train), HeldOutDocs: len(held), HeldOutBytes: r.held.bytes,
 		RowsPerEpoch: len(first), Fill: rowFill(first, o.SeqLen), Steps: o.Steps}
@@ -936,7 +945,7 @@ func SFT(base *model.Weights, texts []string, members int, rank int, alpha float
 		if err != nil {
 			return nil, fmt.Errorf("sft: %w", err)
 		}
-		r := &lmRun{o: o, tr: tr, adapter: a, opt: adam, data: newLMData(tok, train, o.SeqLen, LayoutPacked, seed),
+		r := &lmRun{o: o, tr: tr, evalTr: tr, adapter: a, opt: adam, data: newLMData(tok, train, o.SeqLen, LayoutPacked, seed),
 			held: heldSet, member: m, members: members, progress: opt.Progress}
 		if err := r.run(); err != nil {
 			return nil, fmt.Errorf("sft: member %d: %w", m, err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bpo-dev/bpo/trainer/model"
+	"github.com/bpo-dev/bpo/trainer/optim"
 	"github.com/bpo-dev/bpo/trainer/task"
 	"github.com/bpo-dev/bpo/trainer/tokenizer"
 )
@@ -381,5 +382,74 @@ func TestModelFolderLoads(t *testing.T) {
 				t.Errorf("member %d: %s not the SFT adapter", m, name)
 			}
 		}
+	}
+}
+
+// TestAdamWRateScaling: the per-step rate applied by scaling the update equals optim.AdamW run at
+// that rate, and weight decay skips biases and LayerNorm parameters.
+func TestAdamWRateScaling(t *testing.T) {
+	o := LMOptions{LR: 1e-2, WeightDecay: 0.3, MaxGradNorm: -1}
+	mk := func() map[string][]float64 {
+		return map[string][]float64{"h.0.mlp.c_fc.weight": {0.5, -1, 2}, "h.0.mlp.c_fc.bias": {0.5, -1, 2}, "h.0.ln_1.weight": {1, 1.5, 0.5}}
+	}
+	grads := func(step int) map[string]*model.Tensor {
+		g := map[string]*model.Tensor{}
+		for n, v := range mk() {
+			d := make([]float64, len(v))
+			for i := range d {
+				d[i] = math.Sin(float64(step*7+i)) * v[i]
+			}
+			g[n] = &model.Tensor{Shape: []int{len(d)}, Data: d}
+		}
+		return g
+	}
+	p := mk()
+	a, err := newAdamW(o, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := mk()
+	refOpt := map[bool]*optim.AdamW{}
+	for _, dec := range []bool{true, false} {
+		cfg := optim.Config{LR: 1, MaxGradNorm: -1, Decay: optim.Constant}
+		if dec {
+			cfg.WeightDecay = o.WeightDecay
+		}
+		refOpt[dec], _ = optim.New(cfg)
+	}
+	rates := []float64{1e-3, 1e-2, 4e-3, 2.5e-3}
+	for s, lr := range rates {
+		a.step(grads(s), lr)
+		// the reference: one optimizer per group, rebuilt at this step's rate with the moments kept
+		for _, dec := range []bool{true, false} {
+			st := refOpt[dec].State()
+			cfg := optim.Config{LR: lr, MaxGradNorm: -1, Decay: optim.Constant}
+			if dec {
+				cfg.WeightDecay = o.WeightDecay
+			}
+			opt, _ := optim.New(cfg)
+			if err := opt.Restore(st); err != nil {
+				t.Fatal(err)
+			}
+			params, gr := map[string][]float64{}, map[string][]float64{}
+			g := grads(s)
+			for n := range ref {
+				if decays(n) == dec {
+					params[n], gr[n] = ref[n], g[n].Data
+				}
+			}
+			opt.Step(params, gr)
+			refOpt[dec] = opt
+		}
+	}
+	for n := range p {
+		for i := range p[n] {
+			if d := math.Abs(p[n][i] - ref[n][i]); d > 1e-15*math.Max(1, math.Abs(ref[n][i])) {
+				t.Errorf("%s[%d]: %.17g, optim at the same rate %.17g", n, i, p[n][i], ref[n][i])
+			}
+		}
+	}
+	if decays("h.0.mlp.c_fc.bias") || decays("ln_f.weight") || !decays("wte.weight") || !decays("h.1.attn.c_attn.lora_B") {
+		t.Error("decays: wrong groups")
 	}
 }

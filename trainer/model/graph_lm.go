@@ -1,0 +1,474 @@
+package model
+
+// The language-model training graph: the same decoder as graph.go, trained on the mean
+// next-token negative log-likelihood of the masked tokens of a Batch, in one of two modes:
+//
+//   - full-parameter (NewLMTrainer): every base tensor is a graph input with a gradient
+//     (wte through both the embedding lookup and the tied output projection, wpe, every
+//     LayerNorm gain and bias, every Conv1D weight and bias), for pretraining;
+//   - LoRA (NewLoRALMTrainer): the base is frozen exactly as in the preference graph (the same
+//     fused ops) and only an Adapter's tensors get gradients, for SFT adapters.
+//
+// The preference graph (graph.go) is untouched: the full-parameter mode uses the variants in
+// graph_lm_ops.go (LayerNorm, Conv1D and tied projection with weight inputs) and the shared
+// embedding, attention and GELU ops, whose gradients it already has.
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// LMStepOutput is the result of one LMTrainer forward+backward pass.
+type LMStepOutput struct {
+	// Loss is the mean negative log-likelihood (nats) of the masked tokens, 0 if none is masked.
+	Loss float64
+	// Tokens is the number of masked (predicted) tokens.
+	Tokens int
+	// Grads holds d Loss / d tensor under the tensor names: every base tensor (full mode) or
+	// every adapter tensor (LoRA mode).
+	Grads map[string]*Tensor
+}
+
+// LMOptions configure an LMTrainer.
+type LMOptions struct {
+	// Packed lets a row hold several documents: a new document starts after every end-of-text
+	// token (Config.EOSTokenID) of a row, with positions restarting at 0 and attention confined to
+	// the document, so each document is scored exactly as if it were alone at the start of a row
+	// (how inference sees a prompt). A token that starts a document cannot be masked.
+	Packed bool
+}
+
+// LMTrainer is the language-model training graph for one (config, mode, batch size, sequence
+// length), built once and reused by every Step. It is not safe for concurrent use.
+type LMTrainer struct {
+	cfg           Config
+	packed        bool
+	full          bool
+	rank          int
+	batch, seqLen int
+	scale         float64 // LoRA mode: alpha/r of the bound adapter, 0 = base model
+
+	g               *G.ExprGraph
+	tok, tgt, wt    *G.Node
+	tokV, tgtV, wtV *tensor.Dense
+	posV, startV    *tensor.Dense // packed rows: position ids and document starts
+	names           []string      // trained tensor names, in graph order
+	params          []*G.Node
+	paramV          []*tensor.Dense // full mode: views on the Weights' data
+	weights         *Weights        // full mode
+	grads           []*G.Node
+	loss            *G.Node
+	trainVM, fwdVM  G.VM
+	count           int
+}
+
+// NewLMTrainer builds the full-parameter language-model graph for w. The graph reads w's
+// tensors in place (it keeps views on their Data): update them in place between steps (e.g.
+// with optim.AdamW on Params) and the next Step sees the new values; do not replace them.
+func NewLMTrainer(w *Weights, batch, seqLen int, opt LMOptions) (*LMTrainer, error) {
+	return newLMTrainer(w, 0, batch, seqLen, true, opt)
+}
+
+// NewLoRALMTrainer builds the LoRA language-model graph: base is frozen (referenced, not
+// copied; it must not change while the trainer is in use) and Step differentiates the adapter
+// of the given rank.
+func NewLoRALMTrainer(base *Weights, rank, batch, seqLen int, opt LMOptions) (*LMTrainer, error) {
+	if rank <= 0 {
+		return nil, fmt.Errorf("model: LoRA rank must be > 0, got %d", rank)
+	}
+	return newLMTrainer(base, rank, batch, seqLen, false, opt)
+}
+
+func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions) (*LMTrainer, error) {
+	if w == nil {
+		return nil, errors.New("model: nil weights")
+	}
+	cfg := w.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case batch <= 0 || seqLen <= 0:
+		return nil, fmt.Errorf("model: batch (%d) and seqLen (%d) must be > 0", batch, seqLen)
+	case seqLen > cfg.NPositions:
+		return nil, fmt.Errorf("model: seqLen %d exceeds n_positions %d", seqLen, cfg.NPositions)
+	case cfg.ActivationFunction != "" && cfg.ActivationFunction != "gelu_new":
+		return nil, fmt.Errorf("model: activation_function %q not supported (want gelu_new)", cfg.ActivationFunction)
+	}
+	d, V, N := cfg.NEmbd, cfg.VocabSize, batch*seqLen
+	tr := &LMTrainer{cfg: cfg, packed: opt.Packed, full: full, rank: rank, batch: batch, seqLen: seqLen}
+	if full {
+		tr.weights = w
+	}
+	g := G.NewGraph()
+	tr.g = g
+	vec := func(name string, n int) (*G.Node, *tensor.Dense) {
+		v := tensor.New(tensor.WithShape(n), tensor.Of(tensor.Float64))
+		return G.NewVector(g, tensor.Float64, G.WithShape(n), G.WithName(name), G.WithValue(v)), v
+	}
+	tr.tok, tr.tokV = vec("tokens", N)
+	tr.tgt, tr.tgtV = vec("targets", N)
+	tr.wt, tr.wtV = vec("loss_mask", N)
+	var pos, start *G.Node
+	dataIn := G.Nodes{tr.tok, tr.tgt, tr.wt}
+	if opt.Packed {
+		pos, tr.posV = vec("positions", N)
+		start, tr.startV = vec("document_starts", N)
+		dataIn = append(dataIn, pos, start)
+	}
+
+	get := func(name string, shape ...int) (*Tensor, error) {
+		t, ok := w.Tensors[name]
+		if !ok {
+			return nil, fmt.Errorf("model: weights lack %q", name)
+		}
+		if !grSameShape(t.Shape, shape) || len(t.Data) != grProd(shape) {
+			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
+		}
+		return t, nil
+	}
+	// node makes a base tensor a graph input (a trained parameter in full mode).
+	var inputs G.Nodes
+	node := func(name string, shape ...int) (*G.Node, error) {
+		t, err := get(name, shape...)
+		if err != nil {
+			return nil, err
+		}
+		v := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(t.Data))
+		n := G.NewTensor(g, tensor.Float64, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(v))
+		inputs = append(inputs, n)
+		if full {
+			tr.names = append(tr.names, name)
+			tr.params = append(tr.params, n)
+			tr.paramV = append(tr.paramV, v)
+		}
+		return n, nil
+	}
+	shapes := cfg.AdapterShapes(max(rank, 1))
+	adapterParam := func(name string) *G.Node {
+		s := shapes[name]
+		v := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float64))
+		n := G.NewMatrix(g, tensor.Float64, G.WithShape(s...), G.WithName(name), G.WithValue(v))
+		inputs = append(inputs, n)
+		tr.names = append(tr.names, name)
+		tr.params = append(tr.params, n)
+		tr.paramV = append(tr.paramV, v)
+		return n
+	}
+
+	wte, err := node("wte.weight", V, d)
+	if err != nil {
+		return nil, err
+	}
+	wpe, err := node("wpe.weight", cfg.NPositions, d)
+	if err != nil {
+		return nil, err
+	}
+	var x *G.Node
+	if opt.Packed {
+		x, err = grEmbedPosOp(wte, wpe, tr.tok, pos)
+	} else {
+		x, err = grEmbedOp(wte, wpe, tr.tok, seqLen)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ln := func(x *G.Node, prefix string) (*G.Node, error) {
+		if full {
+			gn, err := node(prefix+".weight", d)
+			if err != nil {
+				return nil, err
+			}
+			bn, err := node(prefix+".bias", d)
+			if err != nil {
+				return nil, err
+			}
+			return grLayerNormFullOp(x, gn, bn, cfg.LayerNormEpsilon)
+		}
+		gw, err := get(prefix+".weight", d)
+		if err != nil {
+			return nil, err
+		}
+		gb, err := get(prefix+".bias", d)
+		if err != nil {
+			return nil, err
+		}
+		return grLayerNormOp(x, gw.Data, gb.Data, cfg.LayerNormEpsilon)
+	}
+	linear := func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
+		if full {
+			wn, err := node(prefix+".weight", in, out)
+			if err != nil {
+				return nil, err
+			}
+			bn, err := node(prefix+".bias", out)
+			if err != nil {
+				return nil, err
+			}
+			return grLinearFullOp(x, wn, bn)
+		}
+		W, err := get(prefix+".weight", in, out)
+		if err != nil {
+			return nil, err
+		}
+		b, err := get(prefix+".bias", out)
+		if err != nil {
+			return nil, err
+		}
+		A, B := adapterParam(prefix+".lora_A"), adapterParam(prefix+".lora_B")
+		return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: b.Data, In: in, Out: out, Rank: rank, Scale: &tr.scale})
+	}
+	for l := 0; l < cfg.NLayer; l++ {
+		p := fmt.Sprintf("h.%d.", l)
+		a, err := ln(x, p+"ln_1")
+		if err != nil {
+			return nil, err
+		}
+		if a, err = linear(a, p+"attn.c_attn", d, 3*d); err != nil {
+			return nil, err
+		}
+		if opt.Packed {
+			a, err = grSegAttentionOp(a, start, batch, seqLen, d, cfg.NHead)
+		} else {
+			a, err = grAttentionOp(a, batch, seqLen, d, cfg.NHead)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if a, err = linear(a, p+"attn.c_proj", d, d); err != nil {
+			return nil, err
+		}
+		if x, err = G.Add(x, a); err != nil {
+			return nil, err
+		}
+		m, err := ln(x, p+"ln_2")
+		if err != nil {
+			return nil, err
+		}
+		if m, err = linear(m, p+"mlp.c_fc", d, 4*d); err != nil {
+			return nil, err
+		}
+		if m, err = grGeluOp(m); err != nil {
+			return nil, err
+		}
+		if m, err = linear(m, p+"mlp.c_proj", 4*d, d); err != nil {
+			return nil, err
+		}
+		if x, err = G.Add(x, m); err != nil {
+			return nil, err
+		}
+	}
+	if x, err = ln(x, "ln_f"); err != nil {
+		return nil, err
+	}
+	var logits *G.Node
+	if full {
+		logits, err = grTiedLogitsFullOp(x, wte)
+	} else {
+		logits, err = grTiedLogitsOp(x, wte)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if tr.loss, err = grLMLossOp(logits, tr.tgt, tr.wt); err != nil {
+		return nil, err
+	}
+	if full {
+		if err := checkAllParams(cfg, tr.names); err != nil {
+			return nil, err
+		}
+	}
+
+	allIn := append(dataIn, inputs...)
+	prog, locs, err := G.CompileFunction(g, allIn, G.Nodes{tr.loss})
+	if err != nil {
+		return nil, fmt.Errorf("model: compiling the LM forward program: %w", err)
+	}
+	tr.fwdVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
+		return nil, fmt.Errorf("model: differentiating the LM loss: %w", err)
+	}
+	outs := append(G.Nodes{tr.loss}, tr.grads...)
+	if prog, locs, err = G.CompileFunction(g, allIn, outs); err != nil {
+		return nil, fmt.Errorf("model: compiling the LM training program: %w", err)
+	}
+	tr.trainVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	return tr, nil
+}
+
+// checkAllParams reports a base tensor the full-parameter graph does not train.
+func checkAllParams(cfg Config, names []string) error {
+	got := map[string]bool{}
+	for _, n := range names {
+		got[n] = true
+	}
+	for _, n := range cfg.ParamNames() {
+		if !got[n] {
+			return fmt.Errorf("model: the LM graph does not train %q", n)
+		}
+	}
+	return nil
+}
+
+// Full reports whether the trainer differentiates every base tensor (else: an adapter).
+func (t *LMTrainer) Full() bool { return t.full }
+
+// Batch and SeqLen are the shape the graph was built for.
+func (t *LMTrainer) Batch() int  { return t.batch }
+func (t *LMTrainer) SeqLen() int { return t.seqLen }
+
+// ParamNames returns the names of the trained tensors (base tensors or adapter tensors), sorted.
+func (t *LMTrainer) ParamNames() []string {
+	n := append([]string(nil), t.names...)
+	sort.Strings(n)
+	return n
+}
+
+// Params returns the trained base tensors' data by name (full mode; nil in LoRA mode): the
+// slices the graph reads, for an optimizer to update in place.
+func (t *LMTrainer) Params() map[string][]float64 {
+	if !t.full {
+		return nil
+	}
+	out := make(map[string][]float64, len(t.names))
+	for i, n := range t.names {
+		out[n] = grF64s(t.paramV[i])
+	}
+	return out
+}
+
+func (t *LMTrainer) bind(a *Adapter, b Batch) error {
+	if t.full {
+		if a != nil {
+			return errors.New("model: a full-parameter LM trainer takes no adapter")
+		}
+		for i, name := range t.names {
+			// The weights must still be the tensors the graph views.
+			if tt := t.weights.Tensors[name]; tt == nil || len(tt.Data) == 0 || &tt.Data[0] != &grF64s(t.paramV[i])[0] {
+				return fmt.Errorf("model: weights tensor %q was replaced after NewLMTrainer; update it in place", name)
+			}
+		}
+	} else if a == nil {
+		t.scale = 0
+	} else {
+		if a.Rank != t.rank {
+			return fmt.Errorf("model: adapter rank %d, trainer rank %d", a.Rank, t.rank)
+		}
+		for i, name := range t.names {
+			src, ok := a.Tensors[name]
+			if !ok {
+				return fmt.Errorf("model: adapter lacks %q", name)
+			}
+			dst := t.paramV[i]
+			if !grSameShape(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
+				return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
+			}
+			copy(grF64s(dst), src.Data)
+		}
+		t.scale = a.Scale()
+	}
+	n, err := bindLMBatch(b, t.batch, t.seqLen, t.cfg.VocabSize, grF64s(t.tokV), grF64s(t.tgtV), grF64s(t.wtV))
+	t.count = n
+	if err != nil || !t.packed {
+		return err
+	}
+	return bindDocuments(b, t.seqLen, t.cfg.EOSTokenID, grF64s(t.posV), grF64s(t.startV))
+}
+
+// bindDocuments fills the position ids and document starts of packed rows: a document starts at
+// the beginning of a row and after every eot token.
+func bindDocuments(b Batch, T, eot int, pos, start []float64) error {
+	for i := range b.Tokens {
+		s := 0
+		for t := 0; t < T; t++ {
+			pos[i*T+t], start[i*T+t] = float64(t-s), float64(s)
+			if t < len(b.Mask[i]) && b.Mask[i][t] && t == s {
+				return fmt.Errorf("model: mask[%d][%d] is set, but the token starts a packed document (nothing predicts it)", i, t)
+			}
+			if t < len(b.Tokens[i]) && b.Tokens[i][t] == eot {
+				s = t + 1
+			}
+		}
+	}
+	return nil
+}
+
+// bindLMBatch fills tokens, shifted targets and 0/1 weights for a batch of `batch` rows of at most
+// seqLen tokens and returns the number of masked tokens.
+func bindLMBatch(b Batch, batch, T, V int, tok, tgt, wt []float64) (int, error) {
+	if len(b.Tokens) != batch {
+		return 0, fmt.Errorf("model: batch has %d sequences, trainer expects %d", len(b.Tokens), batch)
+	}
+	if len(b.Mask) != batch {
+		return 0, fmt.Errorf("model: batch mask has %d rows, want %d", len(b.Mask), batch)
+	}
+	clear(tok)
+	clear(tgt)
+	clear(wt)
+	count := 0
+	for i, row := range b.Tokens {
+		if len(row) > T {
+			return 0, fmt.Errorf("model: sequence %d has %d tokens, trainer seqLen is %d", i, len(row), T)
+		}
+		if len(b.Mask[i]) > len(row) {
+			return 0, fmt.Errorf("model: mask row %d is longer (%d) than its tokens (%d)", i, len(b.Mask[i]), len(row))
+		}
+		for j, v := range row {
+			if v < 0 || v >= V {
+				return 0, fmt.Errorf("model: token %d at [%d][%d] outside the vocabulary [0,%d)", v, i, j, V)
+			}
+			tok[i*T+j] = float64(v)
+		}
+		for j, m := range b.Mask[i] {
+			if !m {
+				continue
+			}
+			if j == 0 {
+				return 0, fmt.Errorf("model: mask[%d][0] is set, but no logit predicts a first token", i)
+			}
+			tgt[i*T+j-1] = float64(row[j])
+			wt[i*T+j-1] = 1
+			count++
+		}
+	}
+	return count, nil
+}
+
+// Loss runs the forward pass only and returns the mean NLL of the masked tokens and their
+// number. a is the adapter in LoRA mode (nil = the base model) and must be nil in full mode.
+func (t *LMTrainer) Loss(a *Adapter, b Batch) (float64, int, error) {
+	if err := t.bind(a, b); err != nil {
+		return 0, 0, err
+	}
+	if err := grRunVM(t.fwdVM); err != nil {
+		return 0, 0, fmt.Errorf("model: LM forward pass: %w", err)
+	}
+	return grScalarValue(t.loss.Value()), t.count, nil
+}
+
+// Step runs forward+backward and returns the loss and the gradient of every trained tensor. In
+// LoRA mode a is the adapter being trained (required); in full mode a must be nil and the
+// gradients are those of the weights given to NewLMTrainer.
+func (t *LMTrainer) Step(a *Adapter, b Batch) (LMStepOutput, error) {
+	if !t.full && a == nil {
+		return LMStepOutput{}, errors.New("model: a LoRA LM Step needs an adapter")
+	}
+	if err := t.bind(a, b); err != nil {
+		return LMStepOutput{}, err
+	}
+	if err := grRunVM(t.trainVM); err != nil {
+		return LMStepOutput{}, fmt.Errorf("model: LM training step: %w", err)
+	}
+	out := LMStepOutput{Loss: grScalarValue(t.loss.Value()), Tokens: t.count, Grads: make(map[string]*Tensor, len(t.names))}
+	for i, name := range t.names {
+		gv := t.grads[i].Value().(*tensor.Dense)
+		gt := &Tensor{Shape: append([]int(nil), t.paramV[i].Shape()...), Data: make([]float64, gv.Size())}
+		copy(gt.Data, grF64s(gv))
+		out.Grads[name] = gt
+	}
+	return out, nil
+}
