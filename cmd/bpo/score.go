@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bpo-dev/bpo/pipeline"
 	"github.com/bpo-dev/bpo/trainer/model"
 	"github.com/bpo-dev/bpo/trainer/tokenizer"
 )
@@ -53,37 +51,24 @@ func scoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(data)
+			lines, err := pipeline.ReadJSONL[scoreLine](data)
 			if err != nil {
 				return err
 			}
-			defer f.Close()
 			inf := model.NewInference(w)
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetEscapeHTML(false)
-			sc := bufio.NewScanner(f)
-			sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-			for n := 1; sc.Scan(); n++ {
-				text := strings.TrimSpace(sc.Text())
-				if text == "" {
-					continue
-				}
-				var in scoreLine
-				dec := json.NewDecoder(strings.NewReader(text))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&in); err != nil {
-					return fmt.Errorf("%s:%d: %v", data, n, err)
-				}
+			for n, in := range lines {
 				p, r := tok.Encode(in.Prompt), tok.Encode(in.Response)
 				if len(p) == 0 {
-					return fmt.Errorf("%s:%d: empty prompt (the first response token needs a context)", data, n)
+					return fmt.Errorf("%s: record %d: empty prompt (the first response token needs a context)", data, n+1)
 				}
 				if eot {
 					r = append(r, tok.EOT())
 				}
 				sums, counts, err := inf.SequenceLogProbs([][]int{p}, [][]int{r})
 				if err != nil {
-					return fmt.Errorf("%s:%d: %v", data, n, err)
+					return fmt.Errorf("%s: record %d: %v", data, n+1, err)
 				}
 				out := scoreOut{Prompt: in.Prompt, Response: in.Response, Sum: sums[0], Tokens: counts[0]}
 				if counts[0] > 0 {
@@ -93,7 +78,7 @@ func scoreCmd() *cobra.Command {
 					return err
 				}
 			}
-			return sc.Err()
+			return nil
 		},
 	}
 	c.Flags().StringVar(&dir, "model", "", "model folder (config.json, model.safetensors, tokenizer files)")
