@@ -170,12 +170,12 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		got[r.Arm] = fmt.Sprintf("%s/%s/F%d/m%d", s.Loss.Type, s.TrustRegion.Reference, s.TrustRegion.Phases, s.Ensemble.Members)
 	}
 	want := map[string]string{
-		"offline-dpo": "DPO/Initial/F1/m5",
-		"online-f2":   "DPO/Initial/F2/m5", "online-f4": "DPO/Initial/F4/m5", "online-f16": "DPO/Initial/F16/m5",
-		"bpo-f2": "DPO/Behavior/F2/m5", "bpo-f4": "DPO/Behavior/F4/m5", "bpo-f16": "DPO/Behavior/F16/m5",
-		"bpo-ema-f4":  "DPO/EMA/F4/m5",
-		"ipo-offline": "IPO/Initial/F1/m5", "ipo-bpo-f2": "IPO/Behavior/F2/m5",
-		"slic-offline": "SLiC/Initial/F1/m5", "slic-bpo-f2": "SLiC/Behavior/F2/m5",
+		"offline-dpo": "DPO/Initial/F1/m3",
+		"online-f2":   "DPO/Initial/F2/m3", "online-f4": "DPO/Initial/F4/m3", "online-f16": "DPO/Initial/F16/m3",
+		"bpo-f2": "DPO/Behavior/F2/m3", "bpo-f4": "DPO/Behavior/F4/m3", "bpo-f16": "DPO/Behavior/F16/m3",
+		"bpo-ema-f4":  "DPO/EMA/F4/m3",
+		"ipo-offline": "IPO/Initial/F1/m3", "ipo-bpo-f2": "IPO/Behavior/F2/m3",
+		"slic-offline": "SLiC/Initial/F1/m3", "slic-bpo-f2": "SLiC/Behavior/F2/m3",
 		"bpo-f2-m1": "DPO/Behavior/F2/m1",
 	}
 	if len(got) != len(want) {
