@@ -19,7 +19,7 @@ func main() {
 	}
 	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
 	root.AddCommand(experimentCmd())
-	// root.AddCommand(extraCommands()...) // pretrain, sft: wired when cmd/bpo/make.go lands
+	root.AddCommand(extraCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpo:", err)
 		os.Exit(1)

@@ -56,7 +56,7 @@ func (f *lmFlags) register(c *cobra.Command, steps int, lr, wd float64) {
 	fl.IntVar(&f.o.EvalEvery, "eval-every", 0, "held-out evaluation period in steps (0: steps/10)")
 	fl.IntVar(&f.logEvery, "log-every", 50, "print a progress line every N steps")
 	fl.IntVar(&f.samples, "samples", 3, "sampled (temperature 1) continuations printed per prompt at the end, besides the greedy one (0: none)")
-	fl.StringArrayVar(&f.prompts, "prompt", []string{"The food was", "This movie is", "I bought this"}, "prompt for the continuations printed at the end (repeatable)")
+	fl.StringArrayVar(&f.prompts, "prompt", []string{"The food was", "This movie is", "I bought this"}, "prompt for the continuations printed at the end (repeatable; --prompt '' for none)")
 }
 
 func cpuTime() time.Duration {
@@ -99,7 +99,13 @@ func progressPrinter(out io.Writer, logEvery int) func(pipeline.LMProgress) erro
 
 // printContinuations prints the greedy and `samples` temperature-1 continuations of each prompt
 // (32 new bytes at most, stopping at end-of-text).
-func printContinuations(out io.Writer, label string, w *model.Weights, prompts []string, samples int, seed uint64) error {
+func printContinuations(out io.Writer, label string, w *model.Weights, all []string, samples int, seed uint64) error {
+	var prompts []string
+	for _, p := range all {
+		if p != "" {
+			prompts = append(prompts, p)
+		}
+	}
 	if len(prompts) == 0 {
 		return nil
 	}
@@ -197,10 +203,7 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 					return err
 				}
 			}
-			if f.samples > 0 || len(f.prompts) > 0 {
-				return printContinuations(w, "base model", wt, f.prompts, f.samples, f.o.Seed)
-			}
-			return nil
+			return printContinuations(w, "base model", wt, f.prompts, f.samples, f.o.Seed)
 		},
 	}
 	f.register(c, 3000, 1e-3, 0.1)
@@ -288,13 +291,10 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			fmt.Fprintf(w, "sft: held-out nats/byte on the SFT texts: base %.4f, members [%s], ensemble mean %.4f\n",
 				baseHeld, strings.Join(parts, " "), ens)
 			fmt.Fprintf(w, "wrote %s\n", filepath.Join(dir, "adapters"))
-			if f.samples > 0 || len(f.prompts) > 0 {
-				if err := printContinuations(w, "member 0 merged", model.MergeMean(base, adapters[:1]), f.prompts, f.samples, f.o.Seed); err != nil {
-					return err
-				}
-				return printContinuations(w, "ensemble mean", model.MergeMean(base, adapters), f.prompts, f.samples, f.o.Seed)
+			if err := printContinuations(w, "member 0 merged", model.MergeMean(base, adapters[:1]), f.prompts, f.samples, f.o.Seed); err != nil {
+				return err
 			}
-			return nil
+			return printContinuations(w, "ensemble mean", model.MergeMean(base, adapters), f.prompts, f.samples, f.o.Seed)
 		},
 	}
 	f.register(c, 150, 1e-3, 0)
