@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -230,10 +231,73 @@ func ReportExperiment(x *Experiment, opt ExperimentReportOptions) (*ExperimentRe
 			return nil, err
 		}
 	}
-	if err := writeJSONAtomic(filepath.Join(opt.Out, "report.json"), rep); err != nil {
+	// A standard deviation over one seed is NaN, which encoding/json refuses: write it as null.
+	if err := writeJSONAtomic(filepath.Join(opt.Out, "report.json"), jsonSafe(reflect.ValueOf(rep))); err != nil {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// jsonSafe converts v into maps, slices and scalars that encoding/json can always encode,
+// with NaN and infinite floats as null. Field names follow the json tags.
+func jsonSafe(v reflect.Value) any {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return jsonSafe(v.Elem())
+	case reflect.Float32, reflect.Float64:
+		f := v.Float()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil
+		}
+		return f
+	case reflect.Struct:
+		if _, ok := v.Interface().(json.Marshaler); ok {
+			return v.Interface()
+		}
+		out := map[string]any{}
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			if strings.Contains(opts, "omitempty") && v.Field(i).IsZero() {
+				continue
+			}
+			out[name] = jsonSafe(v.Field(i))
+		}
+		return out
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.IsNil() {
+			return nil
+		}
+		out := make([]any, v.Len())
+		for i := range out {
+			out[i] = jsonSafe(v.Index(i))
+		}
+		return out
+	case reflect.Map:
+		if v.IsNil() {
+			return nil
+		}
+		out := map[string]any{}
+		for _, k := range v.MapKeys() {
+			out[fmt.Sprint(k.Interface())] = jsonSafe(v.MapIndex(k))
+		}
+		return out
+	default:
+		return v.Interface()
+	}
 }
 
 func (rep *ExperimentReport) arm(name string) *ArmStats {
