@@ -271,7 +271,7 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	if err != nil {
 		return nil, fmt.Errorf("model: compiling the forward program: %w", err)
 	}
-	tr.fwdVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	tr.fwdVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 
 	if objective.Loss == nil {
 		return tr, nil
@@ -318,7 +318,7 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	if prog, locs, err = G.CompileFunction(g, trainIn, outs); err != nil {
 		return nil, fmt.Errorf("model: compiling the training program: %w", err)
 	}
-	tr.trainVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	tr.trainVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	return tr, nil
 }
 

@@ -288,7 +288,7 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 	if err != nil {
 		return nil, fmt.Errorf("model: compiling the LM forward program: %w", err)
 	}
-	tr.fwdVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	tr.fwdVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
 		return nil, fmt.Errorf("model: differentiating the LM loss: %w", err)
 	}
@@ -296,7 +296,7 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 	if prog, locs, err = G.CompileFunction(g, allIn, outs); err != nil {
 		return nil, fmt.Errorf("model: compiling the LM training program: %w", err)
 	}
-	tr.trainVM = G.NewTapeMachine(g, G.WithPrecompiled(prog, locs))
+	tr.trainVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	return tr, nil
 }
 
