@@ -156,6 +156,10 @@ type scope struct {
 type pendingEvent struct {
 	eventType, reason, action, note string
 	related                         runtime.Object
+	// done marks an event that records an API action that already happened (a Job created):
+	// it is emitted even when the status write conflicts, because the next reconcile finds
+	// the Job and has nothing left to report.
+	done bool
 }
 
 type stageObservation struct {
@@ -173,7 +177,13 @@ func (s *scope) requeue(d time.Duration) {
 }
 
 func (s *scope) event(eventType, reason, action string, related runtime.Object, format string, args ...any) {
-	s.events = append(s.events, pendingEvent{eventType, reason, action, truncate(fmt.Sprintf(format, args...), 900), related})
+	s.events = append(s.events, pendingEvent{eventType, reason, action, truncate(fmt.Sprintf(format, args...), 900), related, false})
+}
+
+// actionEvent is event for an API action that has already taken effect (see pendingEvent.done).
+func (s *scope) actionEvent(eventType, reason, action string, related runtime.Object, format string, args ...any) {
+	s.event(eventType, reason, action, related, format, args...)
+	s.events[len(s.events)-1].done = true
 }
 
 // Reconcile runs fetch → validate → lifecycle (finished/TTL, suspend, deadline) → spec
@@ -207,7 +217,13 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if perr := r.Status().Patch(ctx, s.run, patch); perr != nil {
 			if apierrors.IsConflict(perr) || apierrors.IsNotFound(perr) {
 				// A newer version exists; its watch event reconciles again. Events are dropped
-				// with the stale status: the next reconcile recomputes both.
+				// with the stale status (the next reconcile recomputes both), except those of
+				// actions that already happened, which the next reconcile cannot see again.
+				for _, e := range s.events {
+					if e.done {
+						r.Recorder.Eventf(run, e.related, e.eventType, e.reason, e.action, "%s", e.note)
+					}
+				}
 				log.V(1).Info("status write conflicted, requeueing", "error", perr.Error())
 				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 			}
@@ -594,7 +610,7 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 	err := r.Create(ctx, job)
 	switch {
 	case err == nil:
-		s.event(corev1.EventTypeNormal, "StageStarted", "CreateJob", job, "%s started: Job %s (attempt %d, %d completions)",
+		s.actionEvent(corev1.EventTypeNormal, "StageStarted", "CreateJob", job, "%s started: Job %s (attempt %d, %d completions)",
 			where, job.Name, attempt, *job.Spec.Completions)
 	case apierrors.IsAlreadyExists(err):
 		// Created by an earlier reconcile that the cache has not shown yet.
