@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -136,14 +137,18 @@ func dryRun(ctx context.Context, c client.Client, obj *unstructured.Unstructured
 	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	live := &unstructured.Unstructured{}
-	live.SetGroupVersionKind(obj.GroupVersionKind())
-	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
-		return err
-	}
-	upd := obj.DeepCopy()
-	upd.SetResourceVersion(live.GetResourceVersion())
-	return c.Update(ctx, upd, client.DryRunAll, client.FieldValidation("Strict"))
+	// The object exists (another parallel test installed it) and may be changing under us, e.g.
+	// a CRD whose status the apiextensions controllers are still writing: retry on conflict.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(obj.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+			return err
+		}
+		upd := obj.DeepCopy()
+		upd.SetResourceVersion(live.GetResourceVersion())
+		return c.Update(ctx, upd, client.DryRunAll, client.FieldValidation("Strict"))
+	})
 }
 
 // kindOrder: CRDs, then namespaces, then the rest (as kubectl and helm order them).
