@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -325,7 +326,7 @@ func wioCheckTensorSet(got map[string]*Tensor, want map[string][]int, exact bool
 		if !ok || t == nil {
 			return fmt.Errorf("tensor %s is missing (want shape %v)", name, want[name])
 		}
-		if !wioSameShape(t.Shape, want[name]) {
+		if !slices.Equal(t.Shape, want[name]) {
 			return fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, want[name])
 		}
 		if len(t.Data) != wioNumel(t.Shape) {
@@ -345,18 +346,6 @@ func wioCheckTensorSet(got map[string]*Tensor, want map[string][]int, exact bool
 		}
 	}
 	return nil
-}
-
-func wioSameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func wioNumel(shape []int) int {

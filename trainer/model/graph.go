@@ -29,6 +29,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	G "gorgonia.org/gorgonia"
@@ -153,7 +154,7 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 		if !ok {
 			return nil, fmt.Errorf("model: base weights lack %q", name)
 		}
-		if !grSameShape(t.Shape, shape) || len(t.Data) != grProd(shape) {
+		if !slices.Equal(t.Shape, shape) || len(t.Data) != wioNumel(shape) {
 			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
 		}
 		return t, nil
@@ -322,26 +323,6 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	return tr, nil
 }
 
-func grSameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func grProd(s []int) int {
-	n := 1
-	for _, v := range s {
-		n *= v
-	}
-	return n
-}
-
 // AdapterNames returns the names of the adapter tensors the graph trains, sorted.
 func (t *Trainer) AdapterNames() []string {
 	n := append([]string(nil), t.names...)
@@ -364,7 +345,7 @@ func (t *Trainer) bindAdapter(a *Adapter) error {
 			return fmt.Errorf("model: adapter lacks %q", name)
 		}
 		dst := t.paramV[i]
-		if !grSameShape(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
+		if !slices.Equal(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
 			return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
 		}
 		copy(grF64s(dst), src.Data)

@@ -16,6 +16,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	G "gorgonia.org/gorgonia"
@@ -126,7 +127,7 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 		if !ok {
 			return nil, fmt.Errorf("model: weights lack %q", name)
 		}
-		if !grSameShape(t.Shape, shape) || len(t.Data) != grProd(shape) {
+		if !slices.Equal(t.Shape, shape) || len(t.Data) != wioNumel(shape) {
 			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
 		}
 		return t, nil
@@ -364,7 +365,7 @@ func (t *LMTrainer) bind(a *Adapter, b Batch) error {
 				return fmt.Errorf("model: adapter lacks %q", name)
 			}
 			dst := t.paramV[i]
-			if !grSameShape(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
+			if !slices.Equal(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
 				return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
 			}
 			copy(grF64s(dst), src.Data)

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -87,7 +88,7 @@ func ApplyEMA(ref, merged *Weights, alpha float64) *Weights {
 	out.Config.Architectures = append([]string(nil), ref.Config.Architectures...)
 	for name, r := range ref.Tensors {
 		m := merged.Tensors[name]
-		if m == nil || !wioSameShape(r.Shape, m.Shape) || len(r.Data) != len(m.Data) {
+		if m == nil || !slices.Equal(r.Shape, m.Shape) || len(r.Data) != len(m.Data) {
 			panic(fmt.Sprintf("model.ApplyEMA: tensor %s differs in presence or shape between ref and merged", name))
 		}
 		t := &Tensor{Shape: append([]int(nil), r.Shape...), Data: make([]float64, len(r.Data))}

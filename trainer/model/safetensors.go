@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,7 +120,7 @@ func LoadWeights(dir string) (*Weights, error) {
 		}
 		origin[name] = nv.Name
 		got := wioIntShape(nv.TensorView.Shape())
-		if !wioSameShape(got, shape) {
+		if !slices.Equal(got, shape) {
 			return nil, fmt.Errorf("%s: tensor %s has shape %v, want %v", path, name, got, shape)
 		}
 		t, err := wioToTensor(nv.TensorView)

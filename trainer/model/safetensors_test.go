@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func mtEqualTensors(t *testing.T, got, want map[string]*Tensor) {
 		if g == nil {
 			t.Fatalf("tensor %s missing", name)
 		}
-		if !wioSameShape(g.Shape, w.Shape) {
+		if !slices.Equal(g.Shape, w.Shape) {
 			t.Fatalf("tensor %s: shape %v, want %v", name, g.Shape, w.Shape)
 		}
 		for i := range w.Data {
