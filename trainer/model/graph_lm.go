@@ -223,47 +223,12 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 		A, B := adapterParam(prefix+".lora_A"), adapterParam(prefix+".lora_B")
 		return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: b.Data, In: in, Out: out, Rank: rank, Scale: &tr.scale})
 	}
-	for l := 0; l < cfg.NLayer; l++ {
-		p := fmt.Sprintf("h.%d.", l)
-		a, err := ln(x, p+"ln_1")
-		if err != nil {
-			return nil, err
-		}
-		if a, err = linear(a, p+"attn.c_attn", d, 3*d); err != nil {
-			return nil, err
-		}
+	if x, err = grDecoderStack(x, cfg, ln, linear, func(a *G.Node) (*G.Node, error) {
 		if opt.Packed {
-			a, err = grSegAttentionOp(a, start, batch, seqLen, d, cfg.NHead)
-		} else {
-			a, err = grAttentionOp(a, batch, seqLen, d, cfg.NHead)
+			return grSegAttentionOp(a, start, batch, seqLen, d, cfg.NHead)
 		}
-		if err != nil {
-			return nil, err
-		}
-		if a, err = linear(a, p+"attn.c_proj", d, d); err != nil {
-			return nil, err
-		}
-		if x, err = G.Add(x, a); err != nil {
-			return nil, err
-		}
-		m, err := ln(x, p+"ln_2")
-		if err != nil {
-			return nil, err
-		}
-		if m, err = linear(m, p+"mlp.c_fc", d, 4*d); err != nil {
-			return nil, err
-		}
-		if m, err = grGeluOp(m); err != nil {
-			return nil, err
-		}
-		if m, err = linear(m, p+"mlp.c_proj", 4*d, d); err != nil {
-			return nil, err
-		}
-		if x, err = G.Add(x, m); err != nil {
-			return nil, err
-		}
-	}
-	if x, err = ln(x, "ln_f"); err != nil {
+		return grAttentionOp(a, batch, seqLen, d, cfg.NHead)
+	}); err != nil {
 		return nil, err
 	}
 	var logits *G.Node
