@@ -32,6 +32,8 @@ import (
 	"strings"
 
 	"github.com/jonreiter/govader"
+
+	"github.com/bpo-dev/bpo/trainer/annotator"
 )
 
 // Split sizes and selection parameters. Changing any of them changes the vendored data: rerun the
@@ -199,7 +201,7 @@ func run(sentDir, brownDir, dictFile, out string) error {
 	}
 	vocab := map[string]bool{}
 	addWords := func(s string) {
-		for _, w := range words(s) {
+		for _, w := range annotator.Words(s) {
 			vocab[w] = true
 		}
 	}
@@ -339,7 +341,7 @@ func openingLen(s sentence, minRest int, negators map[string]bool) (int, bool) {
 	if k < 2 {
 		return 0, false
 	}
-	for _, w := range words(strings.Join(s.fields[:k], " ")) {
+	for _, w := range annotator.Words(strings.Join(s.fields[:k], " ")) {
 		if negators[w] || strings.HasSuffix(w, "n't") {
 			return 0, false
 		}
@@ -462,34 +464,6 @@ func loadDict(path string) (map[string]bool, error) {
 		}
 	}
 	return m, nil
-}
-
-// words must stay identical to annotator.Words: lower-case ASCII runs of [a-z0-9'] (U+2019 read as
-// an apostrophe), apostrophes trimmed from both ends; everything else separates.
-func words(text string) []string {
-	text = strings.ReplaceAll(text, "\u2019", "'")
-	var out []string
-	start := -1
-	flush := func(end int) {
-		if start >= 0 {
-			if w := strings.Trim(strings.ToLower(text[start:end]), "'"); w != "" {
-				out = append(out, w)
-			}
-			start = -1
-		}
-	}
-	for i := 0; i < len(text); i++ {
-		c := text[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '\'' {
-			if start < 0 {
-				start = i
-			}
-		} else {
-			flush(i)
-		}
-	}
-	flush(len(text))
-	return out
 }
 
 func isASCII(s string) bool {

@@ -9,8 +9,8 @@ import (
 // Words splits text into lower-case word tokens: maximal runs of ASCII letters, digits and
 // apostrophes (U+2019 counts as an apostrophe), with apostrophes trimmed from both ends of a run.
 // Every other byte (space, punctuation, hyphen, non-ASCII) separates words, so "well-made!!" is
-// ["well", "made"] and "Don't" is ["don't"]. Both scorers and Distinct use this tokenisation; the
-// data vendoring program (hack/vendor-data.go) carries an identical copy to build words.txt.
+// ["well", "made"] and "Don't" is ["don't"]. Both scorers, Distinct and the data vendoring
+// program that builds words.txt (hack/vendor-data.go) use this tokenisation.
 func Words(text string) []string {
 	text = strings.ReplaceAll(text, "\u2019", "'")
 	var out []string
