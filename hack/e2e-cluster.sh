@@ -117,20 +117,30 @@ wait_ok() {
   done
 }
 
-# free_port: a free TCP port on 127.0.0.1 not handed out before in this run.
+# free_port: a free TCP port on 127.0.0.1 not handed out before in this run. Ports come from below
+# the kernel's ephemeral range (ip_local_port_range): a port inside it can be taken, between our check
+# and the bind, as the local end of an outgoing connection (the apiserver's own etcd clients did
+# exactly that once: "bind: address already in use"). "Free" means no socket in any state uses it.
 declare -A TAKEN=()
+EPHEMERAL_LO=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+port_in_use() {
+  local hex
+  hex=$(printf ':%04X ' "$1")
+  grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6
+}
 free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 30000))
+  local p i lo=10000 hi=$((EPHEMERAL_LO - 1))
+  ((hi - lo >= 1000)) || { lo=1024; }
+  for ((i = 0; i < 500; i++)); do
+    p=$((lo + RANDOM % (hi - lo + 1)))
     [[ -z "${TAKEN[$p]:-}" ]] || continue
-    if [[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]]; then
+    if ! port_in_use "$p"; then
       TAKEN[$p]=1
       echo "$p"
       return 0
     fi
   done
-  die "no free port found"
+  die "no free port found in $lo-$hi"
 }
 
 # ---------------------------------------------------------------- pki
@@ -336,8 +346,23 @@ EOF
   log "up in $((SECONDS - t0))s: KUBECONFIG=$E2E_DIR/kubeconfig apiserver https://127.0.0.1:$APISERVER_PORT"
 }
 
+# up: cmd_up in a child process, tried again (fresh ports, fresh logs) when a component lost a port
+# race; any other failure is final.
+cmd_up_retry() {
+  local attempt
+  for attempt in 1 2 3; do
+    if "$SELF" up-once; then return 0; fi
+    grep -qs "address already in use" "$LOGS"/*.log || return 1
+    log "a port was taken between the check and the bind (attempt $attempt); trying again"
+    mkdir -p "$LOGS/attempt-$attempt"
+    mv "$LOGS"/*.log "$LOGS/attempt-$attempt/" 2>/dev/null || true
+  done
+  return 1
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
+  up) cmd_up_retry ;;
+  up-once) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;

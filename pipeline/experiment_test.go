@@ -2,11 +2,13 @@ package pipeline
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -400,5 +402,47 @@ func TestSmokeExperiment(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Logf("page:\n%s", md)
+	}
+}
+
+// TestTuneExperimentMatchesPaper: experiments/tune.yaml chooses the paper grid's recipe on the
+// validation split, so its base must stay the paper's base: the tune arm at the paper's
+// (lr, beta) must equal the paper arm, up to the evaluation settings tuning changes.
+func TestTuneExperimentMatchesPaper(t *testing.T) {
+	paper, err := LoadExperiment(filepath.Join("..", "experiments", "paper.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tune, err := LoadExperiment(filepath.Join("..", "experiments", "tune.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune.Split != SplitValidation {
+		t.Fatalf("tune.yaml split %q: choices are made on the validation split", tune.Split)
+	}
+	runs, err := tune.Runs(tune.ArmNames(), []int64{1}, SplitValidation, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 18 {
+		t.Errorf("%d tuning runs, want 2 arms x 3 lr x 3 beta = 18", len(runs))
+	}
+	for _, c := range []struct{ tune, paper string }{{"offline-lr3e-3-b0p1", "offline-dpo"}, {"bpo-f2-lr3e-3-b0p1", "bpo-f2"}} {
+		tr, err := tune.Runs([]string{c.tune}, []int64{1}, SplitValidation, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := paper.Runs([]string{c.paper}, []int64{1}, SplitValidation, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, ps := tr[0].AR.Spec.DeepCopy(), pr[0].AR.Spec.DeepCopy()
+		ts.Evaluator.EveryPhase, ps.Evaluator.EveryPhase = false, false
+		ts.Workspace.SubPath, ps.Workspace.SubPath = "", ""
+		if !reflect.DeepEqual(ts, ps) {
+			a, _ := json.Marshal(ts)
+			b, _ := json.Marshal(ps)
+			t.Errorf("tune arm %s drifted from paper arm %s:\n tune  %s\n paper %s", c.tune, c.paper, a, b)
+		}
 	}
 }

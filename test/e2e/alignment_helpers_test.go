@@ -236,13 +236,29 @@ func newRuntimeClient() (client.Client, error) {
 
 // ------------------------------------------------------------------ the manager
 
+// freePort picks a free loopback port below the kernel's ephemeral range: a port from ":0" is an
+// ephemeral one, and the manager's own outgoing connections could take it before it binds.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				lo = v
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	var lastErr error
+	for range 200 {
+		p := 10000 + rand.IntN(lo-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port below %d: %w", lo, lastErr)
 }
 
 // managerKubeconfig writes a kubeconfig for the chart's ServiceAccount (a TokenRequest token),
