@@ -51,6 +51,10 @@ type PromptOutcome struct {
 	Win        float64 `json:"win"` // 1 win, 0.5 tie, 0 loss (gold annotator, greedy)
 	GoldReward float64 `json:"gold"`
 	HeldOut    float64 `json:"heldOut"`
+	// Mean rewards of the prompt's samples: what the KL is measured on, so what a matched-KL
+	// comparison is about. Pointers because results written before they existed lack them.
+	SampleGold    *float64 `json:"sampleGold,omitempty"`
+	SampleHeldOut *float64 `json:"sampleHeldOut,omitempty"`
 }
 
 // EvalExamples are the held-out examples Eval uses: the first spec.budget.evalPrompts
@@ -182,16 +186,23 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 		return nil, err
 	}
 	m := float64(len(samples))
+	sg, sh := make([]float64, len(examples)), make([]float64, len(examples))
 	for i, text := range texts {
 		p := examples[i/per].Prompt
-		res.GoldReward += gold.Score(p, text) / m
-		res.HeldOutReward += heldOut.Score(p, text) / m
+		g, h := gold.Score(p, text), heldOut.Score(p, text)
+		res.GoldReward += g / m
+		res.HeldOutReward += h / m
+		sg[i/per] += g / float64(per)
+		sh[i/per] += h / float64(per)
 		res.KLToInitial += (lp[i] - lpInit[i]) / m
 		l := len(samples[i])
 		if l > 0 && samples[i][l-1] == b.Tok.EOT() {
 			l--
 		}
 		res.MeanLength += float64(l) / m
+	}
+	for j := range res.PerPrompt {
+		res.PerPrompt[j].SampleGold, res.PerPrompt[j].SampleHeldOut = &sg[j], &sh[j]
 	}
 	res.Samples = len(samples)
 	res.Distinct1 = annotator.Distinct(texts, 1)

@@ -38,6 +38,13 @@ func (rep *ExperimentReport) markdown(x *Experiment, opt ExperimentReportOptions
 		w("The runs were made with:\n\n```\n%s\n```\n\n", strings.Join(rec.Commands, "\n"))
 	}
 
+	if opt.Notes != "" {
+		notes, err := os.ReadFile(opt.Notes)
+		if err != nil {
+			return "", fmt.Errorf("--notes: %w", err)
+		}
+		w("## Findings\n\n*Written by hand from the tables below, kept in `%s` and included here.*\n\n%s\n\n", opt.Notes, strings.TrimSpace(string(notes)))
+	}
 	w("## Setup\n\n| | |\n|---|---|\n")
 	w("| experiment file | `%s` (%d arms, baseline **%s**) |\n", x.Path, len(x.Arms), rep.Baseline)
 	w("| task | %s |\n", describeData(spec.Data))
@@ -101,12 +108,15 @@ func (rep *ExperimentReport) markdown(x *Experiment, opt ExperimentReportOptions
 	w("\n## Paired differences against %s\n\n", rep.Baseline)
 	w("Arm minus baseline on the same prompts under the same seed, averaged over the seeds both have. 95%% interval: paired bootstrap, "+
 		"prompts resampled with replacement within each seed (%d resamples, fixed RNG seed %d). **Bold**: the interval excludes 0.\n\n", BootstrapResamples, BootstrapSeed)
-	w("| arm | seeds | Δ win rate (gold) | Δ gold reward (greedy) | Δ held-out reward (greedy) |\n|---|---|---|---|---|\n")
+	w("Greedy: the one deterministic output per prompt that the win rate judges. Samples: the mean reward of the prompt's samples, " +
+		"the outputs the KL is measured on (– for runs evaluated before per-prompt sample rewards were recorded).\n\n")
+	w("| arm | seeds | Δ win rate (gold) | Δ gold reward (greedy) | Δ held-out reward (greedy) | Δ gold reward (samples) | Δ held-out reward (samples) |\n|---|---|---|---|---|---|---|\n")
 	for _, st := range rep.Arms {
 		if st.DeltaWin == nil {
 			continue
 		}
-		w("| %s | %d | %s | %s | %s |\n", st.Arm, st.DeltaWin.Seeds, fmtCI(st.DeltaWin), fmtCI(st.DeltaGreedy), fmtCI(st.DeltaHeldOut))
+		w("| %s | %d | %s | %s | %s | %s | %s |\n", st.Arm, st.DeltaWin.Seeds, fmtCI(st.DeltaWin), fmtCI(st.DeltaGreedy), fmtCI(st.DeltaHeldOut),
+			fmtCI(st.DeltaSampleGold), fmtCI(st.DeltaSampleHeldOut))
 	}
 
 	w("\n## Matched KL\n\n")

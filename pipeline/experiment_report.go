@@ -26,6 +26,9 @@ type ExperimentReportOptions struct {
 	Doc, PlotDir string
 	// Seeds restricts the report to these seeds (default: every seed found in DIR/runs).
 	Seeds []int64
+	// Notes is a hand-written markdown file included as the page's Findings section
+	// (empty: none): interpretation lives next to the generated tables, not in them.
+	Notes string
 	// Command is the exact command line that regenerates the page.
 	Command string
 	// Resamples of the paired bootstrap (default BootstrapResamples).
@@ -81,6 +84,9 @@ type ArmStats struct {
 	DeltaWin     *BootstrapCI `json:"deltaWinRate,omitempty"`
 	DeltaGreedy  *BootstrapCI `json:"deltaGreedyReward,omitempty"`
 	DeltaHeldOut *BootstrapCI `json:"deltaHeldOutGreedy,omitempty"`
+	// On the samples (nil when a run's evaluation predates per-prompt sample rewards).
+	DeltaSampleGold    *BootstrapCI `json:"deltaGoldSamples,omitempty"`
+	DeltaSampleHeldOut *BootstrapCI `json:"deltaHeldOutSamples,omitempty"`
 
 	MaxKL      Stat `json:"maxKL"`
 	RewardAtKL Stat `json:"rewardAtCommonKL"`
@@ -496,7 +502,8 @@ func initialStats(base *ArmStats) ArmStats {
 // pairedDiffs bootstraps the arm's final outcomes against the baseline's on the seeds both
 // have: the same prompts (the first evalPrompts of the split) under the same seed.
 func pairedDiffs(st, base *ArmStats, resamples int) error {
-	var win, winB, gold, goldB, held, heldB [][]float64
+	var win, winB, gold, goldB, held, heldB, sg, sgB, sh, shB [][]float64
+	samples := true // every paired run has per-prompt sample rewards
 	for _, r := range st.runs {
 		i := slices.Index(base.Seeds, r.Seed)
 		if i < 0 {
@@ -510,12 +517,22 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		w, wb := make([]float64, len(a)), make([]float64, len(a))
 		g, gb := make([]float64, len(a)), make([]float64, len(a))
 		h, hb := make([]float64, len(a)), make([]float64, len(a))
+		x, xb := make([]float64, len(a)), make([]float64, len(a))
+		y, yb := make([]float64, len(a)), make([]float64, len(a))
 		for j := range a {
 			// A win is a strictly higher score than the reference, as in EvalResult.WinRate.
 			w[j], wb[j] = indicator(a[j].Win == 1), indicator(b[j].Win == 1)
 			g[j], gb[j] = a[j].GoldReward, b[j].GoldReward
 			h[j], hb[j] = a[j].HeldOut, b[j].HeldOut
+			if a[j].SampleGold == nil || b[j].SampleGold == nil || a[j].SampleHeldOut == nil || b[j].SampleHeldOut == nil {
+				samples = false
+				continue
+			}
+			x[j], xb[j] = *a[j].SampleGold, *b[j].SampleGold
+			y[j], yb[j] = *a[j].SampleHeldOut, *b[j].SampleHeldOut
 		}
+		sg, sgB = append(sg, x), append(sgB, xb)
+		sh, shB = append(sh, y), append(shB, yb)
 		win, winB = append(win, w), append(winB, wb)
 		gold, goldB = append(gold, g), append(goldB, gb)
 		held, heldB = append(held, h), append(heldB, hb)
@@ -523,10 +540,15 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 	if len(win) == 0 {
 		return nil
 	}
-	for _, c := range []struct {
+	type pair struct {
 		a, b [][]float64
 		dst  **BootstrapCI
-	}{{win, winB, &st.DeltaWin}, {gold, goldB, &st.DeltaGreedy}, {held, heldB, &st.DeltaHeldOut}} {
+	}
+	cs := []pair{{win, winB, &st.DeltaWin}, {gold, goldB, &st.DeltaGreedy}, {held, heldB, &st.DeltaHeldOut}}
+	if samples {
+		cs = append(cs, pair{sg, sgB, &st.DeltaSampleGold}, pair{sh, shB, &st.DeltaSampleHeldOut})
+	}
+	for _, c := range cs {
 		ci, err := PairedBootstrap(c.a, c.b, resamples, 0.95, BootstrapSeed)
 		if err != nil {
 			return fmt.Errorf("arm %s: %w", st.Arm, err)

@@ -289,11 +289,18 @@ func TestSmokeExperiment(t *testing.T) {
 
 	doc := filepath.Join(out, "docs", "results.md")
 	cmd := "bpo experiment report -f experiments/smoke.yaml --out OUT --doc " + doc
-	rep, err := ReportExperiment(x, ExperimentReportOptions{Out: out, Doc: doc, Command: cmd})
+	notes := filepath.Join(out, "findings.md")
+	if err := os.WriteFile(notes, []byte("BPO loses here, and this is why.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ReportExperiment(x, ExperimentReportOptions{Out: out, Doc: doc, Command: cmd, Notes: notes})
 	if err != nil {
 		t.Fatal(err)
 	}
 	md := rep.Markdown
+	if !strings.Contains(md, "## Findings") || !strings.Contains(md, "BPO loses here, and this is why.") {
+		t.Errorf("page lacks the findings from %s", notes)
+	}
 	if len(rep.Arms) != 2 || rep.Baseline != "offline" {
 		t.Fatalf("arms: %+v", rep.Arms)
 	}
@@ -380,6 +387,27 @@ func TestSmokeExperiment(t *testing.T) {
 	}
 	if !strings.Contains(md, fmtCI(bpo.DeltaWin)) {
 		t.Fatalf("page lacks the CI %s", fmtCI(bpo.DeltaWin))
+	}
+	// On the samples: the per-prompt means average back to the run's sample reward, and the
+	// paired difference is the difference of those, seed by seed.
+	for _, ev := range append(a, b...) {
+		sum := 0.0
+		for _, o := range ev.PerPrompt {
+			if o.SampleGold == nil || o.SampleHeldOut == nil {
+				t.Fatal("per-prompt sample rewards missing")
+			}
+			sum += *o.SampleGold / float64(len(ev.PerPrompt))
+		}
+		if !near(sum, ev.GoldReward, 1e-9) {
+			t.Errorf("per-prompt sample gold rewards average to %g, run's gold reward %g", sum, ev.GoldReward)
+		}
+	}
+	wantS := ((a[0].GoldReward - b[0].GoldReward) + (a[1].GoldReward - b[1].GoldReward)) / 2
+	if d := bpo.DeltaSampleGold; d == nil || !near(d.Diff, wantS, 1e-9) || bpo.DeltaSampleHeldOut == nil {
+		t.Fatalf("Δ gold reward (samples) %+v, want diff %g", d, wantS)
+	}
+	if !strings.Contains(md, fmtCI(bpo.DeltaSampleGold)) {
+		t.Fatalf("page lacks the CI %s", fmtCI(bpo.DeltaSampleGold))
 	}
 	for _, s := range []string{"## Setup", "16 labelled pairs per run", "parameters", "seeds | 1, 2", "total wall time",
 		cmd, "--parallel 2", "## Matched KL", "## Per phase", "label tie rate", "distinct-2"} {

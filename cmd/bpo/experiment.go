@@ -160,7 +160,7 @@ func experimentRenderCmd() *cobra.Command {
 
 func experimentReportCmd() *cobra.Command {
 	var f experimentFlags
-	var out, doc, plots string
+	var out, doc, plots, notes string
 	c := &cobra.Command{
 		Use:   "report -f FILE --out DIR --doc docs/results.md",
 		Short: "Aggregate the runs of DIR into a results page with plots (mean ± std over seeds, paired bootstrap CIs, matched-KL frontiers)",
@@ -183,8 +183,11 @@ func experimentReportCmd() *cobra.Command {
 			if plots != "" {
 				command += " --plots " + plots
 			}
+			if notes != "" {
+				command += " --notes " + notes
+			}
 			rep, err := pipeline.ReportExperiment(x, pipeline.ExperimentReportOptions{
-				Out: out, Doc: doc, PlotDir: plots, Seeds: seeds, Command: command,
+				Out: out, Doc: doc, PlotDir: plots, Seeds: seeds, Command: command, Notes: notes,
 			})
 			if err != nil {
 				return err
@@ -212,6 +215,7 @@ func experimentReportCmd() *cobra.Command {
 	c.Flags().StringVar(&out, "out", "", "experiment folder given to `experiment run`")
 	c.Flags().StringVar(&doc, "doc", "", "markdown page to write, e.g. docs/results.md (plots go next to it, into docs/results/)")
 	c.Flags().StringVar(&plots, "plots", "", "folder for the PNG plots (default: the --doc path without .md)")
+	c.Flags().StringVar(&notes, "notes", "", "hand-written markdown to include as the page's Findings section, e.g. docs/results-findings.md")
 	_ = c.MarkFlagRequired("file")
 	_ = c.MarkFlagRequired("out")
 	return c
