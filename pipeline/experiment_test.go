@@ -170,6 +170,9 @@ func TestPaperExperimentIsValid(t *testing.T) {
 			t.Errorf("arm %s: evaluation %+v, evalPrompts %d", r.Arm, s.Evaluator, s.Budget.EvalPrompts)
 		}
 		got[r.Arm] = fmt.Sprintf("%s/%s/F%d/m%d", s.Loss.Type, s.TrustRegion.Reference, s.TrustRegion.Phases, s.Ensemble.Members)
+		if lr := s.Trainer.LearningRate; lr != "3e-3" {
+			got[r.Arm] += "/lr" + string(lr)
+		}
 	}
 	want := map[string]string{
 		"offline-dpo": "DPO/Initial/F1/m3",
@@ -178,7 +181,8 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		"bpo-ema-f4":  "DPO/EMA/F4/m3",
 		"ipo-offline": "IPO/Initial/F1/m3", "ipo-bpo-f2": "IPO/Behavior/F2/m3",
 		"slic-offline": "SLiC/Initial/F1/m3", "slic-bpo-f2": "SLiC/Behavior/F2/m3",
-		"bpo-f2-m1": "DPO/Behavior/F2/m1",
+		"bpo-f2-m1":          "DPO/Behavior/F2/m1",
+		"offline-dpo-lr1e-3": "DPO/Initial/F1/m3/lr1e-3", "online-f2-lr1e-3": "DPO/Initial/F2/m3/lr1e-3", "bpo-f2-lr1e-3": "DPO/Behavior/F2/m3/lr1e-3",
 	}
 	if len(got) != len(want) {
 		t.Errorf("arms %v, want %v", got, want)
