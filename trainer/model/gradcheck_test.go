@@ -48,7 +48,7 @@ func TestGradCheckEmbedding(t *testing.T) {
 		{"wte", grRnd(rng, 0.5, grGCV, grGCD), true},
 		{"wpe", grRnd(rng, 0.5, grGCT+2, grGCD), true},
 		{"tokens", tok, false},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedOp(in[0], in[1], in[2], grGCT) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedAtOp(in[0], in[1], in[2], nil, grGCT) })
 	grCheckBound(t, "embedding lookup", e, n)
 }
 
@@ -69,7 +69,7 @@ func TestGradCheckAttention(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 1))
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"qkv", grRnd(rng, 1, grGCB*grGCT, 3*grGCD), true}},
 		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
-			return grAttentionOp(in[0], grGCB, grGCT, grGCD, grGCH)
+			return grCausalAttentionOp(in[0], nil, grGCB, grGCT, grGCD, grGCH)
 		})
 	grCheckBound(t, "causal attention", e, n)
 }

@@ -29,7 +29,6 @@ package model
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	G "gorgonia.org/gorgonia"
@@ -105,19 +104,16 @@ type Trainer struct {
 	lengthNormalize bool
 	scale           float64 // alpha/r of the adapter bound by the current call, 0 = base model
 
-	g               *G.ExprGraph
-	tok, tgt, wt    *G.Node
-	ref, cnt        *G.Node
-	tokV, tgtV, wtV *tensor.Dense
-	refV, cntV      *tensor.Dense
-	names           []string // adapter tensor names, sorted
-	params          []*G.Node
-	paramV          []*tensor.Dense
-	grads           []*G.Node
-	logits, sums    *G.Node
-	loss            *G.Node
-	trainVM, fwdVM  G.VM
-	counts          []int
+	g *G.ExprGraph
+	grBatchInputs
+	ref, cnt       *G.Node
+	refV, cntV     *tensor.Dense
+	grTrained      // the adapter tensors
+	grads          []*G.Node
+	logits, sums   *G.Node
+	loss           *G.Node
+	trainVM, fwdVM G.VM
+	counts         []int
 }
 
 // ErrNoLoss is returned by Step when the Trainer was built without a loss.
@@ -132,100 +128,25 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 		return nil, errors.New("model: nil base weights")
 	}
 	cfg := base.Config
-	if err := cfg.Validate(); err != nil {
+	if rank <= 0 {
+		return nil, fmt.Errorf("model: LoRA rank must be > 0, got %d", rank)
+	}
+	if err := grCheckGraph(cfg, batch, seqLen); err != nil {
 		return nil, err
 	}
-	switch {
-	case rank <= 0:
-		return nil, fmt.Errorf("model: LoRA rank must be > 0, got %d", rank)
-	case batch <= 0 || seqLen <= 0:
-		return nil, fmt.Errorf("model: batch (%d) and seqLen (%d) must be > 0", batch, seqLen)
-	case seqLen > cfg.NPositions:
-		return nil, fmt.Errorf("model: seqLen %d exceeds n_positions %d", seqLen, cfg.NPositions)
-	case objective.Loss != nil && batch%2 != 0:
+	if objective.Loss != nil && batch%2 != 0 {
 		return nil, fmt.Errorf("model: a preference batch needs an even number of sequences, got %d", batch)
 	}
-	if cfg.ActivationFunction != "" && cfg.ActivationFunction != "gelu_new" {
-		return nil, fmt.Errorf("model: activation_function %q not supported (want gelu_new)", cfg.ActivationFunction)
-	}
-	d, V, N := cfg.NEmbd, cfg.VocabSize, batch*seqLen
-	w := func(name string, shape ...int) (*Tensor, error) {
-		t, ok := base.Tensors[name]
-		if !ok {
-			return nil, fmt.Errorf("model: base weights lack %q", name)
-		}
-		if !slices.Equal(t.Shape, shape) || len(t.Data) != wioNumel(shape) {
-			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
-		}
-		return t, nil
-	}
-
+	N := batch * seqLen
 	tr := &Trainer{cfg: cfg, rank: rank, batch: batch, seqLen: seqLen, lengthNormalize: objective.LengthNormalize}
-	g := G.NewGraph()
-	tr.g = g
-	vec := func(name string, n int) (*G.Node, *tensor.Dense) {
-		v := tensor.New(tensor.WithShape(n), tensor.Of(tensor.Float64))
-		return G.NewVector(g, tensor.Float64, G.WithShape(n), G.WithName(name), G.WithValue(v)), v
-	}
-	tr.tok, tr.tokV = vec("tokens", N)
-	tr.tgt, tr.tgtV = vec("targets", N)
-	tr.wt, tr.wtV = vec("response_mask", N)
-
-	wteT, err := w("wte.weight", V, d)
+	gb := grNewBuilder(base, "base weights", false, rank, &tr.scale)
+	tr.g = gb.g
+	tr.grBatchInputs = gb.batchInputs(N, "response_mask")
+	x, wte, err := gb.decoder(tr.tok, nil, nil, batch, seqLen, gb.frozenLayerNorm, gb.loraLinear)
 	if err != nil {
 		return nil, err
 	}
-	wpeT, err := w("wpe.weight", cfg.NPositions, d)
-	if err != nil {
-		return nil, err
-	}
-	wte := G.NewMatrix(g, tensor.Float64, G.WithShape(V, d), G.WithName("wte.weight"),
-		G.WithValue(tensor.New(tensor.WithShape(V, d), tensor.WithBacking(wteT.Data))))
-	wpe := G.NewMatrix(g, tensor.Float64, G.WithShape(cfg.NPositions, d), G.WithName("wpe.weight"),
-		G.WithValue(tensor.New(tensor.WithShape(cfg.NPositions, d), tensor.WithBacking(wpeT.Data))))
-
-	x, err := grEmbedOp(wte, wpe, tr.tok, seqLen)
-	if err != nil {
-		return nil, err
-	}
-	shapes := cfg.AdapterShapes(rank)
-	param := func(name string) *G.Node {
-		s := shapes[name]
-		v := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float64))
-		n := G.NewMatrix(g, tensor.Float64, G.WithShape(s...), G.WithName(name), G.WithValue(v))
-		tr.names = append(tr.names, name)
-		tr.params = append(tr.params, n)
-		tr.paramV = append(tr.paramV, v)
-		return n
-	}
-	ln := func(x *G.Node, prefix string) (*G.Node, error) {
-		gw, err := w(prefix+".weight", d)
-		if err != nil {
-			return nil, err
-		}
-		gb, err := w(prefix+".bias", d)
-		if err != nil {
-			return nil, err
-		}
-		return grLayerNormOp(x, gw.Data, gb.Data, cfg.LayerNormEpsilon)
-	}
-	linear := func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
-		W, err := w(prefix+".weight", in, out)
-		if err != nil {
-			return nil, err
-		}
-		b, err := w(prefix+".bias", out)
-		if err != nil {
-			return nil, err
-		}
-		A, B := param(prefix+".lora_A"), param(prefix+".lora_B")
-		return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: b.Data, In: in, Out: out, Rank: rank, Scale: &tr.scale})
-	}
-	if x, err = grDecoderStack(x, cfg, ln, linear, func(a *G.Node) (*G.Node, error) {
-		return grAttentionOp(a, batch, seqLen, d, cfg.NHead)
-	}); err != nil {
-		return nil, err
-	}
+	tr.grTrained = gb.grTrained
 	if tr.logits, err = grTiedLogitsOp(x, wte); err != nil {
 		return nil, err
 	}
@@ -233,20 +154,17 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 		return nil, err
 	}
 
-	fwdIn := G.Nodes{tr.tok, tr.tgt, tr.wt, wte, wpe}
-	fwdIn = append(fwdIn, tr.params...)
-	prog, locs, err := G.CompileFunction(g, fwdIn, G.Nodes{tr.logits, tr.sums})
-	if err != nil {
-		return nil, fmt.Errorf("model: compiling the forward program: %w", err)
+	fwdIn := append(G.Nodes{tr.tok, tr.tgt, tr.wt}, gb.inputs...) // wte, wpe, the adapter
+	if tr.fwdVM, err = grCompileVM(tr.g, fwdIn, G.Nodes{tr.logits, tr.sums}, "forward"); err != nil {
+		return nil, err
 	}
-	tr.fwdVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 
 	if objective.Loss == nil {
 		return tr, nil
 	}
 	P := batch / 2
-	tr.ref, tr.refV = vec("reference_logps", batch)
-	tr.cnt, tr.cntV = vec("response_counts", batch)
+	tr.ref, tr.refV = gb.vec("reference_logps", batch)
+	tr.cnt, tr.cntV = gb.vec("response_counts", batch)
 	pol := tr.sums
 	if objective.LengthNormalize {
 		if pol, err = grPerTokenOp(tr.sums, tr.cnt); err != nil {
@@ -283,10 +201,9 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 		trainIn = append(trainIn, tr.cnt)
 	}
 	outs := append(G.Nodes{tr.loss, tr.sums}, tr.grads...)
-	if prog, locs, err = G.CompileFunction(g, trainIn, outs); err != nil {
-		return nil, fmt.Errorf("model: compiling the training program: %w", err)
+	if tr.trainVM, err = grCompileVM(tr.g, trainIn, outs, "training"); err != nil {
+		return nil, err
 	}
-	tr.trainVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	return tr, nil
 }
 
@@ -303,74 +220,24 @@ func (t *Trainer) bindAdapter(a *Adapter) error {
 		t.scale = 0
 		return nil
 	}
-	if a.Rank != t.rank {
-		return fmt.Errorf("model: adapter rank %d, trainer rank %d", a.Rank, t.rank)
+	s, err := t.copyAdapter(a, t.rank)
+	if err != nil {
+		return err
 	}
-	for i, name := range t.names {
-		src, ok := a.Tensors[name]
-		if !ok {
-			return fmt.Errorf("model: adapter lacks %q", name)
-		}
-		dst := t.paramV[i]
-		if !slices.Equal(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
-			return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
-		}
-		copy(grF64s(dst), src.Data)
-	}
-	t.scale = a.Scale()
+	t.scale = s
 	return nil
 }
 
 // bindBatch fills tokens, shifted targets and weights; it returns the response counts.
 func (t *Trainer) bindBatch(b Batch) ([]int, error) {
-	if len(b.Tokens) != t.batch {
-		return nil, fmt.Errorf("model: batch has %d sequences, trainer expects %d", len(b.Tokens), t.batch)
-	}
-	if len(b.Mask) != t.batch {
-		return nil, fmt.Errorf("model: batch mask has %d rows, want %d", len(b.Mask), t.batch)
-	}
-	T, V := t.seqLen, t.cfg.VocabSize
-	tok, tgt, wt := grF64s(t.tokV), grF64s(t.tgtV), grF64s(t.wtV)
-	clear(tok)
-	clear(tgt)
-	clear(wt)
 	if cap(t.counts) < t.batch {
 		t.counts = make([]int, t.batch)
 	}
 	counts := t.counts[:t.batch]
-	clear(counts)
-	for i, row := range b.Tokens {
-		if len(row) > T {
-			return nil, fmt.Errorf("model: sequence %d has %d tokens, trainer seqLen is %d", i, len(row), T)
-		}
-		if len(b.Mask[i]) > len(row) {
-			return nil, fmt.Errorf("model: mask row %d is longer (%d) than its tokens (%d)", i, len(b.Mask[i]), len(row))
-		}
-		for j, v := range row {
-			if v < 0 || v >= V {
-				return nil, fmt.Errorf("model: token %d at [%d][%d] outside the vocabulary [0,%d)", v, i, j, V)
-			}
-			tok[i*T+j] = float64(v)
-		}
-		for j, m := range b.Mask[i] {
-			if !m {
-				continue
-			}
-			if j == 0 {
-				return nil, fmt.Errorf("model: mask[%d][0] is set, but no logit predicts a first token", i)
-			}
-			tgt[i*T+j-1] = float64(row[j])
-			wt[i*T+j-1] = 1
-			counts[i]++
-		}
+	if _, err := t.fill(b, t.batch, t.seqLen, t.cfg.VocabSize, counts); err != nil {
+		return nil, err
 	}
 	return counts, nil
-}
-
-func grRunVM(vm G.VM) error {
-	err := vm.RunAll()
-	vm.Reset()
-	return err
 }
 
 // LogProbs runs the forward pass only and returns per-sequence response log-prob sums and token
@@ -442,30 +309,10 @@ func (t *Trainer) Step(a *Adapter, b Batch, refLogProbs []float64) (StepOutput, 
 	if err := grRunVM(t.trainVM); err != nil {
 		return StepOutput{}, fmt.Errorf("model: training step: %w", err)
 	}
-	out := StepOutput{
+	return StepOutput{
 		Loss:     grScalarValue(t.loss.Value()),
-		Grads:    make(map[string]*Tensor, len(t.names)),
+		Grads:    t.gradTensors(t.grads),
 		LogProbs: append([]float64(nil), grF64s(t.sums.Value().(*tensor.Dense))...),
 		Counts:   append([]int(nil), counts...),
-	}
-	for i, name := range t.names {
-		gv := t.grads[i].Value().(*tensor.Dense)
-		gt := &Tensor{Shape: append([]int(nil), t.paramV[i].Shape()...), Data: make([]float64, gv.Size())}
-		copy(gt.Data, grF64s(gv))
-		out.Grads[name] = gt
-	}
-	return out, nil
-}
-
-func grScalarValue(v G.Value) float64 {
-	switch x := v.(type) {
-	case *G.F64:
-		return float64(*x)
-	case *tensor.Dense:
-		if x.Shape().IsScalar() {
-			return x.Data().(float64)
-		}
-		return grF64s(x)[0]
-	}
-	return 0
+	}, nil
 }

@@ -16,7 +16,6 @@ package model
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	G "gorgonia.org/gorgonia"
@@ -53,18 +52,15 @@ type LMTrainer struct {
 	batch, seqLen int
 	scale         float64 // LoRA mode: alpha/r of the bound adapter, 0 = base model
 
-	g               *G.ExprGraph
-	tok, tgt, wt    *G.Node
-	tokV, tgtV, wtV *tensor.Dense
-	posV, startV    *tensor.Dense // packed rows: position ids and document starts
-	names           []string      // trained tensor names, in graph order
-	params          []*G.Node
-	paramV          []*tensor.Dense // full mode: views on the Weights' data
-	weights         *Weights        // full mode
-	grads           []*G.Node
-	loss            *G.Node
-	trainVM, fwdVM  G.VM
-	count           int
+	g *G.ExprGraph
+	grBatchInputs
+	posV, startV   *tensor.Dense // packed rows: position ids and document starts
+	grTrained                    // full mode: values are views on the Weights' data
+	weights        *Weights      // full mode
+	grads          []*G.Node
+	loss           *G.Node
+	trainVM, fwdVM G.VM
+	count          int
 }
 
 // NewLMTrainer builds the full-parameter language-model graph for w. The graph reads w's
@@ -89,148 +85,55 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 		return nil, errors.New("model: nil weights")
 	}
 	cfg := w.Config
-	if err := cfg.Validate(); err != nil {
+	if err := grCheckGraph(cfg, batch, seqLen); err != nil {
 		return nil, err
 	}
-	switch {
-	case batch <= 0 || seqLen <= 0:
-		return nil, fmt.Errorf("model: batch (%d) and seqLen (%d) must be > 0", batch, seqLen)
-	case seqLen > cfg.NPositions:
-		return nil, fmt.Errorf("model: seqLen %d exceeds n_positions %d", seqLen, cfg.NPositions)
-	case cfg.ActivationFunction != "" && cfg.ActivationFunction != "gelu_new":
-		return nil, fmt.Errorf("model: activation_function %q not supported (want gelu_new)", cfg.ActivationFunction)
-	}
-	d, V, N := cfg.NEmbd, cfg.VocabSize, batch*seqLen
+	d, N := cfg.NEmbd, batch*seqLen
 	tr := &LMTrainer{cfg: cfg, packed: opt.Packed, full: full, rank: rank, batch: batch, seqLen: seqLen}
 	if full {
 		tr.weights = w
 	}
-	g := G.NewGraph()
-	tr.g = g
-	vec := func(name string, n int) (*G.Node, *tensor.Dense) {
-		v := tensor.New(tensor.WithShape(n), tensor.Of(tensor.Float64))
-		return G.NewVector(g, tensor.Float64, G.WithShape(n), G.WithName(name), G.WithValue(v)), v
-	}
-	tr.tok, tr.tokV = vec("tokens", N)
-	tr.tgt, tr.tgtV = vec("targets", N)
-	tr.wt, tr.wtV = vec("loss_mask", N)
-	var pos, start *G.Node
+	gb := grNewBuilder(w, "weights", full, rank, &tr.scale)
+	tr.g = gb.g
+	tr.grBatchInputs = gb.batchInputs(N, "loss_mask")
+	var pos, start *G.Node // nil unless packed
 	dataIn := G.Nodes{tr.tok, tr.tgt, tr.wt}
 	if opt.Packed {
-		pos, tr.posV = vec("positions", N)
-		start, tr.startV = vec("document_starts", N)
+		pos, tr.posV = gb.vec("positions", N)
+		start, tr.startV = gb.vec("document_starts", N)
 		dataIn = append(dataIn, pos, start)
 	}
 
-	get := func(name string, shape ...int) (*Tensor, error) {
-		t, ok := w.Tensors[name]
-		if !ok {
-			return nil, fmt.Errorf("model: weights lack %q", name)
-		}
-		if !slices.Equal(t.Shape, shape) || len(t.Data) != wioNumel(shape) {
-			return nil, fmt.Errorf("model: %s has shape %v, want %v", name, t.Shape, shape)
-		}
-		return t, nil
-	}
-	// node makes a base tensor a graph input (a trained parameter in full mode).
-	var inputs G.Nodes
-	node := func(name string, shape ...int) (*G.Node, error) {
-		t, err := get(name, shape...)
-		if err != nil {
-			return nil, err
-		}
-		v := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(t.Data))
-		n := G.NewTensor(g, tensor.Float64, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(v))
-		inputs = append(inputs, n)
-		if full {
-			tr.names = append(tr.names, name)
-			tr.params = append(tr.params, n)
-			tr.paramV = append(tr.paramV, v)
-		}
-		return n, nil
-	}
-	shapes := cfg.AdapterShapes(max(rank, 1))
-	adapterParam := func(name string) *G.Node {
-		s := shapes[name]
-		v := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float64))
-		n := G.NewMatrix(g, tensor.Float64, G.WithShape(s...), G.WithName(name), G.WithValue(v))
-		inputs = append(inputs, n)
-		tr.names = append(tr.names, name)
-		tr.params = append(tr.params, n)
-		tr.paramV = append(tr.paramV, v)
-		return n
-	}
-
-	wte, err := node("wte.weight", V, d)
-	if err != nil {
-		return nil, err
-	}
-	wpe, err := node("wpe.weight", cfg.NPositions, d)
-	if err != nil {
-		return nil, err
-	}
-	var x *G.Node
-	if opt.Packed {
-		x, err = grEmbedPosOp(wte, wpe, tr.tok, pos)
-	} else {
-		x, err = grEmbedOp(wte, wpe, tr.tok, seqLen)
-	}
-	if err != nil {
-		return nil, err
-	}
-	ln := func(x *G.Node, prefix string) (*G.Node, error) {
-		if full {
-			gn, err := node(prefix+".weight", d)
+	ln, linear := gb.frozenLayerNorm, gb.loraLinear
+	if full {
+		ln = func(x *G.Node, prefix string) (*G.Node, error) {
+			gn, err := gb.input(prefix+".weight", d)
 			if err != nil {
 				return nil, err
 			}
-			bn, err := node(prefix+".bias", d)
+			bn, err := gb.input(prefix+".bias", d)
 			if err != nil {
 				return nil, err
 			}
 			return grLayerNormFullOp(x, gn, bn, cfg.LayerNormEpsilon)
 		}
-		gw, err := get(prefix+".weight", d)
-		if err != nil {
-			return nil, err
-		}
-		gb, err := get(prefix+".bias", d)
-		if err != nil {
-			return nil, err
-		}
-		return grLayerNormOp(x, gw.Data, gb.Data, cfg.LayerNormEpsilon)
-	}
-	linear := func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
-		if full {
-			wn, err := node(prefix+".weight", in, out)
+		linear = func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
+			wn, err := gb.input(prefix+".weight", in, out)
 			if err != nil {
 				return nil, err
 			}
-			bn, err := node(prefix+".bias", out)
+			bn, err := gb.input(prefix+".bias", out)
 			if err != nil {
 				return nil, err
 			}
 			return grLinearFullOp(x, wn, bn)
 		}
-		W, err := get(prefix+".weight", in, out)
-		if err != nil {
-			return nil, err
-		}
-		b, err := get(prefix+".bias", out)
-		if err != nil {
-			return nil, err
-		}
-		A, B := adapterParam(prefix+".lora_A"), adapterParam(prefix+".lora_B")
-		return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: b.Data, In: in, Out: out, Rank: rank, Scale: &tr.scale})
 	}
-	if x, err = grDecoderStack(x, cfg, ln, linear, func(a *G.Node) (*G.Node, error) {
-		if opt.Packed {
-			return grSegAttentionOp(a, start, batch, seqLen, d, cfg.NHead)
-		}
-		return grAttentionOp(a, batch, seqLen, d, cfg.NHead)
-	}); err != nil {
+	x, wte, err := gb.decoder(tr.tok, pos, start, batch, seqLen, ln, linear)
+	if err != nil {
 		return nil, err
 	}
+	tr.grTrained = gb.grTrained
 	var logits *G.Node
 	if full {
 		logits, err = grTiedLogitsFullOp(x, wte)
@@ -249,20 +152,16 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 		}
 	}
 
-	allIn := append(dataIn, inputs...)
-	prog, locs, err := G.CompileFunction(g, allIn, G.Nodes{tr.loss})
-	if err != nil {
-		return nil, fmt.Errorf("model: compiling the LM forward program: %w", err)
+	allIn := append(dataIn, gb.inputs...)
+	if tr.fwdVM, err = grCompileVM(tr.g, allIn, G.Nodes{tr.loss}, "LM forward"); err != nil {
+		return nil, err
 	}
-	tr.fwdVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
 		return nil, fmt.Errorf("model: differentiating the LM loss: %w", err)
 	}
-	outs := append(G.Nodes{tr.loss}, tr.grads...)
-	if prog, locs, err = G.CompileFunction(g, allIn, outs); err != nil {
-		return nil, fmt.Errorf("model: compiling the LM training program: %w", err)
+	if tr.trainVM, err = grCompileVM(tr.g, allIn, append(G.Nodes{tr.loss}, tr.grads...), "LM training"); err != nil {
+		return nil, err
 	}
-	tr.trainVM = grNewVM(g, G.WithPrecompiled(prog, locs))
 	return tr, nil
 }
 
@@ -321,23 +220,13 @@ func (t *LMTrainer) bind(a *Adapter, b Batch) error {
 	} else if a == nil {
 		t.scale = 0
 	} else {
-		if a.Rank != t.rank {
-			return fmt.Errorf("model: adapter rank %d, trainer rank %d", a.Rank, t.rank)
+		s, err := t.copyAdapter(a, t.rank)
+		if err != nil {
+			return err
 		}
-		for i, name := range t.names {
-			src, ok := a.Tensors[name]
-			if !ok {
-				return fmt.Errorf("model: adapter lacks %q", name)
-			}
-			dst := t.paramV[i]
-			if !slices.Equal(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
-				return fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
-			}
-			copy(grF64s(dst), src.Data)
-		}
-		t.scale = a.Scale()
+		t.scale = s
 	}
-	n, err := bindLMBatch(b, t.batch, t.seqLen, t.cfg.VocabSize, grF64s(t.tokV), grF64s(t.tgtV), grF64s(t.wtV))
+	n, err := t.fill(b, t.batch, t.seqLen, t.cfg.VocabSize, nil)
 	t.count = n
 	if err != nil || !t.packed {
 		return err
@@ -361,47 +250,6 @@ func bindDocuments(b Batch, T, eot int, pos, start []float64) error {
 		}
 	}
 	return nil
-}
-
-// bindLMBatch fills tokens, shifted targets and 0/1 weights for a batch of `batch` rows of at most
-// seqLen tokens and returns the number of masked tokens.
-func bindLMBatch(b Batch, batch, T, V int, tok, tgt, wt []float64) (int, error) {
-	if len(b.Tokens) != batch {
-		return 0, fmt.Errorf("model: batch has %d sequences, trainer expects %d", len(b.Tokens), batch)
-	}
-	if len(b.Mask) != batch {
-		return 0, fmt.Errorf("model: batch mask has %d rows, want %d", len(b.Mask), batch)
-	}
-	clear(tok)
-	clear(tgt)
-	clear(wt)
-	count := 0
-	for i, row := range b.Tokens {
-		if len(row) > T {
-			return 0, fmt.Errorf("model: sequence %d has %d tokens, trainer seqLen is %d", i, len(row), T)
-		}
-		if len(b.Mask[i]) > len(row) {
-			return 0, fmt.Errorf("model: mask row %d is longer (%d) than its tokens (%d)", i, len(b.Mask[i]), len(row))
-		}
-		for j, v := range row {
-			if v < 0 || v >= V {
-				return 0, fmt.Errorf("model: token %d at [%d][%d] outside the vocabulary [0,%d)", v, i, j, V)
-			}
-			tok[i*T+j] = float64(v)
-		}
-		for j, m := range b.Mask[i] {
-			if !m {
-				continue
-			}
-			if j == 0 {
-				return 0, fmt.Errorf("model: mask[%d][0] is set, but no logit predicts a first token", i)
-			}
-			tgt[i*T+j-1] = float64(row[j])
-			wt[i*T+j-1] = 1
-			count++
-		}
-	}
-	return count, nil
 }
 
 // Loss runs the forward pass only and returns the mean NLL of the masked tokens and their
@@ -429,12 +277,5 @@ func (t *LMTrainer) Step(a *Adapter, b Batch) (LMStepOutput, error) {
 	if err := grRunVM(t.trainVM); err != nil {
 		return LMStepOutput{}, fmt.Errorf("model: LM training step: %w", err)
 	}
-	out := LMStepOutput{Loss: grScalarValue(t.loss.Value()), Tokens: t.count, Grads: make(map[string]*Tensor, len(t.names))}
-	for i, name := range t.names {
-		gv := t.grads[i].Value().(*tensor.Dense)
-		gt := &Tensor{Shape: append([]int(nil), t.paramV[i].Shape()...), Data: make([]float64, gv.Size())}
-		copy(gt.Data, grF64s(gv))
-		out.Grads[name] = gt
-	}
-	return out, nil
+	return LMStepOutput{Loss: grScalarValue(t.loss.Value()), Tokens: t.count, Grads: t.gradTensors(t.grads)}, nil
 }

@@ -167,7 +167,7 @@ func TestGradCheckEmbedPositions(t *testing.T) {
 		{"wpe", grRnd(rng, 0.5, grGCT+2, grGCD), true},
 		{"tokens", tok, false},
 		{"positions", pos, false},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedPosOp(in[0], in[1], in[2], in[3]) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedAtOp(in[0], in[1], in[2], in[3], 0) })
 	grCheckBound(t, "embedding lookup, explicit positions", e, n)
 }
 
@@ -188,7 +188,7 @@ func TestGradCheckSegmentedAttention(t *testing.T) {
 	}
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"qkv", grRnd(rng, 1, N, 3*grGCD), true}, {"starts", st, false}},
 		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
-			return grSegAttentionOp(in[0], in[1], grGCB, grGCT, grGCD, grGCH)
+			return grCausalAttentionOp(in[0], in[1], grGCB, grGCT, grGCD, grGCH)
 		})
 	grCheckBound(t, "segmented causal attention", e, n)
 }

@@ -22,6 +22,7 @@ import (
 	"hash/fnv"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -139,6 +140,48 @@ func (o *grKop) Do(vals ...G.Value) (G.Value, error) {
 	return o.buf, nil
 }
 
+// grScalarKop is a grKop whose output may be a scalar (*G.F64) and whose inputs may include
+// scalars (the cost's incoming gradient is a *G.F64): scalar inputs reach the kernel as 1-element
+// vectors.
+type grScalarKop struct{ *grKop }
+
+func (o grScalarKop) Do(vals ...G.Value) (G.Value, error) {
+	conv := make([]G.Value, len(vals))
+	for i, v := range vals {
+		switch x := v.(type) {
+		case *G.F64:
+			conv[i] = tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{float64(*x)}))
+		case *tensor.Dense:
+			if x.Shape().IsScalar() {
+				conv[i] = tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{x.Data().(float64)}))
+			} else {
+				conv[i] = x
+			}
+		default:
+			return nil, fmt.Errorf("%s: input %d is %T", o.name, i, v)
+		}
+	}
+	if o.outDims != 0 {
+		return o.grKop.Do(conv...)
+	}
+	ins := make([]*tensor.Dense, len(conv))
+	for i, v := range conv {
+		d := v.(*tensor.Dense)
+		if d.Dtype() != tensor.Float64 {
+			return nil, fmt.Errorf("%s: input %d has dtype %v, want float64", o.name, i, d.Dtype())
+		}
+		if d.IsMaterializable() {
+			d = d.Materialize().(*tensor.Dense)
+		}
+		ins[i] = d
+	}
+	var out [1]float64
+	if err := o.fwd(out[:], ins); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.name, err)
+	}
+	return G.NewF64(out[0]), nil
+}
+
 func grF64s(t *tensor.Dense) []float64 { return t.Data().([]float64) }
 
 func grShapeIs(name string, s tensor.Shape, dims ...int) error {
@@ -208,27 +251,64 @@ func grGemm(tA, tB bool, m, n, k int, alpha float64, a []float64, lda int, b []f
 	blas64.Gemm(ta, tb, alpha, grGeneral(ar, ac, lda, a), grGeneral(br, bc, ldb, b), beta, grGeneral(m, n, ldc, c))
 }
 
-// ---------- embedding: x[n] = wte[tok[n]] + wpe[n mod T] ----------
+// grInputGradOp builds the gradient of an op with nIn inputs of which only the first is
+// differentiable: one kernel over args (of inDims dimensions) whose output is shaped like args[0].
+// A scalar argument (the cost's gradient) needs grScalarKop's Do.
+func grInputGradOp(name string, nIn int, inDims []int, fwd func(dx []float64, in []*tensor.Dense) error, args ...*G.Node) (G.Nodes, error) {
+	g := grNewKop(name, inDims, inDims[0])
+	g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
+	g.fwd = fwd
+	var op G.Op = g
+	if slices.Contains(inDims, 0) {
+		op = grScalarKop{g}
+	}
+	dx, err := G.ApplyOp(op, args...)
+	grads := make(G.Nodes, nIn)
+	grads[0] = dx
+	return grads, err
+}
 
-// grEmbedOp looks tokens up in wte [V,d] and adds position embeddings wpe [P,d]; tok is a float64
-// vector of N = B*T token ids, position of row n is n mod T. Differentiable in wte and wpe.
-func grEmbedOp(wte, wpe, tok *G.Node, T int) (*G.Node, error) {
-	o := grNewKop("Embed", []int{2, 2, 1}, 2)
+// ---------- embedding: x[n] = wte[tok[n]] + wpe[position of n] ----------
+
+// grEmbedAtOp looks tokens up in wte [V,d] and adds position embeddings wpe [P,d]; tok is a
+// float64 vector of N = B*T token ids. The position of row n is pos[n] when pos is not nil (packed
+// rows, positions restarting at 0 at every document), else n mod T. Differentiable in wte and wpe.
+func grEmbedAtOp(wte, wpe, tok, pos *G.Node, T int) (*G.Node, error) {
+	name, dims, args := "Embed", []int{2, 2, 1}, G.Nodes{wte, wpe, tok}
+	if pos != nil {
+		name, dims, args = "EmbedPos", []int{2, 2, 1, 1}, append(args, pos)
+	}
+	o := grNewKop(name, dims, 2)
 	o.shape = func(s []tensor.Shape) (tensor.Shape, error) {
-		if len(s[0]) != 2 || len(s[1]) != 2 || s[0][1] != s[1][1] || s[1][0] < T || len(s[2]) != 1 || s[2][0]%T != 0 {
-			return nil, fmt.Errorf("Embed: bad shapes wte %v wpe %v tok %v (T=%d)", s[0], s[1], s[2], T)
+		ok := len(s[0]) == 2 && len(s[1]) == 2 && s[0][1] == s[1][1] && len(s[2]) == 1
+		if pos == nil {
+			ok = ok && s[1][0] >= T && s[2][0]%T == 0
+		} else {
+			ok = ok && s[2].Eq(s[3])
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: bad shapes wte, wpe, tok[, pos] %v (T=%d)", name, s, T)
 		}
 		return tensor.Shape{s[2][0], s[0][1]}, nil
 	}
 	o.fwd = func(out []float64, in []*tensor.Dense) error {
 		wte, wpe, tok := grF64s(in[0]), grF64s(in[1]), grF64s(in[2])
-		V, d := in[0].Shape()[0], in[0].Shape()[1]
+		V, d, P := in[0].Shape()[0], in[0].Shape()[1], in[1].Shape()[0]
+		var ps []float64
+		if pos != nil {
+			ps = grF64s(in[3])
+		}
 		for n, tf := range tok {
 			t := int(tf)
 			if t < 0 || t >= V || float64(t) != tf {
 				return fmt.Errorf("token %v at %d outside [0,%d)", tf, n, V)
 			}
-			p := n % T
+			var p int
+			if ps == nil {
+				p = n % T
+			} else if p = int(ps[n]); p < 0 || p >= P || float64(p) != ps[n] {
+				return fmt.Errorf("position %v at %d outside [0,%d)", ps[n], n, P)
+			}
 			row, e, q := out[n*d:(n+1)*d], wte[t*d:(t+1)*d], wpe[p*d:(p+1)*d]
 			for j := range row {
 				row[j] = e[j] + q[j]
@@ -236,23 +316,29 @@ func grEmbedOp(wte, wpe, tok *G.Node, T int) (*G.Node, error) {
 		}
 		return nil
 	}
-	o.diff = []bool{true, true, false}
+	o.diff = make([]bool, len(dims))
+	o.diff[0], o.diff[1] = true, true
 	o.sym = func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
-		dwte, err := grEmbedGradOp(grad, in[2], in[0], T, false)
+		grads := make(G.Nodes, len(in))
+		var err error
+		if grads[0], err = grEmbedGradOp(grad, in[2], in[0], T, false); err != nil {
+			return nil, err
+		}
+		if pos != nil { // a scatter by the position ids
+			grads[1], err = grEmbedGradOp(grad, in[3], in[1], T, false)
+		} else {
+			grads[1], err = grEmbedGradOp(grad, in[2], in[1], T, true)
+		}
 		if err != nil {
 			return nil, err
 		}
-		dwpe, err := grEmbedGradOp(grad, in[2], in[1], T, true)
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{dwte, dwpe, nil}, nil
+		return grads, nil
 	}
-	return G.ApplyOp(o, wte, wpe, tok)
+	return G.ApplyOp(o, args...)
 }
 
-// grEmbedGradOp scatters dy [N,d] into a table shaped like like: by token (positions=false) or by
-// position (positions=true).
+// grEmbedGradOp scatters dy [N,d] into a table shaped like like: by the index vector tok
+// (positions=false) or by position n mod T (positions=true).
 func grEmbedGradOp(dy, tok, like *G.Node, T int, positions bool) (*G.Node, error) {
 	o := grNewKop("EmbedGrad", []int{2, 1, 2}, 2)
 	o.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[2].Clone(), nil }
@@ -284,50 +370,63 @@ func grLayerNormOp(x *G.Node, gain, bias []float64, eps float64) (*G.Node, error
 		return s[0].Clone(), grShapeIs("LayerNorm x", s[0], -1, d)
 	}
 	o.fwd = func(out []float64, in []*tensor.Dense) error {
-		x := grF64s(in[0])
-		rows := len(x) / d
-		grParallelFor(rows, 256, func(_, lo, hi int) {
-			for r := lo; r < hi; r++ {
-				xr, yr := x[r*d:(r+1)*d], out[r*d:(r+1)*d]
-				mean, rstd := grMeanRstd(xr, eps)
-				for j, v := range xr {
-					yr[j] = (v-mean)*rstd*gain[j] + bias[j]
-				}
-			}
-		})
+		grLayerNormRows(out, grF64s(in[0]), gain, bias, eps, nil, nil)
 		return nil
 	}
 	o.diff = []bool{true}
 	o.sym = func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
-		g := grNewKop("LayerNormGrad", []int{2, 2}, 2)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dx []float64, in []*tensor.Dense) error {
-			x, dy := grF64s(in[0]), grF64s(in[1])
-			rows := len(x) / d
-			grParallelFor(rows, 256, func(_, lo, hi int) {
-				for r := lo; r < hi; r++ {
-					xr, gr, dr := x[r*d:(r+1)*d], dy[r*d:(r+1)*d], dx[r*d:(r+1)*d]
-					mean, rstd := grMeanRstd(xr, eps)
-					var m1, m2 float64
-					for j, v := range xr {
-						gh := gr[j] * gain[j]
-						m1 += gh
-						m2 += gh * (v - mean) * rstd
-					}
-					m1 /= float64(d)
-					m2 /= float64(d)
-					for j, v := range xr {
-						xh := (v - mean) * rstd
-						dr[j] = rstd * (gr[j]*gain[j] - m1 - xh*m2)
-					}
-				}
-			})
+		return grInputGradOp("LayerNormGrad", 1, []int{2, 2}, func(dx []float64, v []*tensor.Dense) error {
+			grLayerNormGradRows(dx, grF64s(v[0]), grF64s(v[1]), gain, eps, nil, nil)
 			return nil
-		}
-		dx, err := G.ApplyOp(g, in[0], grad)
-		return G.Nodes{dx}, err
+		}, in[0], grad)
 	}
 	return G.ApplyOp(o, x)
+}
+
+// grLayerNormRows writes y = (x−mean)·rstd·g + b over the rows of x [rows,d]; with mean and rstd
+// not nil it also keeps each row's statistics there for the backward.
+func grLayerNormRows(y, x, g, b []float64, eps float64, mean, rstd []float64) {
+	d := len(g)
+	grParallelFor(len(x)/d, 256, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, yr := x[r*d:(r+1)*d], y[r*d:(r+1)*d]
+			mu, rs := grMeanRstd(xr, eps)
+			if mean != nil {
+				mean[r], rstd[r] = mu, rs
+			}
+			for j, v := range xr {
+				yr[j] = (v-mu)*rs*g[j] + b[j]
+			}
+		}
+	})
+}
+
+// grLayerNormGradRows writes dx = rstd·(g∘dy − mean(g∘dy) − x̂·mean(g∘dy∘x̂)) per row, with the
+// statistics kept by grLayerNormRows or, when mean is nil, recomputed.
+func grLayerNormGradRows(dx, x, dy, g []float64, eps float64, mean, rstd []float64) {
+	d := len(g)
+	grParallelFor(len(x)/d, 256, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, gr, dr := x[r*d:(r+1)*d], dy[r*d:(r+1)*d], dx[r*d:(r+1)*d]
+			var mu, rs float64
+			if mean != nil {
+				mu, rs = mean[r], rstd[r]
+			} else {
+				mu, rs = grMeanRstd(xr, eps)
+			}
+			var m1, m2 float64
+			for j, v := range xr {
+				gh := gr[j] * g[j]
+				m1 += gh
+				m2 += gh * (v - mu) * rs
+			}
+			m1 /= float64(d)
+			m2 /= float64(d)
+			for j, v := range xr {
+				dr[j] = rs * (gr[j]*g[j] - m1 - (v-mu)*rs*m2)
+			}
+		}
+	})
 }
 
 func grMeanRstd(x []float64, eps float64) (mean, rstd float64) {
@@ -370,9 +469,7 @@ func grGeluOp(x *G.Node) (*G.Node, error) {
 	}
 	o.diff = []bool{true}
 	o.sym = func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
-		g := grNewKop("GeluNewGrad", []int{2, 2}, 2)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dx []float64, in []*tensor.Dense) error {
+		return grInputGradOp("GeluNewGrad", 1, []int{2, 2}, func(dx []float64, in []*tensor.Dense) error {
 			x, dy := grF64s(in[0]), grF64s(in[1])
 			if len(th) != len(x) {
 				return fmt.Errorf("GeluNewGrad before its forward")
@@ -385,9 +482,7 @@ func grGeluOp(x *G.Node) (*G.Node, error) {
 				}
 			})
 			return nil
-		}
-		dx, err := G.ApplyOp(g, in[0], grad)
-		return G.Nodes{dx}, err
+		}, in[0], grad)
 	}
 	return G.ApplyOp(o, x)
 }
@@ -424,10 +519,7 @@ func grLoraLinearOp(x, A, B *G.Node, p *grLoraParams) (*G.Node, error) {
 	o.fwd = func(y []float64, ins []*tensor.Dense) error {
 		x, a, b := grF64s(ins[0]), grF64s(ins[1]), grF64s(ins[2])
 		n := len(x) / in
-		for i := 0; i < n; i++ {
-			copy(y[i*out:(i+1)*out], p.Bias)
-		}
-		grGemm(false, false, n, out, in, 1, x, in, p.W, out, 1, y, out)
+		grAffine(y, x, p.W, p.Bias, in, out, false)
 		if s := *p.Scale; s != 0 {
 			if cap(xa) < n*r {
 				xa = make([]float64, n*r)
@@ -460,7 +552,7 @@ func grLoraLinearOp(x, A, B *G.Node, p *grLoraParams) (*G.Node, error) {
 		xo.fwd = func(dx []float64, v []*tensor.Dense) error {
 			dy, u, a := grF64s(v[0]), grF64s(v[1]), grF64s(v[2])
 			n := len(dy) / out
-			grGemm(false, true, n, in, out, 1, dy, out, p.W, out, 0, dx, in)
+			grAffineGradX(dx, dy, p.W, in, out, false)
 			if *p.Scale != 0 {
 				grGemm(false, true, n, in, r, 1, u, r, a, r, 1, dx, in)
 			}
@@ -508,65 +600,88 @@ func grLoraLinearOp(x, A, B *G.Node, p *grLoraParams) (*G.Node, error) {
 
 // ---------- causal multi-head self-attention on qkv [N,3d] -> [N,d] ----------
 
-// grAttentionOp splits qkv (q|k|v, heads contiguous inside each) into B·H heads of [T,dh],
-// computes softmax(q·kᵀ/√dh + causal mask)·v per head and merges the heads back to [N,d].
-// The causal mask is additive -Inf above the diagonal, applied by never reading those entries
-// (their probabilities are exactly 0). Probabilities are cached privately for the backward.
-func grAttentionOp(qkv *G.Node, batch, T, d, heads int) (*G.Node, error) {
+// grCausalAttentionOp splits qkv (q|k|v, heads contiguous inside each) into B·H heads of [T,dh],
+// computes softmax(q·kᵀ/√dh + mask)·v per head and merges the heads back to [N,d]. Token i attends
+// to the tokens [start[i], i] of its row: start [N] holds the row-local document starts of packed
+// rows, nil means 0 everywhere (plain causal). The mask is additive -Inf outside that range,
+// applied by never reading those entries (their probabilities are exactly 0). Probabilities are
+// cached privately for the backward.
+func grCausalAttentionOp(qkv, start *G.Node, batch, T, d, heads int) (*G.Node, error) {
 	dh := d / heads
 	scale := 1 / math.Sqrt(float64(dh))
 	BH := batch * heads
 	probs := make([]float64, BH*T*T) // private cache
-	o := grNewKop("CausalSelfAttention", []int{2}, 2)
+	name, dims, args := "CausalSelfAttention", []int{2}, G.Nodes{qkv}
+	if start != nil {
+		name, dims, args = "SegmentedCausalSelfAttention", []int{2, 1}, append(args, start)
+	}
+	o := grNewKop(name, dims, 2)
 	o.shape = func(s []tensor.Shape) (tensor.Shape, error) {
-		return tensor.Shape{batch * T, d}, grShapeIs("attention qkv", s[0], batch*T, 3*d)
+		if err := grShapeIs("attention qkv", s[0], batch*T, 3*d); err != nil {
+			return nil, err
+		}
+		if start != nil {
+			if err := grShapeIs("attention starts", s[1], batch*T); err != nil {
+				return nil, err
+			}
+		}
+		return tensor.Shape{batch * T, d}, nil
 	}
 	o.fwd = func(y []float64, in []*tensor.Dense) error {
 		qkv := grF64s(in[0])
+		var st []float64
+		if start != nil {
+			st = grF64s(in[1])
+			for n, s := range st {
+				if i := n % T; s < 0 || int(s) > i || float64(int(s)) != s {
+					return fmt.Errorf("segment start %v of row position %d", s, i)
+				}
+			}
+		}
 		ld := 3 * d
 		grParallelFor(BH, 1, func(_, lo, hi int) {
 			for bh := lo; bh < hi; bh++ {
 				b, h := bh/heads, bh%heads
-				base := b * T * ld
-				q := qkv[base+h*dh:]
-				k := qkv[base+d+h*dh:]
-				v := qkv[base+2*d+h*dh:]
+				q, k, v := grHeadQKV(qkv, b*T*ld, d, h*dh)
 				P := probs[bh*T*T : (bh+1)*T*T]
 				grGemm(false, true, T, T, dh, scale, q, ld, k, ld, 0, P, T)
 				for i := 0; i < T; i++ {
 					row := P[i*T : (i+1)*T]
-					m := row[0]
-					for j := 1; j <= i; j++ {
+					s0 := grSegStart(st, b*T+i)
+					m := row[s0]
+					for j := s0 + 1; j <= i; j++ {
 						if row[j] > m {
 							m = row[j]
 						}
 					}
 					var z float64
-					for j := 0; j <= i; j++ {
+					for j := s0; j <= i; j++ {
 						e := math.Exp(row[j] - m)
 						row[j] = e
 						z += e
 					}
 					inv := 1 / z
-					for j := 0; j <= i; j++ {
+					for j := s0; j <= i; j++ {
 						row[j] *= inv
 					}
-					for j := i + 1; j < T; j++ {
-						row[j] = 0
-					}
+					clear(row[:s0])
+					clear(row[i+1:])
 				}
 				grGemm(false, false, T, dh, T, 1, P, T, v, ld, 0, y[b*T*d+h*dh:], d)
 			}
 		})
 		return nil
 	}
-	o.diff = []bool{true}
+	o.diff = make([]bool, len(dims))
+	o.diff[0] = true
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-		g := grNewKop("CausalSelfAttentionGrad", []int{2, 2}, 2)
 		scratch := make([][]float64, grMaxWorkers())
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dqkv []float64, in []*tensor.Dense) error {
-			qkv, dY := grF64s(in[0]), grF64s(in[1])
+		return grInputGradOp(name+"Grad", len(ins), append(dims[:len(dims):len(dims)], 2), func(dqkv []float64, in []*tensor.Dense) error {
+			qkv, dY := grF64s(in[0]), grF64s(in[len(in)-1])
+			var st []float64
+			if start != nil {
+				st = grF64s(in[1])
+			}
 			ld := 3 * d
 			grParallelFor(BH, 1, func(w, lo, hi int) {
 				if len(scratch[w]) != T*T {
@@ -575,13 +690,8 @@ func grAttentionOp(qkv *G.Node, batch, T, d, heads int) (*G.Node, error) {
 				dP := scratch[w]
 				for bh := lo; bh < hi; bh++ {
 					b, h := bh/heads, bh%heads
-					base := b * T * ld
-					q := qkv[base+h*dh:]
-					k := qkv[base+d+h*dh:]
-					v := qkv[base+2*d+h*dh:]
-					dq := dqkv[base+h*dh:]
-					dk := dqkv[base+d+h*dh:]
-					dv := dqkv[base+2*d+h*dh:]
+					q, k, v := grHeadQKV(qkv, b*T*ld, d, h*dh)
+					dq, dk, dv := grHeadQKV(dqkv, b*T*ld, d, h*dh)
 					dy := dY[b*T*d+h*dh:]
 					P := probs[bh*T*T : (bh+1)*T*T]
 					// dV = Pᵀ·dY ; dP = dY·Vᵀ
@@ -590,16 +700,16 @@ func grAttentionOp(qkv *G.Node, batch, T, d, heads int) (*G.Node, error) {
 					// dS = scale · P ∘ (dP − rowsum(P∘dP))
 					for i := 0; i < T; i++ {
 						pr, dr := P[i*T:(i+1)*T], dP[i*T:(i+1)*T]
+						s0 := grSegStart(st, b*T+i)
 						var s float64
-						for j := 0; j <= i; j++ {
+						for j := s0; j <= i; j++ {
 							s += pr[j] * dr[j]
 						}
-						for j := 0; j <= i; j++ {
+						for j := s0; j <= i; j++ {
 							dr[j] = scale * pr[j] * (dr[j] - s)
 						}
-						for j := i + 1; j < T; j++ {
-							dr[j] = 0
-						}
+						clear(dr[:s0])
+						clear(dr[i+1:])
 					}
 					// dQ = dS·K ; dK = dSᵀ·Q
 					grGemm(false, false, T, dh, T, 1, dP, T, k, ld, 0, dq, ld)
@@ -607,46 +717,160 @@ func grAttentionOp(qkv *G.Node, batch, T, d, heads int) (*G.Node, error) {
 				}
 			})
 			return nil
-		}
-		dx, err := G.ApplyOp(g, ins[0], dy)
-		return G.Nodes{dx}, err
+		}, append(ins[:len(ins):len(ins)], dy)...)
 	}
-	return G.ApplyOp(o, qkv)
+	return G.ApplyOp(o, args...)
 }
 
-// ---------- tied output projection: logits = x·wteᵀ ----------
+// grHeadQKV returns the q, k and v columns of head offset off (h·dh) in the rows of one sequence
+// (from base) of a [N,3d] buffer.
+func grHeadQKV(buf []float64, base, d, off int) (q, k, v []float64) {
+	return buf[base+off:], buf[base+d+off:], buf[base+2*d+off:]
+}
+
+// grSegStart is the first key position row n attends to: its document start, 0 without starts.
+func grSegStart(st []float64, n int) int {
+	if st == nil {
+		return 0
+	}
+	return int(st[n])
+}
+
+// ---------- dense projections: y = x·W + b, and the tied output projection x·wteᵀ ----------
+
+// grAffine writes y = x·op(W) + bias for x [n,in] and op(W) [in,out]; W is [out,in] when transW
+// (wte in the tied projection), else [in,out]. A nil bias adds nothing.
+func grAffine(y, x, w, bias []float64, in, out int, transW bool) {
+	n := len(x) / in
+	beta := 0.0
+	if bias != nil {
+		for i := 0; i < n; i++ {
+			copy(y[i*out:(i+1)*out], bias)
+		}
+		beta = 1
+	}
+	grGemm(false, transW, n, out, in, 1, x, in, w, grLdW(in, out, transW), beta, y, out)
+}
+
+// grAffineGradX writes dx = dy·op(W)ᵀ [n,in] (layout of W as for grAffine).
+func grAffineGradX(dx, dy, w []float64, in, out int, transW bool) {
+	grGemm(false, !transW, len(dy)/out, in, out, 1, dy, out, w, grLdW(in, out, transW), 0, dx, in)
+}
+
+// grAffineGradW writes dW: xᵀ·dy [in,out], or dyᵀ·x [out,in] when transW.
+func grAffineGradW(dw, x, dy []float64, in, out int, transW bool) {
+	if transW {
+		grGemm(true, false, out, in, len(dy)/out, 1, dy, out, x, in, 0, dw, in)
+		return
+	}
+	grGemm(true, false, in, out, len(x)/in, 1, x, in, dy, out, 0, dw, out)
+}
+
+// grLdW is the row stride of W in grAffine.
+func grLdW(in, out int, transW bool) int {
+	if transW {
+		return in
+	}
+	return out
+}
 
 // grTiedLogitsOp computes x [N,d] · wteᵀ [d,V]; differentiable in x only (wte is frozen).
 func grTiedLogitsOp(x, wte *G.Node) (*G.Node, error) {
-	o := grNewKop("TiedLogits", []int{2, 2}, 2)
-	o.shape = func(s []tensor.Shape) (tensor.Shape, error) {
-		if len(s[0]) != 2 || len(s[1]) != 2 || s[0][1] != s[1][1] {
-			return nil, fmt.Errorf("TiedLogits: bad shapes %v %v", s[0], s[1])
-		}
-		return tensor.Shape{s[0][0], s[1][0]}, nil
+	return grDenseOp("TiedLogits", x, wte, nil, true, false)
+}
+
+// grDenseOp computes y = x·W + b for x [N,in] and W [in,out], or y = x·Wᵀ for W [out,in] when
+// transW; b may be nil. Differentiable in x, and in W and b when trainW (else W is frozen).
+func grDenseOp(name string, x, W, b *G.Node, transW, trainW bool) (*G.Node, error) {
+	dims, args := []int{2, 2}, G.Nodes{x, W}
+	if b != nil {
+		dims, args = append(dims, 1), append(args, b)
 	}
-	o.fwd = func(y []float64, in []*tensor.Dense) error {
-		x, w := grF64s(in[0]), grF64s(in[1])
-		V, d := in[1].Shape()[0], in[1].Shape()[1]
-		n := len(x) / d
-		grGemm(false, true, n, V, d, 1, x, d, w, d, 0, y, V)
+	inOut := func(w tensor.Shape) (in, out int) {
+		if transW {
+			return w[1], w[0]
+		}
+		return w[0], w[1]
+	}
+	o := grNewKop(name, dims, 2)
+	o.shape = func(s []tensor.Shape) (tensor.Shape, error) {
+		if len(s[0]) != 2 || len(s[1]) != 2 {
+			return nil, fmt.Errorf("%s: bad shapes x, W[, b] %v", name, s)
+		}
+		in, out := inOut(s[1])
+		if s[0][1] != in || (b != nil && (len(s[2]) != 1 || s[2][0] != out)) {
+			return nil, fmt.Errorf("%s: bad shapes x, W[, b] %v", name, s)
+		}
+		return tensor.Shape{s[0][0], out}, nil
+	}
+	o.fwd = func(y []float64, v []*tensor.Dense) error {
+		var bias []float64
+		if b != nil {
+			bias = grF64s(v[2])
+		}
+		in, out := inOut(v[1].Shape())
+		grAffine(y, grF64s(v[0]), grF64s(v[1]), bias, in, out, transW)
 		return nil
 	}
-	o.diff = []bool{true, false}
+	o.diff = []bool{true, trainW, trainW}[:len(dims)]
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-		g := grNewKop("TiedLogitsGrad", []int{2, 2}, 2)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{s[0][0], s[1][1]}, nil }
-		g.fwd = func(dx []float64, in []*tensor.Dense) error {
-			dy, w := grF64s(in[0]), grF64s(in[1])
-			V, d := in[1].Shape()[0], in[1].Shape()[1]
-			n := len(dy) / V
-			grGemm(false, false, n, d, V, 1, dy, V, w, d, 0, dx, d)
+		grads := make(G.Nodes, len(ins))
+		xo := grNewKop(name+"GradX", []int{2, 2}, 2)
+		xo.shape = func(s []tensor.Shape) (tensor.Shape, error) {
+			in, _ := inOut(s[1])
+			return tensor.Shape{s[0][0], in}, nil
+		}
+		xo.fwd = func(dx []float64, v []*tensor.Dense) error {
+			in, out := inOut(v[1].Shape())
+			grAffineGradX(dx, grF64s(v[0]), grF64s(v[1]), in, out, transW)
 			return nil
 		}
-		dx, err := G.ApplyOp(g, dy, ins[1])
-		return G.Nodes{dx, nil}, err
+		var err error
+		if grads[0], err = G.ApplyOp(xo, dy, ins[1]); err != nil || !trainW {
+			return grads, err
+		}
+		wo := grNewKop(name+"GradW", []int{2, 2}, 2)
+		wo.shape = func(s []tensor.Shape) (tensor.Shape, error) {
+			if transW {
+				return tensor.Shape{s[1][1], s[0][1]}, nil
+			}
+			return tensor.Shape{s[0][1], s[1][1]}, nil
+		}
+		wo.fwd = func(dw []float64, v []*tensor.Dense) error {
+			grAffineGradW(dw, grF64s(v[0]), grF64s(v[1]), v[0].Shape()[1], v[1].Shape()[1], transW)
+			return nil
+		}
+		if grads[1], err = G.ApplyOp(wo, ins[0], dy); err != nil {
+			return nil, err
+		}
+		if b != nil {
+			if grads[2], err = grColSumOp(dy, name+"GradB"); err != nil {
+				return nil, err
+			}
+		}
+		return grads, nil
 	}
-	return G.ApplyOp(o, x, wte)
+	return G.ApplyOp(o, args...)
+}
+
+// grColSumOp sums a matrix [N,k] over its rows (in row order) into a vector [k]: the gradient of
+// a bias added to every row.
+func grColSumOp(dy *G.Node, name string) (*G.Node, error) {
+	o := grNewKop(name, []int{2}, 1)
+	o.shape = func(s []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{s[0][1]}, nil }
+	o.fwd = func(db []float64, v []*tensor.Dense) error {
+		dY := grF64s(v[0])
+		k := len(db)
+		clear(db)
+		for r := 0; r < len(dY)/k; r++ {
+			row := dY[r*k : (r+1)*k]
+			for j, g := range row {
+				db[j] += g
+			}
+		}
+		return nil
+	}
+	return G.ApplyOp(o, dy)
 }
 
 // ---------- masked log-softmax gather, summed per sequence ----------
@@ -683,9 +907,7 @@ func grSeqLogProbOp(logits, tgt, w *G.Node, batch int) (*G.Node, error) {
 	}
 	o.diff = []bool{true, false, false}
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-		g := grNewKop("SeqLogProbGrad", []int{2, 1, 1, 1}, 2)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dl []float64, in []*tensor.Dense) error {
+		return grInputGradOp("SeqLogProbGrad", 3, []int{2, 1, 1, 1}, func(dl []float64, in []*tensor.Dense) error {
 			lg, tg, wt, gs := grF64s(in[0]), grF64s(in[1]), grF64s(in[2]), grF64s(in[3])
 			V := in[0].Shape()[1]
 			T := len(tg) / batch
@@ -698,19 +920,23 @@ func grSeqLogProbOp(logits, tgt, w *G.Node, batch int) (*G.Node, error) {
 						continue
 					}
 					row := lg[n*V : (n+1)*V]
-					lse := grLogSumExp(row)
-					for j, v := range row {
-						d[j] = -c * math.Exp(v-lse)
-					}
-					d[int(tg[n])] += c
+					// the sum has the sign of a log-prob: −(gradient of the NLL)
+					grNLLGradRow(d, row, grLogSumExp(row), int(tg[n]), -c)
 				}
 			})
 			return nil
-		}
-		dx, err := G.ApplyOp(g, ins[0], ins[1], ins[2], dy)
-		return G.Nodes{dx, nil, nil}, err
+		}, ins[0], ins[1], ins[2], dy)
 	}
 	return G.ApplyOp(o, logits, tgt, w)
+}
+
+// grNLLGradRow writes d = c·(softmax(row) − onehot(t)), c times the gradient of
+// −log softmax(row)[t]; lse is row's log-sum-exp.
+func grNLLGradRow(d, row []float64, lse float64, t int, c float64) {
+	for j, v := range row {
+		d[j] = c * math.Exp(v-lse)
+	}
+	d[t] -= c
 }
 
 func grLogSumExp(row []float64) float64 {
@@ -744,15 +970,11 @@ func grRangeOp(x *G.Node, lo, hi int) (*G.Node, error) {
 	}
 	o.diff = []bool{true}
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-		g := grNewKop(fmt.Sprintf("RangeGrad[%d:%d]", lo, hi), []int{1, 1}, 1)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dx []float64, in []*tensor.Dense) error {
+		return grInputGradOp(fmt.Sprintf("RangeGrad[%d:%d]", lo, hi), 1, []int{1, 1}, func(dx []float64, in []*tensor.Dense) error {
 			clear(dx)
 			copy(dx[lo:hi], grF64s(in[1]))
 			return nil
-		}
-		dx, err := G.ApplyOp(g, ins[0], dy)
-		return G.Nodes{dx}, err
+		}, ins[0], dy)
 	}
 	return G.ApplyOp(o, x)
 }
@@ -777,17 +999,13 @@ func grPerTokenOp(x, n *G.Node) (*G.Node, error) {
 	}
 	o.diff = []bool{true, false}
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
-		g := grNewKop("PerTokenGrad", []int{1, 1}, 1)
-		g.shape = func(s []tensor.Shape) (tensor.Shape, error) { return s[0].Clone(), nil }
-		g.fwd = func(dx []float64, in []*tensor.Dense) error {
+		return grInputGradOp("PerTokenGrad", 2, []int{1, 1}, func(dx []float64, in []*tensor.Dense) error {
 			dy, n := grF64s(in[0]), grF64s(in[1])
 			for i := range dx {
 				dx[i] = dy[i] / n[i]
 			}
 			return nil
-		}
-		dx, err := G.ApplyOp(g, dy, ins[1])
-		return G.Nodes{dx, nil}, err
+		}, dy, ins[1])
 	}
 	return G.ApplyOp(o, x, n)
 }
