@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -46,6 +47,9 @@ type ExperimentFile struct {
 	SplitPatches map[string]json.RawMessage `json:"splitPatches,omitempty"`
 	Base         json.RawMessage            `json:"base"`
 	Arms         []ExperimentArm            `json:"arms"`
+	// MatchedKL lists the KLs (nats/sequence) at which the report reads the groups' pooled
+	// frontiers (default: the common KL, the smallest maximum KL over all runs).
+	MatchedKL []float64 `json:"matchedKL,omitempty"`
 }
 
 // ExperimentArm is one arm of the grid: a merge patch of the base manifest.
@@ -53,7 +57,10 @@ type ExperimentArm struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Main        bool            `json:"main,omitempty"`
-	Patch       json.RawMessage `json:"patch,omitempty"`
+	// Group names the schedule this arm is one operating point of (default: the arm itself);
+	// the report pools a group's runs into one reward-KL frontier per seed.
+	Group string          `json:"group,omitempty"`
+	Patch json.RawMessage `json:"patch,omitempty"`
 }
 
 // Experiment is a loaded, checked experiment file.
@@ -159,6 +166,16 @@ func DecodeExperiment(data []byte) (*Experiment, error) {
 		}
 		if err := x.checkNoSeed("splitPatches."+s, p); err != nil {
 			return nil, err
+		}
+	}
+	for i, k := range f.MatchedKL {
+		if !(k >= 0) || math.IsInf(k, 0) {
+			return nil, fmt.Errorf("matchedKL[%d]: %v is not a KL: give non-negative nats per sequence, e.g. [0.5, 3]", i, k)
+		}
+	}
+	for _, a := range f.Arms {
+		if a.Group != "" && !armNameRE.MatchString(a.Group) {
+			return nil, fmt.Errorf("arm %s: group %q must be lower-case letters, digits and '-'", a.Name, a.Group)
 		}
 	}
 	for _, s := range f.Seeds {

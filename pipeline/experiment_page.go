@@ -135,6 +135,10 @@ func (rep *ExperimentReport) markdown(x *Experiment, opt ExperimentReportOptions
 		}
 	}
 
+	if rep.pooled() || len(x.MatchedKL) > 0 {
+		rep.groupTable(w)
+	}
+
 	w("\n## Diagnostics: drift, degeneration, data\n\n")
 	w("KL(policy ‖ initial) in nats per sequence on the policy's samples; length in tokens; distinct-n = distinct n-grams / n-grams over the samples; "+
 		"reference ties = greedy output scored equal to the human reference; label tie rate = ties / labelled comparisons over all phases; "+
@@ -495,6 +499,13 @@ func (rep *ExperimentReport) writeExperimentPlots(dir string) ([]string, error) 
 	if len(mains) > 0 {
 		legendRoom(p, len(mains)+1)
 		if err := save(p, "frontier.png"); err != nil {
+			return nil, err
+		}
+	}
+	if gp, err := rep.plotGroupFrontiers(); err != nil {
+		return nil, err
+	} else if gp != nil {
+		if err := save(gp, "frontier_groups.png"); err != nil {
 			return nil, err
 		}
 	}

@@ -45,6 +45,9 @@ type ExperimentReport struct {
 	Initial   ArmStats   `json:"initial"` // phase 0 (the initial model) of the baseline's runs
 	CommonKL  float64    `json:"commonKL"`
 	KLLimiter string     `json:"klLimitedBy"` // the run whose max KL sets CommonKL
+	// MatchedKL are the KL levels the groups' pooled frontiers are read at.
+	MatchedKL []float64            `json:"matchedKL"`
+	Groups    []FrontierGroupStats `json:"groups"`
 	// WallSeconds is the sum of the runs' wall times.
 	WallSeconds  float64            `json:"wallSeconds"`
 	StageSeconds map[string]float64 `json:"stageSeconds"`
@@ -213,6 +216,7 @@ func ReportExperiment(x *Experiment, opt ExperimentReportOptions) (*ExperimentRe
 		}
 	}
 	rep.matchedKL()
+	rep.frontierGroups(x)
 	if len(missing) > 0 {
 		rep.Checks = append([]string{fmt.Sprintf("%d run(s) not finished and left out: %s", len(missing), strings.Join(missing, ", "))}, rep.Checks...)
 	}

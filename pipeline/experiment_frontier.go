@@ -1,0 +1,286 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// An arm is one operating point (a learning rate, a beta) of a schedule; `group:` in the
+// experiment file names the schedule. A group's frontier pools, seed by seed, the
+// evaluations of all its arms, so a schedule is judged by the best reward it reaches at each
+// KL over every operating point tried, not by where one learning rate happened to stop.
+
+// FrontierGroupStats is one group's pooled reward-KL frontier read at the report's KL levels.
+type FrontierGroupStats struct {
+	Group string   `json:"group"`
+	Arms  []string `json:"arms"`
+	// Seeds are those where every arm of the group has a finished run.
+	Seeds []int64 `json:"seeds"`
+	MaxKL Stat    `json:"maxKL"`
+	// AtKL[i] is the pooled frontier's gold reward at MatchedKL[i] (no value when a seed's
+	// frontier does not reach that KL: no extrapolation).
+	AtKL []Stat `json:"rewardAtKL"`
+	// DeltaAtKL[i] is this group minus the baseline's group at MatchedKL[i], paired by seed;
+	// Better[i] counts the seeds where it is positive. Empty for the baseline's group.
+	DeltaAtKL []Stat `json:"deltaAtKL,omitempty"`
+	Better    []int  `json:"seedsBetter,omitempty"`
+
+	fronts map[int64][]KLPoint
+}
+
+// GroupOf is the frontier group of an arm: its `group:`, else its own name.
+func (x *Experiment) GroupOf(arm string) string {
+	for _, a := range x.Arms {
+		if a.Name == arm && a.Group != "" {
+			return a.Group
+		}
+	}
+	return arm
+}
+
+// frontierGroups pools the arms' runs into groups and reads them at the KL levels: the
+// file's matchedKL, else the common KL of the per-arm table.
+func (rep *ExperimentReport) frontierGroups(x *Experiment) {
+	rep.MatchedKL = slices.Clone(x.MatchedKL)
+	if len(rep.MatchedKL) == 0 && !math.IsNaN(rep.CommonKL) {
+		rep.MatchedKL = []float64{rep.CommonKL}
+	}
+	var order []string
+	byGroup := map[string][]*ArmStats{}
+	for i := range rep.Arms {
+		st := &rep.Arms[i]
+		if len(st.runs) == 0 {
+			continue
+		}
+		g := x.GroupOf(st.Arm)
+		if _, ok := byGroup[g]; !ok {
+			order = append(order, g)
+		}
+		byGroup[g] = append(byGroup[g], st)
+	}
+	rep.Groups = nil
+	for _, g := range order {
+		gs := FrontierGroupStats{Group: g, fronts: map[int64][]KLPoint{}}
+		arms := byGroup[g]
+		for _, st := range arms {
+			gs.Arms = append(gs.Arms, st.Arm)
+			if a := arms[0]; st.Phases != a.Phases || st.Reference != a.Reference || st.Loss != a.Loss || st.Members != a.Members || st.Pairs != a.Pairs {
+				rep.Checks = append(rep.Checks, fmt.Sprintf("group %s pools %s and %s, which differ in schedule, loss, ensemble or budget: a group should only vary the operating point (learning rate, beta)", g, a.Arm, st.Arm))
+			}
+		}
+		for _, seed := range rep.Seeds {
+			var pts []KLPoint
+			all := true
+			for _, st := range arms {
+				i := slices.IndexFunc(st.runs, func(r *expRun) bool { return r.Seed == seed })
+				if i < 0 {
+					all = false
+					break
+				}
+				pts = append(pts, st.runs[i].Front...)
+			}
+			if all && len(pts) > 0 {
+				gs.Seeds = append(gs.Seeds, seed)
+				gs.fronts[seed] = Frontier(pts)
+			}
+		}
+		var maxes []float64
+		for _, s := range gs.Seeds {
+			maxes = append(maxes, MaxKL(gs.fronts[s]))
+		}
+		gs.MaxKL = MeanStd(maxes)
+		for _, kl := range rep.MatchedKL {
+			gs.AtKL = append(gs.AtKL, gs.at(kl))
+		}
+		rep.Groups = append(rep.Groups, gs)
+	}
+	base := rep.group(x.GroupOf(rep.Baseline))
+	if base == nil {
+		return
+	}
+	for i := range rep.Groups {
+		gs := &rep.Groups[i]
+		if gs.Group == base.Group {
+			continue
+		}
+		for _, kl := range rep.MatchedKL {
+			var ds []float64
+			better, complete := 0, true
+			for _, s := range gs.Seeds {
+				a, okA := FrontierAt(gs.fronts[s], kl)
+				b, okB := FrontierAt(base.fronts[s], kl)
+				if !okA || !okB {
+					if slices.Contains(base.Seeds, s) {
+						complete = false
+					}
+					continue
+				}
+				ds = append(ds, a-b)
+				if a > b {
+					better++
+				}
+			}
+			d := MeanStd(ds)
+			if !complete {
+				d = MeanStd(nil) // a seed's frontier stops short of this KL: no number
+			}
+			gs.DeltaAtKL = append(gs.DeltaAtKL, d)
+			gs.Better = append(gs.Better, better)
+		}
+	}
+}
+
+// at is the group's frontier reward at KL kl over its seeds; no value unless every seed's
+// frontier reaches kl.
+func (gs *FrontierGroupStats) at(kl float64) Stat {
+	var xs []float64
+	for _, s := range gs.Seeds {
+		v, ok := FrontierAt(gs.fronts[s], kl)
+		if !ok {
+			return MeanStd(nil)
+		}
+		xs = append(xs, v)
+	}
+	return MeanStd(xs)
+}
+
+func (rep *ExperimentReport) group(name string) *FrontierGroupStats {
+	for i := range rep.Groups {
+		if rep.Groups[i].Group == name {
+			return &rep.Groups[i]
+		}
+	}
+	return nil
+}
+
+// pooled reports whether some group has more than one arm (else the per-arm matched-KL
+// table says it all, unless the file asked for KL levels).
+func (rep *ExperimentReport) pooled() bool {
+	for _, g := range rep.Groups {
+		if len(g.Arms) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+func fmtKLLevels(kls []float64) string {
+	s := ""
+	for i, k := range kls {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%.3g", k)
+	}
+	return s
+}
+
+// plotGroupFrontiers draws the pooled frontiers of the groups with several arms (mean over
+// seeds, up to the shortest seed's reach) with the KL levels they are read at; nil when no
+// group pools anything.
+func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
+	if !rep.pooled() {
+		return nil, nil
+	}
+	p := newPlot("Frontiers pooled over each schedule's operating points (mean over seeds)", "KL(policy ‖ initial), nats / sequence", "gold reward of samples")
+	ymin, ymax := math.Inf(1), math.Inf(-1)
+	n := 0
+	for _, gs := range rep.Groups {
+		if len(gs.Arms) < 2 || len(gs.Seeds) == 0 {
+			continue
+		}
+		reach := math.Inf(1)
+		for _, s := range gs.Seeds {
+			reach = math.Min(reach, MaxKL(gs.fronts[s]))
+		}
+		ser := pseries{name: gs.Group}
+		const steps = 60
+		for j := 0; j <= steps && reach > 0; j++ {
+			xk := reach * float64(j) / steps
+			if v := gs.at(xk); !math.IsNaN(v.Mean) {
+				ser.x, ser.y = append(ser.x, xk), append(ser.y, v.Mean)
+				ymin, ymax = math.Min(ymin, v.Mean), math.Max(ymax, v.Mean)
+			}
+		}
+		if len(ser.x) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(ser.xys())
+		if err != nil {
+			return nil, err
+		}
+		l.Color, l.Dashes, l.Width = plotutil.Color(n), plotutil.Dashes(n), vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s (%s)", gs.Group, strings.Join(gs.Arms, " + ")), l)
+		n++
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	for _, kl := range rep.MatchedKL {
+		l, err := plotter.NewLine(plotter.XYs{{X: kl, Y: ymin}, {X: kl, Y: ymax}})
+		if err != nil {
+			return nil, err
+		}
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		p.Add(l)
+	}
+	legendRoom(p, n)
+	return p, nil
+}
+
+// groupTable writes the pooled frontiers read at the KL levels, with the paired difference
+// to the baseline's group.
+func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
+	base := ""
+	for _, g := range rep.Groups {
+		if len(g.DeltaAtKL) == 0 {
+			base = g.Group
+		}
+	}
+	w("\n### Pooled over operating points\n\n")
+	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
+		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
+		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
+		"Δ is the group minus **%s**, paired by seed: mean ± std over seeds, and in parentheses the seeds where the group is higher.\n\n", fmtKLLevels(rep.MatchedKL), base)
+	w("| group | arms | seeds | max KL |")
+	sep := "|---|---|---|---|"
+	for _, kl := range rep.MatchedKL {
+		w(" reward at KL %.3g | Δ at KL %.3g |", kl, kl)
+		sep += "---|---|"
+	}
+	w("\n%s\n", sep)
+	for _, g := range rep.Groups {
+		w("| %s | %s | %d | %s |", g.Group, strings.Join(g.Arms, ", "), len(g.Seeds), g.MaxKL.Format("%.3g"))
+		for i := range rep.MatchedKL {
+			d := ""
+			if i < len(g.DeltaAtKL) {
+				d = fmtDelta(g.DeltaAtKL[i])
+				if g.DeltaAtKL[i].N > 0 {
+					d += fmt.Sprintf(" (%d/%d)", g.Better[i], g.DeltaAtKL[i].N)
+				}
+			}
+			w(" %s | %s |", g.AtKL[i].Format("%.3f"), d)
+		}
+		w("\n")
+	}
+	w("\n")
+}
+
+// fmtDelta prints a signed mean ± std ("+0.012 ± 0.004").
+func fmtDelta(s Stat) string {
+	switch {
+	case s.N == 0 || math.IsNaN(s.Mean):
+		return "–"
+	case s.N == 1:
+		return fmt.Sprintf("%+.3f", s.Mean)
+	}
+	return fmt.Sprintf("%+.3f ± %.3f", s.Mean, s.Std)
+}

@@ -1,0 +1,91 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+)
+
+// TestFrontierGroups checks the pooled frontiers against values worked out by hand.
+func TestFrontierGroups(t *testing.T) {
+	run := func(seed int64, pts ...float64) *expRun {
+		var ps []KLPoint
+		for i := 0; i < len(pts); i += 2 {
+			ps = append(ps, KLPoint{KL: pts[i], Reward: pts[i+1]})
+		}
+		return &expRun{Seed: seed, Front: Frontier(ps)}
+	}
+	x := &Experiment{ExperimentFile: ExperimentFile{
+		Baseline:  "b",
+		MatchedKL: []float64{0.5, 2},
+		Arms:      []ExperimentArm{{Name: "b"}, {Name: "a-lo", Group: "a"}, {Name: "a-hi", Group: "a"}},
+	}}
+	rep := &ExperimentReport{Baseline: "b", Seeds: []int64{1, 2}, CommonKL: math.NaN(), Arms: []ArmStats{
+		{Arm: "b", runs: []*expRun{run(1, 0, -0.2, 2, -0.1), run(2, 0, -0.2, 1, -0.1)}},
+		{Arm: "a-lo", runs: []*expRun{run(1, 0, -0.2, 1, -0.1), run(2, 0, -0.2, 1, -0.15)}},
+		{Arm: "a-hi", runs: []*expRun{run(1, 0, -0.2, 4, 0), run(2, 0, -0.2, 4, -0.05)}},
+	}}
+	rep.frontierGroups(x)
+	if len(rep.Groups) != 2 || rep.Groups[0].Group != "b" || rep.Groups[1].Group != "a" || strings.Join(rep.Groups[1].Arms, ",") != "a-lo,a-hi" {
+		t.Fatalf("groups %+v", rep.Groups)
+	}
+	a, b := rep.Groups[1], rep.Groups[0]
+	// Seed 1: a's pooled hull is (0,-.2) (1,-.1) (4,0): -0.15 at 0.5, -0.1+0.1/3 at 2.
+	// Seed 2: (0,-.2) (1,-.15) (4,-.05): -0.175 at 0.5, -0.15+0.1/3 at 2.
+	want := []float64{(-0.15 - 0.175) / 2, ((-0.1 + 0.1/3) + (-0.15 + 0.1/3)) / 2}
+	for i, w := range want {
+		if !near(a.AtKL[i].Mean, w, 1e-12) || a.AtKL[i].N != 2 {
+			t.Errorf("a at KL %g: %+v, want %g", rep.MatchedKL[i], a.AtKL[i], w)
+		}
+	}
+	if !near(a.MaxKL.Mean, 4, 1e-12) || !near(b.MaxKL.Mean, 1.5, 1e-12) {
+		t.Errorf("max KL a %+v b %+v", a.MaxKL, b.MaxKL)
+	}
+	// b: -0.175 / -0.15 at 0.5; at 2 seed 2 stops short (max KL 1): no number.
+	if !near(b.AtKL[0].Mean, -0.1625, 1e-12) || b.AtKL[1].N != 0 {
+		t.Errorf("b %+v", b.AtKL)
+	}
+	// Δ at 0.5: seed 1 -0.15-(-0.175) = +0.025, seed 2 -0.175-(-0.15) = -0.025.
+	if d := a.DeltaAtKL[0]; !near(d.Mean, 0, 1e-12) || !near(d.Std, math.Sqrt(2*0.025*0.025), 1e-12) || a.Better[0] != 1 {
+		t.Errorf("Δ at 0.5 %+v better %d", d, a.Better[0])
+	}
+	if d := a.DeltaAtKL[1]; d.N != 0 {
+		t.Errorf("Δ at 2 must be empty (the baseline's seed 2 stops at KL 1): %+v", d)
+	}
+	if len(b.DeltaAtKL) != 0 {
+		t.Errorf("baseline group has deltas %+v", b.DeltaAtKL)
+	}
+	var sb strings.Builder
+	rep.groupTable(func(f string, args ...any) { sb.WriteString(fmtSprintf(f, args...)) })
+	for _, s := range []string{"| a | a-lo, a-hi | 2 | 4 ± 0 |", "+0.000 ± 0.035 (1/2)", "reward at KL 0.5", "minus **b**"} {
+		if !strings.Contains(sb.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, sb.String())
+		}
+	}
+	if p, err := rep.plotGroupFrontiers(); err != nil || p == nil {
+		t.Errorf("group plot: %v %v", p, err)
+	}
+
+	// A group that mixes schedules is flagged.
+	rep.Arms[1].Phases, rep.Arms[2].Phases = 1, 2
+	rep.Checks = nil
+	rep.frontierGroups(x)
+	if len(rep.Checks) != 1 || !strings.Contains(rep.Checks[0], "group a pools a-lo and a-hi") {
+		t.Errorf("checks %q", rep.Checks)
+	}
+}
+
+func TestExperimentFileFrontierFields(t *testing.T) {
+	base := "base: {apiVersion: alignment.bpo.dev/v1alpha1, kind: AlignmentRun, metadata: {name: x}, spec: {}}\nbaseline: a\n"
+	for _, c := range []struct{ yaml, want string }{
+		{base + "matchedKL: [-1]\narms: [{name: a}]\n", "matchedKL[0]"},
+		{base + "arms: [{name: a, group: Bad_Group}]\n", "group"},
+	} {
+		if _, err := DecodeExperiment([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want one naming %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func fmtSprintf(f string, args ...any) string { return fmt.Sprintf(f, args...) }
