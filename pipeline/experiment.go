@@ -54,9 +54,9 @@ type ExperimentFile struct {
 
 // ExperimentArm is one arm of the grid: a merge patch of the base manifest.
 type ExperimentArm struct {
-	Name        string          `json:"name"`
-	Description string          `json:"description,omitempty"`
-	Main        bool            `json:"main,omitempty"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Main        bool   `json:"main,omitempty"`
 	// Group names the schedule this arm is one operating point of (default: the arm itself);
 	// the report pools a group's runs into one reward-KL frontier per seed.
 	Group string          `json:"group,omitempty"`
