@@ -33,6 +33,10 @@ import (
 //	  main: true                # drawn in the frontier and per-phase plots (default: all arms)
 //	  description: ...
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}}}   # JSON merge patch (RFC 7386)
+//	- name: offline-dpo-lr1e-3
+//	  group: offline-dpo        # another operating point of the same schedule (default group: own name)
+//	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
+//	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
 //
 // Run <arm> with seed s is the base, merged with splitPatches[split], merged with the arm's
 // patch, with metadata.name = <arm>-s<s> and spec.seed = s.
