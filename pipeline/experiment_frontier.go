@@ -218,7 +218,7 @@ func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
 		}
 		l.Color, l.Dashes, l.Width = plotutil.Color(n), plotutil.Dashes(n), vg.Points(1.5)
 		p.Add(l)
-		p.Legend.Add(fmt.Sprintf("%s (%s)", gs.Group, strings.Join(gs.Arms, " + ")), l)
+		p.Legend.Add(fmt.Sprintf("%s (%d arms)", gs.Group, len(gs.Arms)), l)
 		n++
 	}
 	if n == 0 {
