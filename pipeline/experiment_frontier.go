@@ -31,6 +31,10 @@ type FrontierGroupStats struct {
 	// Better[i] counts the seeds where it is positive. Empty for the baseline's group.
 	DeltaAtKL []Stat `json:"deltaAtKL,omitempty"`
 	Better    []int  `json:"seedsBetter,omitempty"`
+	// DeltaCI[i] is the paired bootstrap of DeltaAtKL[i] over prompts (within each seed), with
+	// the frontiers' interpolation weights held fixed; nil when an evaluation involved has no
+	// per-prompt sample rewards.
+	DeltaCI []*BootstrapCI `json:"deltaAtKLCI,omitempty"`
 
 	fronts map[int64][]KLPoint
 }
@@ -47,7 +51,7 @@ func (x *Experiment) GroupOf(arm string) string {
 
 // frontierGroups pools the arms' runs into groups and reads them at the KL levels: the
 // file's matchedKL, else the common KL of the per-arm table.
-func (rep *ExperimentReport) frontierGroups(x *Experiment) {
+func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error {
 	rep.MatchedKL = slices.Clone(x.MatchedKL)
 	if len(rep.MatchedKL) == 0 && !math.IsNaN(rep.CommonKL) {
 		rep.MatchedKL = []float64{rep.CommonKL}
@@ -103,7 +107,7 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment) {
 	}
 	base := rep.group(x.GroupOf(rep.Baseline))
 	if base == nil {
-		return
+		return nil
 	}
 	for i := range rep.Groups {
 		gs := &rep.Groups[i]
@@ -112,7 +116,8 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment) {
 		}
 		for _, kl := range rep.MatchedKL {
 			var ds []float64
-			better, complete := 0, true
+			var pa, pb [][]float64
+			better, complete, perPrompt := 0, true, true
 			for _, s := range gs.Seeds {
 				a, okA := FrontierAt(gs.fronts[s], kl)
 				b, okB := FrontierAt(base.fronts[s], kl)
@@ -126,15 +131,29 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment) {
 				if a > b {
 					better++
 				}
+				va, okA := FrontierPerPrompt(gs.fronts[s], kl)
+				vb, okB := FrontierPerPrompt(base.fronts[s], kl)
+				perPrompt = perPrompt && okA && okB
+				pa, pb = append(pa, va), append(pb, vb)
 			}
 			d := MeanStd(ds)
 			if !complete {
 				d = MeanStd(nil) // a seed's frontier stops short of this KL: no number
 			}
+			var ci *BootstrapCI
+			if complete && perPrompt && len(ds) > 0 {
+				c, err := PairedBootstrap(pa, pb, resamples, 0.95, BootstrapSeed)
+				if err != nil {
+					return fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
+				}
+				ci = &c
+			}
 			gs.DeltaAtKL = append(gs.DeltaAtKL, d)
 			gs.Better = append(gs.Better, better)
+			gs.DeltaCI = append(gs.DeltaCI, ci)
 		}
 	}
+	return nil
 }
 
 // at is the group's frontier reward at KL kl over its seeds; no value unless every seed's
@@ -249,7 +268,9 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
 		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
 		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
-		"Δ is the group minus **%s**, paired by seed: mean ± std over seeds, and in parentheses the seeds where the group is higher.\n\n", fmtKLLevels(rep.MatchedKL), base)
+		"Δ is the group minus **%s**, paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
+		"then a 95%% paired bootstrap interval over prompts (within each seed, the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
+		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), base)
 	w("| group | arms | seeds | max KL |")
 	sep := "|---|---|---|---|"
 	for _, kl := range rep.MatchedKL {
@@ -265,6 +286,9 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 				d = fmtDelta(g.DeltaAtKL[i])
 				if g.DeltaAtKL[i].N > 0 {
 					d += fmt.Sprintf(" (%d/%d)", g.Better[i], g.DeltaAtKL[i].N)
+				}
+				if c := g.DeltaCI[i]; c != nil {
+					d += " " + fmtCI(c)
 				}
 			}
 			w(" %s | %s |", g.AtKL[i].Format("%.3f"), d)

@@ -12,7 +12,9 @@ func TestFrontierGroups(t *testing.T) {
 	run := func(seed int64, pts ...float64) *expRun {
 		var ps []KLPoint
 		for i := 0; i < len(pts); i += 2 {
-			ps = append(ps, KLPoint{KL: pts[i], Reward: pts[i+1]})
+			r := pts[i+1]
+			// two prompts whose mean is the reward
+			ps = append(ps, KLPoint{KL: pts[i], Reward: r, perPrompt: []float64{r - 0.1*pts[i], r + 0.1*pts[i]}})
 		}
 		return &expRun{Seed: seed, Front: Frontier(ps)}
 	}
@@ -26,7 +28,9 @@ func TestFrontierGroups(t *testing.T) {
 		{Arm: "a-lo", runs: []*expRun{run(1, 0, -0.2, 1, -0.1), run(2, 0, -0.2, 1, -0.15)}},
 		{Arm: "a-hi", runs: []*expRun{run(1, 0, -0.2, 4, 0), run(2, 0, -0.2, 4, -0.05)}},
 	}}
-	rep.frontierGroups(x)
+	if err := rep.frontierGroups(x, 200); err != nil {
+		t.Fatal(err)
+	}
 	if len(rep.Groups) != 2 || rep.Groups[0].Group != "b" || rep.Groups[1].Group != "a" || strings.Join(rep.Groups[1].Arms, ",") != "a-lo,a-hi" {
 		t.Fatalf("groups %+v", rep.Groups)
 	}
@@ -50,6 +54,22 @@ func TestFrontierGroups(t *testing.T) {
 	if d := a.DeltaAtKL[0]; !near(d.Mean, 0, 1e-12) || !near(d.Std, math.Sqrt(2*0.025*0.025), 1e-12) || a.Better[0] != 1 {
 		t.Errorf("Δ at 0.5 %+v better %d", d, a.Better[0])
 	}
+	// The bootstrap at matched KL is about the same difference, prompt by prompt.
+	if c := a.DeltaCI[0]; c == nil || !near(c.Diff, a.DeltaAtKL[0].Mean, 1e-12) || c.Prompts != 2 || c.Seeds != 2 || c.Lo > c.Diff || c.Hi < c.Diff {
+		t.Errorf("Δ CI at 0.5: %+v", c)
+	}
+	if a.DeltaCI[1] != nil {
+		t.Errorf("no CI where the baseline stops short: %+v", a.DeltaCI[1])
+	}
+	for _, s := range []int64{1, 2} {
+		for _, kl := range []float64{0, 0.5, 1, 2.5, 4} {
+			v, ok := FrontierPerPrompt(a.fronts[s], kl)
+			m, _ := FrontierAt(a.fronts[s], kl)
+			if !ok || !near((v[0]+v[1])/2, m, 1e-12) {
+				t.Errorf("seed %d KL %g: per-prompt %v, frontier %g", s, kl, v, m)
+			}
+		}
+	}
 	if d := a.DeltaAtKL[1]; d.N != 0 {
 		t.Errorf("Δ at 2 must be empty (the baseline's seed 2 stops at KL 1): %+v", d)
 	}
@@ -70,7 +90,9 @@ func TestFrontierGroups(t *testing.T) {
 	// A group that mixes schedules is flagged.
 	rep.Arms[1].Phases, rep.Arms[2].Phases = 1, 2
 	rep.Checks = nil
-	rep.frontierGroups(x)
+	if err := rep.frontierGroups(x, 200); err != nil {
+		t.Fatal(err)
+	}
 	if len(rep.Checks) != 1 || !strings.Contains(rep.Checks[0], "group a pools a-lo and a-hi") {
 		t.Errorf("checks %q", rep.Checks)
 	}

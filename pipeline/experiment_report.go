@@ -216,7 +216,9 @@ func ReportExperiment(x *Experiment, opt ExperimentReportOptions) (*ExperimentRe
 		}
 	}
 	rep.matchedKL()
-	rep.frontierGroups(x)
+	if err := rep.frontierGroups(x, resamples); err != nil {
+		return nil, err
+	}
 	if len(missing) > 0 {
 		rep.Checks = append([]string{fmt.Sprintf("%d run(s) not finished and left out: %s", len(missing), strings.Join(missing, ", "))}, rep.Checks...)
 	}
@@ -376,7 +378,7 @@ func loadExpRun(volume, arm string, seed int64) (*expRun, error) {
 		case err == nil:
 			r.Evals[k] = &ev
 			// KL >= 0; a negative estimate is sampling noise around a policy at the initial model.
-			r.Front = append(r.Front, KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward})
+			r.Front = append(r.Front, KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward, perPrompt: sampleGoldPerPrompt(&ev)})
 		case errors.Is(err, os.ErrNotExist):
 			if k == F {
 				return nil, err // not finished
@@ -560,6 +562,22 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		*c.dst = &ci
 	}
 	return nil
+}
+
+// sampleGoldPerPrompt is the evaluation's per-prompt mean gold reward of samples, nil when
+// it was not recorded (evaluations made before it was).
+func sampleGoldPerPrompt(ev *EvalResult) []float64 {
+	if len(ev.PerPrompt) == 0 {
+		return nil
+	}
+	out := make([]float64, len(ev.PerPrompt))
+	for i, o := range ev.PerPrompt {
+		if o.SampleGold == nil {
+			return nil
+		}
+		out[i] = *o.SampleGold
+	}
+	return out
 }
 
 func indicator(b bool) float64 {

@@ -139,6 +139,9 @@ func quantile(xs []float64, q float64) float64 {
 type KLPoint struct {
 	KL     float64 `json:"kl"`
 	Reward float64 `json:"reward"`
+	// perPrompt is the evaluation's mean sample reward per prompt (Reward is their mean), for
+	// a paired bootstrap at matched KL; nil when the evaluation did not record it.
+	perPrompt []float64
 }
 
 // Frontier is the reward-KL frontier of a set of evaluations: the upper concave envelope
@@ -190,7 +193,7 @@ func Frontier(pts []KLPoint) []KLPoint {
 	}
 	hull = hull[:best+1]
 	if maxKL > hull[best].KL {
-		hull = append(hull, KLPoint{KL: maxKL, Reward: hull[best].Reward})
+		hull = append(hull, KLPoint{KL: maxKL, Reward: hull[best].Reward, perPrompt: hull[best].perPrompt})
 	}
 	return hull
 }
@@ -211,6 +214,43 @@ func FrontierAt(front []KLPoint, x float64) (float64, bool) {
 		}
 	}
 	return front[len(front)-1].Reward, true
+}
+
+// FrontierPerPrompt reads a frontier at KL x prompt by prompt: the same interpolation between
+// the same two evaluations as FrontierAt, applied to their per-prompt rewards (so the mean of
+// the result is FrontierAt's value). ok is false outside the domain or when an evaluation
+// involved has no per-prompt rewards.
+func FrontierPerPrompt(front []KLPoint, x float64) ([]float64, bool) {
+	if len(front) == 0 || x < front[0].KL || x > front[len(front)-1].KL || math.IsNaN(x) {
+		return nil, false
+	}
+	mix := func(a, b KLPoint, f float64) ([]float64, bool) {
+		if a.perPrompt == nil || b.perPrompt == nil || len(a.perPrompt) != len(b.perPrompt) {
+			return nil, false
+		}
+		out := make([]float64, len(a.perPrompt))
+		for i := range out {
+			out[i] = a.perPrompt[i] + f*(b.perPrompt[i]-a.perPrompt[i])
+		}
+		return out, true
+	}
+	if len(front) == 1 {
+		return mix(front[0], front[0], 0)
+	}
+	for i := 1; i < len(front); i++ {
+		a, b := front[i-1], front[i]
+		if x <= b.KL {
+			if b.KL == a.KL {
+				if b.Reward > a.Reward {
+					a = b
+				}
+				return mix(a, a, 0)
+			}
+			return mix(a, b, (x-a.KL)/(b.KL-a.KL))
+		}
+	}
+	last := front[len(front)-1]
+	return mix(last, last, 0)
 }
 
 // MaxKL is the largest KL of a frontier (the end of its domain).
