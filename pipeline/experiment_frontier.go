@@ -35,6 +35,10 @@ type FrontierGroupStats struct {
 	// the frontiers' interpolation weights held fixed; nil when an evaluation involved has no
 	// per-prompt sample rewards.
 	DeltaCI []*BootstrapCI `json:"deltaAtKLCI,omitempty"`
+	// Against is what the deltas compare with: the baseline's group when this group pools as
+	// many operating points, else the baseline arm alone (more points can only raise a
+	// frontier, so a pooled baseline would be an unfair yardstick for a single arm).
+	Against string `json:"against,omitempty"`
 
 	fronts map[int64][]KLPoint
 }
@@ -105,14 +109,25 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 		}
 		rep.Groups = append(rep.Groups, gs)
 	}
-	base := rep.group(x.GroupOf(rep.Baseline))
-	if base == nil {
+	baseGroup := rep.group(x.GroupOf(rep.Baseline))
+	baseArm := rep.arm(rep.Baseline)
+	if baseGroup == nil || baseArm == nil {
 		return nil
+	}
+	single := &FrontierGroupStats{Group: rep.Baseline, fronts: map[int64][]KLPoint{}}
+	for _, r := range baseArm.runs {
+		single.Seeds = append(single.Seeds, r.Seed)
+		single.fronts[r.Seed] = r.Front
 	}
 	for i := range rep.Groups {
 		gs := &rep.Groups[i]
-		if gs.Group == base.Group {
+		if gs.Group == baseGroup.Group {
 			continue
+		}
+		base := baseGroup
+		gs.Against = "group " + baseGroup.Group
+		if len(gs.Arms) != len(baseGroup.Arms) {
+			base, gs.Against = single, "arm "+rep.Baseline
 		}
 		for _, kl := range rep.MatchedKL {
 			var ds []float64
@@ -268,18 +283,19 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
 		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
 		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
-		"Δ is the group minus **%s**, paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
+		"Δ is the group minus **%s** (pooled the same way) when it pools as many operating points, else minus the baseline arm alone (see *against*; "+
+		"more points can only raise a frontier), paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
 		"then a 95%% paired bootstrap interval over prompts (within each seed, the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
 		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), base)
-	w("| group | arms | seeds | max KL |")
-	sep := "|---|---|---|---|"
+	w("| group | arms | seeds | max KL | against |")
+	sep := "|---|---|---|---|---|"
 	for _, kl := range rep.MatchedKL {
 		w(" reward at KL %.3g | Δ at KL %.3g |", kl, kl)
 		sep += "---|---|"
 	}
 	w("\n%s\n", sep)
 	for _, g := range rep.Groups {
-		w("| %s | %s | %d | %s |", g.Group, strings.Join(g.Arms, ", "), len(g.Seeds), g.MaxKL.Format("%.3g"))
+		w("| %s | %s | %d | %s | %s |", g.Group, strings.Join(g.Arms, ", "), len(g.Seeds), g.MaxKL.Format("%.3g"), g.Against)
 		for i := range rep.MatchedKL {
 			d := ""
 			if i < len(g.DeltaAtKL) {

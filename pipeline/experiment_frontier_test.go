@@ -111,3 +111,33 @@ func TestExperimentFileFrontierFields(t *testing.T) {
 }
 
 func fmtSprintf(f string, args ...any) string { return fmt.Sprintf(f, args...) }
+
+// TestFrontierGroupsYardstick: a pooled group is compared with the pooled baseline group, a
+// single arm with the baseline arm alone (pooling can only raise a frontier).
+func TestFrontierGroupsYardstick(t *testing.T) {
+	run := func(kl, r float64) *expRun {
+		return &expRun{Seed: 1, Front: Frontier([]KLPoint{{KL: 0, Reward: -0.2, perPrompt: []float64{-0.2}}, {KL: kl, Reward: r, perPrompt: []float64{r}}})}
+	}
+	x := &Experiment{ExperimentFile: ExperimentFile{
+		Baseline:  "b",
+		MatchedKL: []float64{1},
+		Arms: []ExperimentArm{{Name: "b", Group: "b"}, {Name: "b-lo", Group: "b"},
+			{Name: "a", Group: "a"}, {Name: "a-lo", Group: "a"}, {Name: "c"}},
+	}}
+	rep := &ExperimentReport{Baseline: "b", Seeds: []int64{1}, CommonKL: math.NaN(), Arms: []ArmStats{
+		{Arm: "b", runs: []*expRun{run(4, 0)}}, {Arm: "b-lo", runs: []*expRun{run(1, -0.05)}},
+		{Arm: "a", runs: []*expRun{run(4, 0)}}, {Arm: "a-lo", runs: []*expRun{run(1, -0.1)}},
+		{Arm: "c", runs: []*expRun{run(2, -0.1)}},
+	}}
+	if err := rep.frontierGroups(x, 100); err != nil {
+		t.Fatal(err)
+	}
+	a, c := rep.group("a"), rep.group("c")
+	// a pooled: -0.1 at KL 1; b pooled: -0.05 -> -0.05. c alone: -0.15 at KL 1; arm b alone: -0.15 -> 0.
+	if a.Against != "group b" || !near(a.DeltaAtKL[0].Mean, -0.05, 1e-12) {
+		t.Errorf("a: against %q Δ %+v", a.Against, a.DeltaAtKL)
+	}
+	if c.Against != "arm b" || !near(c.DeltaAtKL[0].Mean, 0, 1e-12) {
+		t.Errorf("c: against %q Δ %+v", c.Against, c.DeltaAtKL)
+	}
+}
