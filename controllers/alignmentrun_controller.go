@@ -101,7 +101,7 @@ func CacheOptions(namespaces []string) cache.Options {
 }
 
 // SetupWithManager registers the controller: AlignmentRuns, the Jobs and ConfigMaps they own,
-// and terminated stage pods (whose termination messages carry the StageResults).
+// and stage pods that terminate or cannot start.
 func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder(ControllerName)
@@ -112,17 +112,32 @@ func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StageImagePullPolicy == "" {
 		r.StageImagePullPolicy = corev1.PullIfNotPresent
 	}
-	terminatedPods := predicate.NewPredicateFuncs(func(o client.Object) bool {
+	// Pods matter when they terminate (their termination messages carry the StageResults) and
+	// when they start or stop being held (unschedulable, image pull, config errors).
+	terminated := func(o client.Object) bool {
 		pod, ok := o.(*corev1.Pod)
 		return ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed)
-	})
+	}
+	hold := func(o client.Object) string {
+		if pod, ok := o.(*corev1.Pod); ok {
+			return podHold(pod)
+		}
+		return ""
+	}
+	podEvents := predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return terminated(e.Object) || hold(e.Object) != "" },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return terminated(e.ObjectNew) || hold(e.ObjectOld) != hold(e.ObjectNew)
+		},
+		DeleteFunc:  func(e event.DeleteEvent) bool { return hold(e.Object) != "" },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("alignmentrun").
 		For(&alignv1.AlignmentRun{}).
 		Owns(&batchv1.Job{}).
 		Owns(&corev1.ConfigMap{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToRun), builder.WithPredicates(terminatedPods,
-			predicate.Funcs{DeleteFunc: func(event.DeleteEvent) bool { return false }})).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToRun), builder.WithPredicates(podEvents)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
 			SkipNameValidation:      ptr.To(true),
@@ -592,7 +607,23 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 		return false, r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
 
 	default:
-		setRunning(s, fmt.Sprintf("%s running (Job %s)", where, job.Name))
+		reason, hold, err := r.stageHold(ctx, job)
+		if err != nil {
+			return false, err
+		}
+		if hold == "" {
+			setRunning(s, fmt.Sprintf("%s running (Job %s)", where, job.Name))
+			return false, nil
+		}
+		msg := where + ": " + hold
+		if c := meta.FindStatusCondition(st.Conditions, alignv1.ConditionRunning); c == nil || c.Reason != reason || c.Message != truncate(msg, 1024) {
+			eventType := corev1.EventTypeWarning
+			if reason == alignv1.ReasonStageQueued {
+				eventType = corev1.EventTypeNormal
+			}
+			s.event(eventType, reason, "WaitForStage", job, "%s", msg)
+		}
+		setRunningReason(s, reason, msg)
 		return false, nil
 	}
 }
@@ -683,8 +714,10 @@ func setCondition(s *scope, t string, status metav1.ConditionStatus, reason, msg
 	})
 }
 
-func setRunning(s *scope, msg string) {
-	setCondition(s, alignv1.ConditionRunning, metav1.ConditionTrue, alignv1.ReasonStageRunning, msg)
+func setRunning(s *scope, msg string) { setRunningReason(s, alignv1.ReasonStageRunning, msg) }
+
+func setRunningReason(s *scope, reason, msg string) {
+	setCondition(s, alignv1.ConditionRunning, metav1.ConditionTrue, reason, msg)
 	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
 	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
 }

@@ -201,6 +201,18 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		}
 	}
 
+	// Queued with Kueue: the Job carries the run's queue labels and starts suspended; Kueue
+	// unsuspends it on admission (the controller never touches spec.suspend of a Job again).
+	var suspend *bool
+	for _, l := range []string{alignv1.LabelKueueQueueName, alignv1.LabelKueuePriorityClass} {
+		if v := run.Labels[l]; v != "" {
+			labels[l] = v
+		}
+	}
+	if labels[alignv1.LabelKueueQueueName] != "" {
+		suspend = ptr.To(true)
+	}
+
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      JobName(run.Name, k, stage, attempt),
@@ -208,6 +220,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 			Labels:    labels,
 		},
 		Spec: batchv1.JobSpec{
+			Suspend:        suspend,
 			CompletionMode: ptr.To(batchv1.IndexedCompletion),
 			Completions:    ptr.To(completions),
 			Parallelism:    ptr.To(completions),

@@ -81,6 +81,14 @@ const (
 	LabelAttempt = "alignment.bpo.dev/attempt"
 )
 
+// Kueue labels. Set on an AlignmentRun, they are copied to each stage Job, which the
+// controller then creates suspended: Kueue's batch/Job integration admits every stage against
+// the LocalQueue's quota and unsuspends it.
+const (
+	LabelKueueQueueName     = "kueue.x-k8s.io/queue-name"
+	LabelKueuePriorityClass = "kueue.x-k8s.io/priority-class"
+)
+
 // Limits that keep child object names valid (see AlignmentRun's name rule).
 const (
 	// MaxRunNameLength keeps `<run>-p<k>-<stage>-a<n>-<index>` (the Indexed Job's pod hostname)
@@ -683,6 +691,13 @@ const (
 const (
 	// ReasonStageRunning (Running=True): a stage Job is running; the message names phase, stage and attempt.
 	ReasonStageRunning = "StageRunning"
+	// ReasonStageQueued (Running=True): the stage Job is suspended, waiting for admission (by
+	// Kueue, when the run has a kueue.x-k8s.io/queue-name label); the message names the queue.
+	ReasonStageQueued = "StageQueued"
+	// ReasonStagePodsPending (Running=True): a stage pod cannot start: unschedulable, an image
+	// that cannot be pulled, or a container that cannot be created; the message quotes the
+	// scheduler or kubelet. The stage is not failed for it (activeDeadlineSeconds bounds it).
+	ReasonStagePodsPending = "StagePodsPending"
 	// ReasonSuspended (Suspended=True, Running=False): spec.suspend is true.
 	ReasonSuspended = "Suspended"
 	// ReasonResumed (Suspended=False): spec.suspend went back to false.

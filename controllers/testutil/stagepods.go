@@ -94,24 +94,7 @@ func FailJob(ctx context.Context, c client.Client, job *batchv1.Job, message str
 }
 
 func stagePod(ctx context.Context, c client.Client, job *batchv1.Job, index int32, phase corev1.PodPhase, exitCode int32, message string) error {
-	labels := map[string]string{}
-	for k, v := range job.Spec.Template.Labels {
-		labels[k] = v
-	}
-	labels[batchv1.JobCompletionIndexAnnotation] = strconv.Itoa(int(index))
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: fmt.Sprintf("%s-%d-", job.Name, index),
-			Namespace:    job.Namespace,
-			Labels:       labels,
-			Annotations:  map[string]string{batchv1.JobCompletionIndexAnnotation: strconv.Itoa(int(index))},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID,
-				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-			}},
-		},
-		Spec: *job.Spec.Template.Spec.DeepCopy(),
-	}
+	pod := newStagePod(job, index)
 	pod.Spec.NodeName = "envtest-node"
 	if err := c.Create(ctx, pod); err != nil {
 		return fmt.Errorf("creating pod for %s index %d: %w", job.Name, index, err)
@@ -138,4 +121,45 @@ func stagePod(ctx context.Context, c client.Client, job *batchv1.Job, index int3
 		return fmt.Errorf("setting status of pod %s: %w", pod.Name, err)
 	}
 	return nil
+}
+
+// PendingPod creates pod index of a stage Job that has not started, with the given status
+// (e.g. a container waiting in ImagePullBackOff, or PodScheduled=False/Unschedulable), as the
+// kubelet or the scheduler would report it. It returns the pod.
+func PendingPod(ctx context.Context, c client.Client, job *batchv1.Job, index int32, status corev1.PodStatus) (*corev1.Pod, error) {
+	pod := newStagePod(job, index)
+	if err := c.Create(ctx, pod); err != nil {
+		return nil, fmt.Errorf("creating pod for %s index %d: %w", job.Name, index, err)
+	}
+	if status.Phase == "" {
+		status.Phase = corev1.PodPending
+	}
+	pod.Status = status
+	if err := c.Status().Update(ctx, pod); err != nil {
+		return nil, fmt.Errorf("setting status of pod %s: %w", pod.Name, err)
+	}
+	return pod, nil
+}
+
+// newStagePod is pod index of a stage Job as the Job controller would create it: from the
+// pod template, with the completion index and a controller owner reference to the Job.
+func newStagePod(job *batchv1.Job, index int32) *corev1.Pod {
+	labels := map[string]string{}
+	for k, v := range job.Spec.Template.Labels {
+		labels[k] = v
+	}
+	labels[batchv1.JobCompletionIndexAnnotation] = strconv.Itoa(int(index))
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: fmt.Sprintf("%s-%d-", job.Name, index),
+			Namespace:    job.Namespace,
+			Labels:       labels,
+			Annotations:  map[string]string{batchv1.JobCompletionIndexAnnotation: strconv.Itoa(int(index))},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID,
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
+		},
+		Spec: *job.Spec.Template.Spec.DeepCopy(),
+	}
 }

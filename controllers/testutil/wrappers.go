@@ -153,3 +153,12 @@ func (w *RunWrapper) HTTPAnnotator(url, secret, key string) *RunWrapper {
 
 // Mutate applies an arbitrary change.
 func (w *RunWrapper) Mutate(f func(*alignv1.AlignmentRun)) *RunWrapper { f(&w.AlignmentRun); return w }
+
+// Label sets a label on the run (e.g. kueue.x-k8s.io/queue-name).
+func (w *RunWrapper) Label(k, v string) *RunWrapper {
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
+	w.Labels[k] = v
+	return w
+}
