@@ -27,8 +27,8 @@ const (
 	// the owner uid and refuses a foreign one).
 	EnvRunName = "BPO_RUN_NAME"
 	EnvRunUID  = "BPO_RUN_UID"
-	// EnvAnnotatorToken carries spec.labeler.annotator.secretRef into label pods.
-	EnvAnnotatorToken = "BPO_ANNOTATOR_TOKEN"
+	// EnvAnnotatorToken carries spec.labeler.annotator.secretRef into label and eval pods.
+	EnvAnnotatorToken = alignv1.EnvAnnotatorToken
 
 	// stagePodFSGroup owns the workspace volume's files so that the non-root stage process can
 	// write them whatever its uid (65532 is the distroless "nonroot" user and group).
@@ -144,7 +144,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		{Name: EnvRunName, Value: run.Name},
 		{Name: EnvRunUID, Value: string(run.UID)},
 	}
-	if a := spec.Labeler.Annotator; stage == alignv1.StageLabel && a != nil && a.Kind == alignv1.AnnotatorHTTP && a.SecretRef != nil {
+	// label scores pairs and eval scores outputs with the same annotator.
+	scores := stage == alignv1.StageLabel || stage == alignv1.StageEval
+	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind == alignv1.AnnotatorHTTP && a.SecretRef != nil {
 		env = append(env, corev1.EnvVar{Name: EnvAnnotatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: a.SecretRef.DeepCopy()}})
 	}
 	for _, e := range tmpl.Env {

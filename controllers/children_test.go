@@ -45,8 +45,8 @@ func TestBuildJob(t *testing.T) {
 		"train: no shards": {
 			stage: "train", command: []string{"bpo"}, argsNot: []string{"--shards"}, envNot: EnvAnnotatorToken,
 		},
-		"eval: command override takes the whole command line": {
-			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"},
+		"eval: command override takes the whole command line; scores with the annotator too": {
+			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"}, envHas: EnvAnnotatorToken,
 		},
 	}
 	for name, tc := range cases {

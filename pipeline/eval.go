@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 
@@ -140,10 +141,20 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The annotator scores in batches (one request per batch for a remote one): the greedy
+	// output and the human reference of each prompt, then every sample.
+	greedyItems := make([]annotator.Item, len(examples))
+	for i, ex := range examples {
+		greedyItems[i] = annotator.Item{Prompt: ex.Prompt, Responses: []string{decode(b.Tok, greedy[i]), ex.Reference}}
+	}
+	greedyScores, err := gold.ScoreBatch(context.Background(), greedyItems)
+	if err != nil {
+		return nil, fmt.Errorf("eval: spec.labeler.annotator: %w", err)
+	}
 	n := float64(len(examples))
 	for i, ex := range examples {
-		text := decode(b.Tok, greedy[i])
-		s, rs := gold.Score(ex.Prompt, text), gold.Score(ex.Prompt, ex.Reference)
+		text := greedyItems[i].Responses[0]
+		s, rs := greedyScores[i][0], greedyScores[i][1]
 		h, rh := heldOut.Score(ex.Prompt, text), heldOut.Score(ex.Prompt, ex.Reference)
 		o := PromptOutcome{GoldReward: s, HeldOut: h}
 		switch {
@@ -185,11 +196,19 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	sampleItems := make([]annotator.Item, len(examples))
+	for i, ex := range examples {
+		sampleItems[i] = annotator.Item{Prompt: ex.Prompt, Responses: texts[i*per : (i+1)*per]}
+	}
+	sampleScores, err := gold.ScoreBatch(context.Background(), sampleItems)
+	if err != nil {
+		return nil, fmt.Errorf("eval: spec.labeler.annotator: %w", err)
+	}
 	m := float64(len(samples))
 	sg, sh := make([]float64, len(examples)), make([]float64, len(examples))
 	for i, text := range texts {
 		p := examples[i/per].Prompt
-		g, h := gold.Score(p, text), heldOut.Score(p, text)
+		g, h := sampleScores[i/per][i%per], heldOut.Score(p, text)
 		res.GoldReward += g / m
 		res.HeldOutReward += h / m
 		sg[i/per] += g / float64(per)

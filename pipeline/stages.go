@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -211,10 +212,11 @@ func saveOnce(dir string, w *model.Weights) error {
 	return model.SaveWeights(dir, w)
 }
 
-// Annotator builds the run's annotator.
-func (e *Env) Annotator() (annotator.Scorer, error) {
+// Annotator builds the run's annotator: a built-in one, or the HTTP scoring service of
+// spec.labeler.annotator.url with the bearer token of $BPO_ANNOTATOR_TOKEN.
+func (e *Env) Annotator() (annotator.BatchScorer, error) {
 	if e.Scorer != nil {
-		return e.Scorer, nil
+		return annotator.Batch(e.Scorer), nil
 	}
 	a := e.Run.Spec.Labeler.Annotator
 	switch a.Kind {
@@ -223,9 +225,14 @@ func (e *Env) Annotator() (annotator.Scorer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("spec.labeler.annotator.name: %w", err)
 		}
-		return s, nil
+		return annotator.Batch(s), nil
+	case v1alpha1.AnnotatorHTTP:
+		if a.URL == "" {
+			return nil, errors.New("spec.labeler.annotator.url: kind HTTP needs the scoring service's url")
+		}
+		return &annotator.HTTP{URL: a.URL, Token: os.Getenv(v1alpha1.EnvAnnotatorToken)}, nil
 	default:
-		return nil, fmt.Errorf("spec.labeler.annotator.kind %s is not implemented by this version of bpo: use Builtin", a.Kind)
+		return nil, fmt.Errorf("spec.labeler.annotator.kind %q is not known: use Builtin or HTTP", a.Kind)
 	}
 }
 
@@ -246,6 +253,16 @@ func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
 			return err
 		}
 		lo, hi := shardRange(len(rows), shard, shards)
+		var items []annotator.Item
+		for _, row := range rows[lo:hi] {
+			if !row.Identical {
+				items = append(items, annotator.Item{Prompt: row.Prompt, Responses: row.Responses})
+			}
+		}
+		all, err := scorer.ScoreBatch(context.Background(), items)
+		if err != nil {
+			return fmt.Errorf("spec.labeler.annotator: %w", err)
+		}
 		var pairs []Pair
 		for i, row := range rows[lo:hi] {
 			e.progress(v1alpha1.StageLabel, i+1, hi-lo)
@@ -254,9 +271,9 @@ func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
 				continue
 			}
 			best, worst := 0, 0
-			scores := make([]float64, len(row.Responses))
-			for j, text := range row.Responses {
-				scores[j] = scorer.Score(row.Prompt, text)
+			scores := all[0]
+			all = all[1:]
+			for j := range row.Responses {
 				if scores[j] > scores[best] {
 					best = j
 				}

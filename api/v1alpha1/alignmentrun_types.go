@@ -588,7 +588,9 @@ type AnnotatorSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	Name string `json:"name,omitempty"`
 
-	// url of the scoring service. Only with kind HTTP.
+	// url of the scoring service. Only with kind HTTP. The label and eval stages POST
+	// {"items": [{"prompt", "responses": [...]}]} and expect {"scores": [[...]]}, one number
+	// per response (higher is better); see docs/design.md.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="spec.labeler.annotator.url must start with http:// or https://"

@@ -43,3 +43,8 @@ type StageResult struct {
 
 // MaxStageResultBytes is the kubelet's termination-message limit.
 const MaxStageResultBytes = 4096
+
+// EnvAnnotatorToken is the environment variable that carries spec.labeler.annotator.secretRef
+// into the pods that score (label and eval); the stage passes it to an HTTP annotator as a
+// bearer token.
+const EnvAnnotatorToken = "BPO_ANNOTATOR_TOKEN"

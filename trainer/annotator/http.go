@@ -1,0 +1,210 @@
+package annotator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Item is one prompt with the responses to score.
+type Item struct {
+	Prompt    string   `json:"prompt"`
+	Responses []string `json:"responses"`
+}
+
+// BatchScorer scores many items at once: scores[i][j] is item i's response j. Unlike Scorer
+// it can fail (a remote service), and it sees whole batches (one request per batch).
+type BatchScorer interface {
+	Name() string
+	ScoreBatch(ctx context.Context, items []Item) ([][]float64, error)
+}
+
+// Batch adapts an in-process Scorer to BatchScorer; it never fails.
+func Batch(s Scorer) BatchScorer { return batched{s} }
+
+type batched struct{ Scorer }
+
+func (b batched) ScoreBatch(_ context.Context, items []Item) ([][]float64, error) {
+	out := make([][]float64, len(items))
+	for i, it := range items {
+		out[i] = make([]float64, len(it.Responses))
+		for j, r := range it.Responses {
+			out[i][j] = b.Score(it.Prompt, r)
+		}
+	}
+	return out, nil
+}
+
+// HTTP scores through an external service (a reward model, an LLM judge). The protocol:
+//
+//	POST <URL>   Content-Type: application/json   [Authorization: Bearer <Token>]
+//	{"items": [{"prompt": "...", "responses": ["...", "..."]}, ...]}
+//	-> 200 {"scores": [[0.7, -0.2], ...]}   one finite number per response, same shape
+//
+// Text goes as JSON strings, so bytes that are not valid UTF-8 (a byte-level model can emit
+// them) arrive as U+FFFD, one per byte: the service scores that text (see ValidUTF8).
+// Requests carry at most BatchSize items. Connection errors, 429 and 5xx are retried with
+// exponential backoff; any other status fails at once with the service's message.
+type HTTP struct {
+	URL       string
+	Token     string
+	Client    *http.Client  // default: a client with Timeout
+	BatchSize int           // default 64
+	Attempts  int           // default 4
+	Backoff   time.Duration // first retry delay, doubled each time; default 1s
+	Timeout   time.Duration // per request; default 60s
+}
+
+func (h *HTTP) Name() string { return "http:" + h.URL }
+
+type httpRequest struct {
+	Items []Item `json:"items"`
+}
+
+type httpResponse struct {
+	Scores [][]float64 `json:"scores"`
+}
+
+// ScoreBatch scores items in requests of BatchSize.
+func (h *HTTP) ScoreBatch(ctx context.Context, items []Item) ([][]float64, error) {
+	size := h.BatchSize
+	if size <= 0 {
+		size = 64
+	}
+	out := make([][]float64, 0, len(items))
+	for lo := 0; lo < len(items); lo += size {
+		hi := min(lo+size, len(items))
+		scores, err := h.post(ctx, items[lo:hi])
+		if err != nil {
+			return nil, fmt.Errorf("annotator %s, items %d-%d: %w", h.URL, lo, hi-1, err)
+		}
+		out = append(out, scores...)
+	}
+	return out, nil
+}
+
+// errPermanent marks an answer that retrying cannot fix.
+type errPermanent struct{ error }
+
+func (h *HTTP) post(ctx context.Context, items []Item) ([][]float64, error) {
+	body, err := json.Marshal(httpRequest{Items: items})
+	if err != nil {
+		return nil, err
+	}
+	attempts, delay := max(h.Attempts, 1), h.Backoff
+	if h.Attempts == 0 {
+		attempts = 4
+	}
+	if delay == 0 {
+		delay = time.Second
+	}
+	var last error
+	for a := 0; a < attempts; a++ {
+		if a > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(delay):
+			}
+			delay *= 2
+		}
+		scores, err := h.once(ctx, body, items)
+		if err == nil {
+			return scores, nil
+		}
+		var p errPermanent
+		if errors.As(err, &p) {
+			return nil, p.error
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("%d attempts failed, the last: %w", attempts, last)
+}
+
+func (h *HTTP) once(ctx context.Context, body []byte, items []Item) ([][]float64, error) {
+	timeout := h.Timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, errPermanent{err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if h.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.Token)
+	}
+	client := h.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err // connection trouble: retry
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, excerpt(data))
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+			return nil, err
+		}
+		return nil, errPermanent{err}
+	}
+	var r httpResponse
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, errPermanent{fmt.Errorf(`answer is not {"scores": [[...], ...]}: %v (%s)`, err, excerpt(data))}
+	}
+	if len(r.Scores) != len(items) {
+		return nil, errPermanent{fmt.Errorf("answer has %d score lists for %d items", len(r.Scores), len(items))}
+	}
+	for i, s := range r.Scores {
+		if len(s) != len(items[i].Responses) {
+			return nil, errPermanent{fmt.Errorf("item %d: %d scores for %d responses", i, len(s), len(items[i].Responses))}
+		}
+		for j, v := range s {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, errPermanent{fmt.Errorf("item %d response %d: score %v is not a finite number", i, j, v)}
+			}
+		}
+	}
+	return r.Scores, nil
+}
+
+func excerpt(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	if s == "" {
+		s = "(empty body)"
+	}
+	return s
+}
+
+// ValidUTF8 is s as an HTTP annotator receives it: each byte that is not part of valid UTF-8
+// replaced by U+FFFD (what encoding/json does).
+func ValidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(r) // an invalid byte ranges as utf8.RuneError, i.e. U+FFFD
+	}
+	return b.String()
+}
