@@ -76,11 +76,8 @@ func (e *Env) Task() (*task.Task, error) {
 	case d.Path != "":
 		t, err = task.Load(filepath.Join(e.VolumeRoot, d.Path))
 	case d.ConfigMap != nil:
-		if d.ConfigMap.PromptsKey != v1alpha1.DefaultPromptsKey || d.ConfigMap.EvalKey != v1alpha1.DefaultEvalKey {
-			return nil, fmt.Errorf("spec.data.configMap: custom keys are not supported yet; name the keys %s and %s",
-				v1alpha1.DefaultPromptsKey, v1alpha1.DefaultEvalKey)
-		}
-		t, err = task.Load(e.DataDir)
+		// The controller mounts the ConfigMap's keys under their own names in the data folder.
+		t, err = task.LoadWith(e.DataDir, task.Files{Prompts: d.ConfigMap.PromptsKey, Eval: d.ConfigMap.EvalKey})
 	default:
 		err = errors.New("spec.data: set one of builtin, configMap or path")
 	}

@@ -22,6 +22,7 @@ package task
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -75,12 +76,25 @@ func Builtin(name string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	return load(sub, name, "task "+name)
+	return load(sub, name, "task "+name, Files{})
 }
 
 // Load reads a task from a folder laid out as described in the package doc. The task's name is
 // the folder's base name.
-func Load(dir string) (*Task, error) {
+func Load(dir string) (*Task, error) { return LoadWith(dir, Files{}) }
+
+// Files names the task files that a caller may rename (a ConfigMap's keys, for example);
+// empty means the standard name.
+type Files struct {
+	Prompts string // default prompts.jsonl
+	Eval    string // default eval.jsonl
+}
+
+func (f Files) prompts() string { return cmp.Or(f.Prompts, "prompts.jsonl") }
+func (f Files) eval() string    { return cmp.Or(f.Eval, "eval.jsonl") }
+
+// LoadWith is Load with the prompts and eval files under other names.
+func LoadWith(dir string, files Files) (*Task, error) {
 	info, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("task folder: %w", err)
@@ -88,10 +102,10 @@ func Load(dir string) (*Task, error) {
 	if !info.IsDir() {
 		return nil, fmt.Errorf("task folder %s: not a directory", dir)
 	}
-	return load(os.DirFS(dir), filepath.Base(filepath.Clean(dir)), dir)
+	return load(os.DirFS(dir), filepath.Base(filepath.Clean(dir)), dir, files)
 }
 
-func load(fsys fs.FS, name, where string) (*Task, error) {
+func load(fsys fs.FS, name, where string, files Files) (*Task, error) {
 	t := &Task{Name: name}
 	var err error
 	label := func(file string) string {
@@ -123,7 +137,8 @@ func load(fsys fs.FS, name, where string) (*Task, error) {
 	if t.SFT, err = readOptional(fsys, "sft.jsonl", label("sft.jsonl"), "text"); err != nil {
 		return nil, err
 	}
-	if t.Prompts, err = readField(fsys, "prompts.jsonl", label("prompts.jsonl"), "prompt"); err != nil {
+	pf, ef := files.prompts(), files.eval()
+	if t.Prompts, err = readField(fsys, pf, label(pf), "prompt"); err != nil {
 		return nil, err
 	}
 	if exists(fsys, "validation.jsonl") {
@@ -131,14 +146,14 @@ func load(fsys fs.FS, name, where string) (*Task, error) {
 			return nil, err
 		}
 	}
-	if t.Eval, err = readExamples(fsys, "eval.jsonl", label("eval.jsonl")); err != nil {
+	if t.Eval, err = readExamples(fsys, ef, label(ef)); err != nil {
 		return nil, err
 	}
 	if len(t.Prompts) == 0 {
-		return nil, fmt.Errorf("%s: no prompts", label("prompts.jsonl"))
+		return nil, fmt.Errorf("%s: no prompts", label(pf))
 	}
 	if len(t.Eval) == 0 {
-		return nil, fmt.Errorf("%s: no examples", label("eval.jsonl"))
+		return nil, fmt.Errorf("%s: no examples", label(ef))
 	}
 	return t, nil
 }
