@@ -173,6 +173,9 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		if lr := s.Trainer.LearningRate; lr != "3e-3" {
 			got[r.Arm] += "/lr" + string(lr)
 		}
+		if b := s.Loss.Beta; b != "0.1" {
+			got[r.Arm] += "/b" + string(b)
+		}
 	}
 	want := map[string]string{
 		"offline-dpo": "DPO/Initial/F1/m3",
@@ -183,6 +186,7 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		"slic-offline": "SLiC/Initial/F1/m3", "slic-bpo-f2": "SLiC/Behavior/F2/m3",
 		"bpo-f2-m1":          "DPO/Behavior/F2/m1",
 		"offline-dpo-lr1e-3": "DPO/Initial/F1/m3/lr1e-3", "online-f2-lr1e-3": "DPO/Initial/F2/m3/lr1e-3", "bpo-f2-lr1e-3": "DPO/Behavior/F2/m3/lr1e-3",
+		"offline-dpo-b0p3": "DPO/Initial/F1/m3/b0.3", "online-f2-b0p3": "DPO/Initial/F2/m3/b0.3", "bpo-f2-b0p3": "DPO/Behavior/F2/m3/b0.3",
 	}
 	if len(got) != len(want) {
 		t.Errorf("arms %v, want %v", got, want)
