@@ -133,6 +133,10 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	if stage == alignv1.StageSample || stage == alignv1.StageLabel {
 		args = append(args, "--shards", strconv.Itoa(int(completions)))
 	}
+	if spec.Data.ConfigMap != nil {
+		// Explicit, so the stage never relies on a compiled-in default for where the data is.
+		args = append(args, "--data-dir", configMountPath+"/"+dataDir)
+	}
 	args = append(args, "--termination-log", terminationLog)
 	args = append(args, tmpl.Args...)
 	if len(tmpl.Command) > 0 {

@@ -37,7 +37,7 @@ func TestBuildJob(t *testing.T) {
 		envNot  string
 	}{
 		"sample: default command plus extra args and scheduling": {
-			stage: "sample", command: []string{"bpo"}, argsHas: []string{"--shards", "--verbose"}, envNot: EnvAnnotatorToken,
+			stage: "sample", command: []string{"bpo"}, argsHas: []string{"--shards", "--verbose", "--data-dir", "/etc/bpo/data"}, envNot: EnvAnnotatorToken,
 		},
 		"label: the annotator token from the Secret": {
 			stage: "label", command: []string{"bpo"}, argsHas: []string{"--shards"}, envHas: EnvAnnotatorToken,

@@ -20,8 +20,10 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
@@ -93,8 +95,9 @@ func TestAlignmentRunEndToEnd(t *testing.T) {
 		return
 	}
 	t.Run("kill-train-pod", func(t *testing.T) { killRun(ctx, t, tl, first) })
+	t.Run("stuck-then-fixed", func(t *testing.T) { stuckRun(ctx, t, tl) })
 	t.Run("delete", func(t *testing.T) {
-		for _, name := range []string{"quickstart", "quickstart-kill"} {
+		for _, name := range []string{"quickstart", "quickstart-kill", "quickstart-data"} {
 			deleteRun(ctx, t, tl, name)
 		}
 	})
@@ -182,6 +185,68 @@ func quickstartRun(ctx context.Context, t *testing.T, tl *report) *alignv1.Align
 	checkEvents(ctx, t, run, "StageSucceeded", len(qsStages)*qsPhases)
 	tl.runTimeline(t, run, t0, created(), total, pods, jobs)
 	return run
+}
+
+// stuckRun: a run that reads its prompts from a ConfigMap (under custom key names) which does
+// not exist yet. Its first stage pod cannot start (the agent, like a kubelet, reports
+// CreateContainerConfigError and retries), the run says so in its Running condition
+// (StagePodsPending) and in a Warning event; once the ConfigMap is created the same pod
+// starts and the run succeeds.
+func stuckRun(ctx context.Context, t *testing.T, tl *report) {
+	const name, cmName = "quickstart-data", "quickstart-data-prompts"
+	applyManifest(ctx, t, name+".yaml", quickstart(t, name, func(obj map[string]any) {
+		setPath(obj, map[string]any{"configMap": map[string]any{
+			"name": cmName, "promptsKey": "train-prompts.jsonl", "evalKey": "held-out.jsonl"}}, "spec", "data")
+	}))
+	t0 := time.Now()
+	var msg string
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := poll(wctx, 200*time.Millisecond, func() (bool, error) {
+		run, err := getRun(wctx, name)
+		if err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		if c := meta.FindStatusCondition(run.Status.Conditions, alignv1.ConditionRunning); c != nil && c.Reason == alignv1.ReasonStagePodsPending {
+			msg = c.Message
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the run never reported its stuck pod (Running reason %s): %v", alignv1.ReasonStagePodsPending, err)
+	}
+	stuck := time.Since(t0)
+	record(t, "(h) data ConfigMap missing -> Running=StagePodsPending", stuck)
+	for _, want := range []string{"phase 1/2 stage sample", "CreateContainerConfigError", cmName} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Running message %q lacks %q", msg, want)
+		}
+	}
+	if run, err := getRun(ctx, name); err == nil {
+		checkEvents(ctx, t, run, alignv1.ReasonStagePodsPending, 1)
+	}
+
+	// The fix: the ConfigMap, from the vendored task files, under the keys the spec names.
+	data := map[string]string{}
+	for key, file := range map[string]string{"train-prompts.jsonl": "prompts.jsonl", "held-out.jsonl": "eval.jsonl"} {
+		b, err := os.ReadFile(filepath.Join(env.root, "trainer/task/reviews/data", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[key] = string(b)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: cmName, Namespace: namespace}, Data: data}
+	if _, err := env.cs.CoreV1().ConfigMaps(namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	run := waitSucceeded(ctx, t, name, 10*time.Minute)
+	record(t, "(h) ConfigMap created -> Succeeded", time.Since(t1))
+	if n := len(run.Status.PhaseResults); n != qsPhases {
+		t.Errorf("%d phase results, want %d", n, qsPhases)
+	}
+	tl.add("stuck pod: ConfigMap missing -> StagePodsPending %.1fs; created -> Succeeded %.1fs", stuck.Seconds(), time.Since(t1).Seconds())
 }
 
 // killRun: step 6. A second run whose train stage is slowed down (more epochs, computed from
