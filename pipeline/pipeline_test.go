@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -101,8 +103,9 @@ func newVolume(t *testing.T) string {
 	}
 	for m := range 2 {
 		a := model.NewAdapter(cfg, 2, 4, int64(m+1))
-		for name, ten := range a.Tensors {
-			if strings.HasSuffix(name, "lora_B") {
+		// In name order: the fixture must be the same model every time (map order is random).
+		for _, name := range slices.Sorted(maps.Keys(a.Tensors)) {
+			if ten := a.Tensors[name]; strings.HasSuffix(name, "lora_B") {
 				for i := range ten.Data {
 					ten.Data[i] = 0.05 * rng.NormFloat64()
 				}
