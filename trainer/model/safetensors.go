@@ -55,19 +55,11 @@ func EncodeTensors(w io.Writer, tensors map[string]*Tensor, metadata map[string]
 // LoadTensors reads a safetensors file (F32, F64, BF16 or F16 tensors) into float64
 // tensors, with its __metadata__ (nil if absent). Errors name the file and the tensor.
 func LoadTensors(path string) (map[string]*Tensor, map[string]string, error) {
-	st, meta, err := wioReadSafetensors(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make(map[string]*Tensor, st.Len())
-	for _, nv := range st.Tensors() {
-		t, err := wioToTensor(nv.TensorView)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, nv.Name, err)
-		}
-		out[nv.Name] = t
-	}
-	return out, meta, nil
+	return DecodeTensors(path, data)
 }
 
 // DecodeTensors parses safetensors bytes; name is used in error messages.
