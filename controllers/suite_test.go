@@ -65,12 +65,14 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
 	var err error
-	if cfg, err = testEnv.Start(); err != nil {
+	testEnv, cfg, err = testutil.StartEnvtest(func() *envtest.Environment {
+		return &envtest.Environment{
+			CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+			ErrorIfCRDPathMissing: true,
+		}
+	}, 3)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "controllers: starting envtest: %v\n", err)
 		os.Exit(1)
 	}

@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/bpo-dev/bpo/controllers/testutil"
 )
 
 // The server tests run against one envtest control plane (etcd + kube-apiserver from
@@ -53,8 +55,7 @@ func apiServer(t *testing.T) client.Client {
 		need(t, "KUBEBUILDER_ASSETS is unset: export KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh --only envtest | tail -1)")
 	}
 	server.once.Do(func() {
-		env := &envtest.Environment{}
-		cfg, err := env.Start()
+		env, cfg, err := testutil.StartEnvtest(func() *envtest.Environment { return &envtest.Environment{} }, 3)
 		if err != nil {
 			server.err = fmt.Errorf("starting envtest: %w", err)
 			return
