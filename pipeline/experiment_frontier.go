@@ -109,7 +109,8 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 		}
 		rep.Groups = append(rep.Groups, gs)
 	}
-	baseGroup := rep.group(x.GroupOf(rep.Baseline))
+	rep.baselineGroup = x.GroupOf(rep.Baseline)
+	baseGroup := rep.group(rep.baselineGroup)
 	baseArm := rep.arm(rep.Baseline)
 	if baseGroup == nil || baseArm == nil {
 		return nil
@@ -130,38 +131,9 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 			base, gs.Against = single, "arm "+rep.Baseline
 		}
 		for _, kl := range rep.MatchedKL {
-			var ds []float64
-			var pa, pb [][]float64
-			better, complete, perPrompt := 0, true, true
-			for _, s := range gs.Seeds {
-				a, okA := FrontierAt(gs.fronts[s], kl)
-				b, okB := FrontierAt(base.fronts[s], kl)
-				if !okA || !okB {
-					if slices.Contains(base.Seeds, s) {
-						complete = false
-					}
-					continue
-				}
-				ds = append(ds, a-b)
-				if a > b {
-					better++
-				}
-				va, okA := FrontierPerPrompt(gs.fronts[s], kl)
-				vb, okB := FrontierPerPrompt(base.fronts[s], kl)
-				perPrompt = perPrompt && okA && okB
-				pa, pb = append(pa, va), append(pb, vb)
-			}
-			d := MeanStd(ds)
-			if !complete {
-				d = MeanStd(nil) // a seed's frontier stops short of this KL: no number
-			}
-			var ci *BootstrapCI
-			if complete && perPrompt && len(ds) > 0 {
-				c, err := PairedBootstrap(pa, pb, resamples, 0.95, BootstrapSeed)
-				if err != nil {
-					return fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
-				}
-				ci = &c
+			d, better, ci, err := gs.deltaAt(base, kl, resamples)
+			if err != nil {
+				return err
 			}
 			gs.DeltaAtKL = append(gs.DeltaAtKL, d)
 			gs.Better = append(gs.Better, better)
@@ -169,6 +141,42 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 		}
 	}
 	return nil
+}
+
+// deltaAt compares the group with base at KL kl, seed by seed: the mean ± std of the
+// differences (no value when a seed's frontier stops short of kl), the seeds where the group
+// is higher, and the paired bootstrap over prompts when every evaluation involved recorded
+// per-prompt rewards.
+func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resamples int) (Stat, int, *BootstrapCI, error) {
+	var ds []float64
+	var pa, pb [][]float64
+	better, perPrompt := 0, true
+	for _, s := range gs.Seeds {
+		if !slices.Contains(base.Seeds, s) {
+			continue
+		}
+		va, okA := FrontierPerPrompt(gs.fronts[s], kl)
+		vb, okB := FrontierPerPrompt(base.fronts[s], kl)
+		a, inA := FrontierAt(gs.fronts[s], kl)
+		b, inB := FrontierAt(base.fronts[s], kl)
+		if !inA || !inB {
+			return MeanStd(nil), 0, nil, nil // a seed's frontier stops short of this KL: no number
+		}
+		ds = append(ds, a-b)
+		if a > b {
+			better++
+		}
+		perPrompt = perPrompt && okA && okB
+		pa, pb = append(pa, va), append(pb, vb)
+	}
+	if !perPrompt || len(ds) == 0 {
+		return MeanStd(ds), better, nil, nil
+	}
+	c, err := PairedBootstrap(pa, pb, resamples, 0.95, BootstrapSeed)
+	if err != nil {
+		return Stat{}, 0, nil, fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
+	}
+	return MeanStd(ds), better, &c, nil
 }
 
 // at is the group's frontier reward at KL kl over its seeds; no value unless every seed's
@@ -273,12 +281,6 @@ func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
 // groupTable writes the pooled frontiers read at the KL levels, with the paired difference
 // to the baseline's group.
 func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
-	base := ""
-	for _, g := range rep.Groups {
-		if len(g.DeltaAtKL) == 0 {
-			base = g.Group
-		}
-	}
 	w("\n### Pooled over operating points\n\n")
 	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
 		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
@@ -286,7 +288,7 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 		"Δ is the group minus **%s** (pooled the same way) when it pools as many operating points, else minus the baseline arm alone (see *against*; "+
 		"more points can only raise a frontier), paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
 		"then a 95%% paired bootstrap interval over prompts (within each seed, the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
-		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), base)
+		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.baselineGroup)
 	w("| group | arms | seeds | max KL | against |")
 	sep := "|---|---|---|---|---|"
 	for _, kl := range rep.MatchedKL {

@@ -48,6 +48,8 @@ type ExperimentReport struct {
 	// MatchedKL are the KL levels the groups' pooled frontiers are read at.
 	MatchedKL []float64            `json:"matchedKL"`
 	Groups    []FrontierGroupStats `json:"groups"`
+	// baselineGroup is the group of the baseline arm.
+	baselineGroup string
 	// WallSeconds is the sum of the runs' wall times.
 	WallSeconds  float64            `json:"wallSeconds"`
 	StageSeconds map[string]float64 `json:"stageSeconds"`

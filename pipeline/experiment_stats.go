@@ -200,20 +200,11 @@ func Frontier(pts []KLPoint) []KLPoint {
 
 // FrontierAt reads a frontier at KL x by linear interpolation; ok is false outside its domain.
 func FrontierAt(front []KLPoint, x float64) (float64, bool) {
-	if len(front) == 0 || x < front[0].KL || x > front[len(front)-1].KL || math.IsNaN(x) {
+	a, b, f, ok := frontierSegment(front, x)
+	if !ok {
 		return math.NaN(), false
 	}
-	for i := 1; i < len(front); i++ {
-		a, b := front[i-1], front[i]
-		if x <= b.KL {
-			if b.KL == a.KL {
-				return math.Max(a.Reward, b.Reward), true
-			}
-			f := (x - a.KL) / (b.KL - a.KL)
-			return a.Reward + f*(b.Reward-a.Reward), true
-		}
-	}
-	return front[len(front)-1].Reward, true
+	return a.Reward + f*(b.Reward-a.Reward), true
 }
 
 // FrontierPerPrompt reads a frontier at KL x prompt by prompt: the same interpolation between
@@ -221,36 +212,37 @@ func FrontierAt(front []KLPoint, x float64) (float64, bool) {
 // the result is FrontierAt's value). ok is false outside the domain or when an evaluation
 // involved has no per-prompt rewards.
 func FrontierPerPrompt(front []KLPoint, x float64) ([]float64, bool) {
-	if len(front) == 0 || x < front[0].KL || x > front[len(front)-1].KL || math.IsNaN(x) {
+	a, b, f, ok := frontierSegment(front, x)
+	if !ok || a.perPrompt == nil || b.perPrompt == nil || len(a.perPrompt) != len(b.perPrompt) {
 		return nil, false
 	}
-	mix := func(a, b KLPoint, f float64) ([]float64, bool) {
-		if a.perPrompt == nil || b.perPrompt == nil || len(a.perPrompt) != len(b.perPrompt) {
-			return nil, false
-		}
-		out := make([]float64, len(a.perPrompt))
-		for i := range out {
-			out[i] = a.perPrompt[i] + f*(b.perPrompt[i]-a.perPrompt[i])
-		}
-		return out, true
+	out := make([]float64, len(a.perPrompt))
+	for i := range out {
+		out[i] = a.perPrompt[i] + f*(b.perPrompt[i]-a.perPrompt[i])
 	}
-	if len(front) == 1 {
-		return mix(front[0], front[0], 0)
+	return out, true
+}
+
+// frontierSegment finds the frontier's value at x as a + f·(b - a) between two of its points
+// (a == b, f = 0 at a vertex); ok is false outside the domain.
+func frontierSegment(front []KLPoint, x float64) (a, b KLPoint, f float64, ok bool) {
+	if len(front) == 0 || x < front[0].KL || x > front[len(front)-1].KL || math.IsNaN(x) {
+		return a, b, 0, false
 	}
 	for i := 1; i < len(front); i++ {
-		a, b := front[i-1], front[i]
+		a, b = front[i-1], front[i]
 		if x <= b.KL {
 			if b.KL == a.KL {
 				if b.Reward > a.Reward {
 					a = b
 				}
-				return mix(a, a, 0)
+				return a, a, 0, true
 			}
-			return mix(a, b, (x-a.KL)/(b.KL-a.KL))
+			return a, b, (x - a.KL) / (b.KL - a.KL), true
 		}
 	}
 	last := front[len(front)-1]
-	return mix(last, last, 0)
+	return last, last, 0, true
 }
 
 // MaxKL is the largest KL of a frontier (the end of its domain).
