@@ -2,6 +2,7 @@ package annotator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,9 +57,9 @@ func (b batched) ScoreBatch(_ context.Context, items []Item) ([][]float64, error
 type HTTP struct {
 	URL       string
 	Token     string
-	Client    *http.Client  // default: a client with Timeout
+	Client    *http.Client  // default http.DefaultClient (Timeout bounds each request)
 	BatchSize int           // default 64
-	Attempts  int           // default 4
+	Attempts  int           // default 4 (0 or less: the default)
 	Backoff   time.Duration // first retry delay, doubled each time; default 1s
 	Timeout   time.Duration // per request; default 60s
 }
@@ -99,12 +100,9 @@ func (h *HTTP) post(ctx context.Context, items []Item) ([][]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	attempts, delay := max(h.Attempts, 1), h.Backoff
-	if h.Attempts == 0 {
+	attempts, delay := h.Attempts, cmp.Or(h.Backoff, time.Second)
+	if attempts <= 0 {
 		attempts = 4
-	}
-	if delay == 0 {
-		delay = time.Second
 	}
 	var last error
 	for a := 0; a < attempts; a++ {
@@ -130,11 +128,7 @@ func (h *HTTP) post(ctx context.Context, items []Item) ([][]float64, error) {
 }
 
 func (h *HTTP) once(ctx context.Context, body []byte, items []Item) ([][]float64, error) {
-	timeout := h.Timeout
-	if timeout == 0 {
-		timeout = 60 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(h.Timeout, 60*time.Second))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
@@ -145,11 +139,7 @@ func (h *HTTP) once(ctx context.Context, body []byte, items []Item) ([][]float64
 	if h.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+h.Token)
 	}
-	client := h.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
+	resp, err := cmp.Or(h.Client, http.DefaultClient).Do(req)
 	if err != nil {
 		return nil, err // connection trouble: retry
 	}
