@@ -132,14 +132,7 @@ func TestGradCheckTiedLogits(t *testing.T) {
 func TestGradCheckLogSoftmaxGather(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 1))
 	N := grGCB * grGCT
-	tgt := tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
-	w := tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
-	for i := range N {
-		tgt.Data().([]float64)[i] = float64(rng.IntN(grGCV))
-		if rng.IntN(3) > 0 {
-			w.Data().([]float64)[i] = 1
-		}
-	}
+	tgt, w := grTargetsAndMask(rng, N)
 	lg := grRnd(rng, 3, N, grGCV)
 	lg.Data().([]float64)[5] += 40 // a dominant logit: the max-subtracted form must stay exact
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"logits", lg, true}, {"targets", tgt, false}, {"mask", w, false}},

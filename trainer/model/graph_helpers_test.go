@@ -293,3 +293,16 @@ func grMaxAbs(x []float64) float64 {
 	}
 	return m
 }
+
+// grTargetsAndMask draws N random target tokens and a loss mask with about 2/3 of the rows on.
+func grTargetsAndMask(rng *rand.Rand, N int) (tgt, mask *tensor.Dense) {
+	tgt = tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
+	mask = tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
+	for i := range N {
+		tgt.Data().([]float64)[i] = float64(rng.IntN(grGCV))
+		if rng.IntN(3) > 0 {
+			mask.Data().([]float64)[i] = 1
+		}
+	}
+	return tgt, mask
+}

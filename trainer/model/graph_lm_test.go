@@ -52,14 +52,7 @@ func TestGradCheckTiedLogitsFull(t *testing.T) {
 func TestGradCheckLMLoss(t *testing.T) {
 	rng := rand.New(rand.NewPCG(24, 1))
 	N := grGCB * grGCT
-	tgt := tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
-	w := tensor.New(tensor.WithShape(N), tensor.Of(tensor.Float64))
-	for i := range N {
-		tgt.Data().([]float64)[i] = float64(rng.IntN(grGCV))
-		if rng.IntN(3) > 0 {
-			w.Data().([]float64)[i] = 1
-		}
-	}
+	tgt, w := grTargetsAndMask(rng, N)
 	lg := grRnd(rng, 3, N, grGCV)
 	lg.Data().([]float64)[5] += 40
 	g := G.NewGraph()
@@ -223,18 +216,12 @@ func TestGradCheckLMFull(t *testing.T) {
 			}
 			t.Logf("loss %.6f over %d tokens", out.Loss, out.Tokens)
 			kinds := map[string][2]float64{}
-			for _, name := range tr.ParamNames() {
-				num := grFdGrad(t, w.Tensors[name].Data, func() float64 {
-					l, _, err := tr.Loss(nil, batch)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return l
-				})
-				if grMaxAbs(num) == 0 {
-					t.Errorf("%s: zero numeric gradient (the check would be vacuous)", name)
-				}
-				e, n := grRelErr(out.Grads[name].Data, num)
+			errs := grCheckNamedGrads(t, tr.ParamNames(), w.Tensors, out.Grads, func() (float64, error) {
+				l, _, err := tr.Loss(nil, batch)
+				return l, err
+			})
+			for name, en := range errs {
+				e, n := en[0], en[1]
 				kind := name
 				if strings.HasPrefix(name, "h.") {
 					kind = "h.*" + name[strings.Index(name[2:], ".")+2:]
@@ -242,7 +229,7 @@ func TestGradCheckLMFull(t *testing.T) {
 				k := kinds[kind]
 				kinds[kind] = [2]float64{math.Max(k[0], e), math.Max(k[1], n)}
 			}
-			for _, kind := range sortedKeys(kinds) {
+			for _, kind := range wioSortedKeys(kinds) {
 				grCheckBound(t, "full-parameter LM d/d "+kind, kinds[kind][0], kinds[kind][1])
 			}
 			if len(kinds) != 16 {
@@ -251,8 +238,6 @@ func TestGradCheckLMFull(t *testing.T) {
 		})
 	}
 }
-
-func sortedKeys[V any](m map[string]V) []string { return wioSortedKeys(m) }
 
 // TestGradCheckLMLoRA checks the adapter gradients of the LoRA-mode LM loss.
 func TestGradCheckLMLoRA(t *testing.T) {
@@ -271,19 +256,12 @@ func TestGradCheckLMLoRA(t *testing.T) {
 		t.Fatal(err)
 	}
 	var worstE, worstN float64
-	for _, name := range tr.ParamNames() {
-		num := grFdGrad(t, ad.Tensors[name].Data, func() float64 {
-			l, _, err := tr.Loss(ad, batch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
-		})
-		if grMaxAbs(num) == 0 {
-			t.Errorf("%s: zero numeric gradient", name)
-		}
-		e, n := grRelErr(out.Grads[name].Data, num)
-		worstE, worstN = math.Max(worstE, e), math.Max(worstN, n)
+	errs := grCheckNamedGrads(t, tr.ParamNames(), ad.Tensors, out.Grads, func() (float64, error) {
+		l, _, err := tr.Loss(ad, batch)
+		return l, err
+	})
+	for _, en := range errs {
+		worstE, worstN = math.Max(worstE, en[0]), math.Max(worstN, en[1])
 	}
 	grCheckBound(t, "LoRA LM (all adapter tensors)", worstE, worstN)
 }
@@ -507,4 +485,28 @@ func TestLMPackedMatchesInference(t *testing.T) {
 	if _, _, err := tr.Loss(nil, bad); err == nil || !strings.Contains(err.Error(), "starts a packed document") {
 		t.Errorf("masked document start: err = %v", err)
 	}
+}
+
+// grCheckNamedGrads compares, for each named tensor, the analytic gradient with central
+// finite differences of loss over that tensor's data, and returns the relative errors
+// (max element-wise, and normwise) by name. A zero numeric gradient is an error: the
+// comparison would be vacuous.
+func grCheckNamedGrads(t *testing.T, names []string, tensors, grads map[string]*Tensor, loss func() (float64, error)) map[string][2]float64 {
+	t.Helper()
+	out := make(map[string][2]float64, len(names))
+	for _, name := range names {
+		num := grFdGrad(t, tensors[name].Data, func() float64 {
+			l, err := loss()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		})
+		if grMaxAbs(num) == 0 {
+			t.Errorf("%s: zero numeric gradient (the check would be vacuous)", name)
+		}
+		e, n := grRelErr(grads[name].Data, num)
+		out[name] = [2]float64{e, n}
+	}
+	return out
 }
