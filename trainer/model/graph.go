@@ -82,6 +82,8 @@ type Objective struct {
 	// LengthNormalize feeds the loss per-token mean log-probs (sum/count, policy and reference)
 	// instead of sums: IPO with loss.ipoLengthNormalize (TRL convention).
 	LengthNormalize bool
+	// Precision is the dtype the graph computes in (zero value: Float32).
+	Precision Precision
 }
 
 // StepOutput is the result of one forward+backward pass.

@@ -40,6 +40,8 @@ type LMOptions struct {
 	// the document, so each document is scored exactly as if it were alone at the start of a row
 	// (how inference sees a prompt). A token that starts a document cannot be masked.
 	Packed bool
+	// Precision is the dtype the graph computes in (zero value: Float32).
+	Precision Precision
 }
 
 // LMTrainer is the language-model training graph for one (config, mode, batch size, sequence
