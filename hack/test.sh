@@ -4,8 +4,10 @@
 #      KUBEBUILDER_ASSETS,
 #   2. go vet ./...,
 #   3. gofmt check,
-#   4. go test ./... -count=1 -timeout 30m (extra arguments are passed to go test).
-# All of 2-4 run; the exit status is non-zero if any failed. Elapsed time is printed at the end.
+#   4. go test ./... -count=1 -timeout 30m (extra arguments are passed to go test),
+#   5. the pure-Go build: CGO_ENABLED=0 go build ./... and go test ./trainer/... (trainer/blas
+#      falls back from OpenBLAS to gonum without cgo; that path must stay green).
+# All of 2-5 run; the exit status is non-zero if any failed. Elapsed time is printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,8 +33,8 @@ KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh --only envtest | tail -n 1)
 export KUBEBUILDER_ASSETS
 step "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 
-# vet, gofmt and the tests all run even when an earlier one fails, so one CI run shows every
-# problem; the script fails at the end if any of them failed.
+# vet, gofmt and the tests (both builds) all run even when an earlier one fails, so one CI run
+# shows every problem; the script fails at the end if any of them failed.
 failed=()
 
 step "go vet ./..."
@@ -51,6 +53,11 @@ fi
 
 step "go test ./... -count=1 -timeout 30m $*"
 go test ./... -count=1 -timeout 30m "$@" || failed+=("go test")
+
+step "CGO_ENABLED=0 go build ./... && go test ./trainer/..."
+CGO_ENABLED=0 go build ./... || failed+=("CGO_ENABLED=0 go build")
+BPO_REQUIRE_OPENBLAS= CGO_ENABLED=0 go test -count=1 ./trainer/... ||
+  failed+=("CGO_ENABLED=0 go test ./trainer/...")
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test.sh: failed: ${failed[*]}" >&2

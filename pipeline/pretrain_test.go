@@ -140,7 +140,9 @@ func TestPretrainLowersLoss(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if math.Abs(again-rep.HeldOut) > 1e-12 {
+			// Another batch size packs other rows into other GEMM shapes: float32 rounding moves
+			// the last digits (the engine computes in float32; sums accumulate in float64).
+			if math.Abs(again-rep.HeldOut) > 1e-6*rep.HeldOut {
 				t.Errorf("HeldOutNatsPerByte %.15g, report %.15g", again, rep.HeldOut)
 			}
 			if len(rep.Curve) != 6 || rep.Curve[5].Step != 30 {

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bpo-dev/bpo/trainer/blas"
 )
 
 func main() {
@@ -17,6 +19,20 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// One threads knob for every command: the kernels' and the GEMMs' goroutines. The default is
+	// BPO_THREADS, else GOMAXPROCS, which the Go runtime derives from the container's CPU limit, so
+	// a stage pod's resources.limits.cpu sets it without a flag.
+	var threads int
+	root.PersistentFlags().IntVar(&threads, "threads", 0, "threads for the trainer's kernels and matrix products (0: $BPO_THREADS, else the CPU limit)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if threads < 0 {
+			return fmt.Errorf("--threads must be >= 0, got %d", threads)
+		}
+		if threads > 0 {
+			blas.SetThreads(threads)
+		}
+		return nil
+	}
 	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
 	root.AddCommand(experimentCmd())
 	root.AddCommand(extraCommands()...)
@@ -24,4 +40,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bpo:", err)
 		os.Exit(1)
 	}
+}
+
+// engineLine says what the trainer computes with, for logs: precision, GEMM backend and threads.
+func engineLine() string {
+	b := blas.Backend()
+	lib := b.Name
+	if b.CoreType != "" {
+		lib += " (" + b.CoreType + " kernels)"
+	}
+	return fmt.Sprintf("engine float32, %s, %d threads", lib, blas.Threads())
 }

@@ -45,7 +45,7 @@ workspace folder.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n\n", run.Name, run.Describe(), env.WS.Root)
+			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n%s\n\n", run.Name, run.Describe(), env.WS.Root, engineLine())
 			start := time.Now()
 			bars := newBars(cmd.ErrOrStderr(), quiet)
 			env.Progress = bars.progress

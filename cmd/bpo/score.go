@@ -29,13 +29,17 @@ type scoreOut struct {
 // scoreCmd prints response log-probs so anyone can check our numerics against another
 // implementation (e.g. Hugging Face transformers on the same checkpoint).
 func scoreCmd() *cobra.Command {
-	var dir, data, adapter string
+	var dir, data, adapter, precision string
 	var eot bool
 	c := &cobra.Command{
 		Use:   "score --model DIR --data FILE.jsonl",
 		Short: "Print summed and mean response log-probs for {prompt, response} lines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			prec, err := model.ParsePrecision(precision)
+			if err != nil {
+				return fmt.Errorf("--precision: %w", err)
+			}
 			w, err := model.LoadWeights(dir)
 			if err != nil {
 				return err
@@ -55,7 +59,7 @@ func scoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			inf := model.NewInference(w)
+			inf := model.NewInferenceAt(w, prec)
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetEscapeHTML(false)
 			for n, in := range lines {
@@ -85,6 +89,7 @@ func scoreCmd() *cobra.Command {
 	c.Flags().StringVar(&data, "data", "", "JSON lines with prompt and response")
 	c.Flags().StringVar(&adapter, "adapter", "", "optional LoRA adapter (.safetensors) applied to the model")
 	c.Flags().BoolVar(&eot, "eot", false, "append the end-of-text token to each response")
+	c.Flags().StringVar(&precision, "precision", string(model.Float32), "arithmetic precision: float32 or float64")
 	_ = c.MarkFlagRequired("model")
 	_ = c.MarkFlagRequired("data")
 	return c

@@ -25,6 +25,7 @@ func stageCmd(stage string) *cobra.Command {
 		Short: fmt.Sprintf("Run the %s stage of one phase (what the operator's %s pods run)", stage, stage),
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(cmd.ErrOrStderr(), "bpo %s: %s\n", stage, engineLine())
 			res, err := runStage(stage, f)
 			if err != nil {
 				// The controller shows this message in the run's Failed condition.

@@ -37,9 +37,10 @@ import (
 // There is no Docker engine here, so the Dockerfiles are checked by parsing them and by
 // replaying their builder stage: the files the builder COPYs are copied into a scratch
 // "context", the RUN's exact `go build` command runs there with the stage's ENV, and the
-// binary is checked (static, stripped, runs). The final stage must run a numeric non-root
-// USER and put the binary where the Deployment (`/manager`) and the controller's stage Jobs
-// (`bpo`, on PATH) expect it.
+// binary is checked (stripped, runs; the manager static for distroless, bpo built with cgo for
+// dlopen-ing OpenBLAS on Debian slim). The final stage must run a numeric non-root USER and put
+// the binary where the Deployment (`/manager`) and the controller's stage Jobs (`bpo`, on PATH)
+// expect it.
 
 // distrolessPath is the PATH of gcr.io/distroless images.
 const distrolessPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,9 +53,10 @@ type instruction struct {
 }
 
 type stage struct {
-	name   string
-	from   string // image, global ARGs expanded
-	instrs []instruction
+	name      string
+	from      string   // image, global ARGs expanded
+	fromFlags []string // --platform=... of the FROM line
+	instrs    []instruction
 }
 
 type dockerfile struct {
@@ -119,7 +121,7 @@ func parseDockerfile(t *testing.T, p string) *dockerfile {
 			df.globalArgs[k] = strings.Trim(v, `"`)
 		case in.cmd == "FROM":
 			fields := strings.Fields(in.rest)
-			s := stage{from: expand(fields[0], df.globalArgs)}
+			s := stage{from: expand(fields[0], df.globalArgs), fromFlags: in.flags}
 			if len(fields) == 3 && strings.EqualFold(fields[1], "AS") {
 				s.name = fields[2]
 			}
@@ -348,11 +350,74 @@ func parseGoBuild(t *testing.T, file string, in instruction) goBuild {
 
 type imageSpec struct {
 	file, pkg, binary string
+	// cgo: built with CGO_ENABLED=1 onto a Debian slim base that installs exactly these apt
+	// packages (the shared libraries the binary dlopens); else CGO_ENABLED=0 onto distroless
+	// static (or scratch).
+	cgo      bool
+	packages []string
 }
 
 var images = []imageSpec{
 	{file: "Dockerfile.manager", pkg: "./cmd/manager", binary: "/manager"},
-	{file: "Dockerfile.bpo", pkg: "./cmd/bpo", binary: "/usr/local/bin/bpo"},
+	// trainer/blas dlopens Debian's OpenBLAS (libopenblas.so.0).
+	{file: "Dockerfile.bpo", pkg: "./cmd/bpo", binary: "/usr/local/bin/bpo", cgo: true, packages: []string{"libopenblas0-pthread"}},
+}
+
+func (s imageSpec) cgoEnabled() string {
+	if s.cgo {
+		return "1"
+	}
+	return "0"
+}
+
+// debianRelease is the Debian codename of an image reference: golang:1.26-bookworm and
+// debian:bookworm-slim give "bookworm"; "" when the tag names none.
+func debianRelease(image string) string {
+	_, tag, _ := strings.Cut(path.Base(image), ":")
+	tag, _, _ = strings.Cut(tag, "@")
+	for _, r := range []string{"buster", "bullseye", "bookworm", "trixie", "forky"} {
+		if slices.Contains(strings.Split(tag, "-"), r) {
+			return r
+		}
+	}
+	return ""
+}
+
+// aptInstalls returns the packages that the stage's RUNs `apt-get install`, and whether each such
+// install passes --no-install-recommends and the RUN removes the apt lists afterwards.
+func aptInstalls(t *testing.T, s *stage) (pkgs []string, lean bool) {
+	t.Helper()
+	lean = true
+	for _, in := range s.instrs {
+		if in.cmd != "RUN" || !strings.Contains(in.rest, "apt-get") {
+			continue
+		}
+		for _, cmd := range strings.Split(in.rest, "&&") {
+			words, err := shellWords(strings.TrimSpace(cmd))
+			if err != nil {
+				t.Fatalf("line %d: %v", in.line, err)
+			}
+			for len(words) > 0 && strings.Contains(words[0], "=") { // VAR=value prefixes
+				words = words[1:]
+			}
+			i := slices.Index(words, "install")
+			if len(words) == 0 || words[0] != "apt-get" || i < 0 {
+				continue
+			}
+			if !slices.Contains(words, "--no-install-recommends") {
+				lean = false
+			}
+			for _, w := range words[i+1:] {
+				if !strings.HasPrefix(w, "-") {
+					pkgs = append(pkgs, w)
+				}
+			}
+			if !strings.Contains(in.rest, "rm -rf /var/lib/apt/lists/*") {
+				lean = false
+			}
+		}
+	}
+	return pkgs, lean
 }
 
 // TestDockerfiles checks both Dockerfiles without building them.
@@ -362,12 +427,12 @@ func TestDockerfiles(t *testing.T) {
 		t.Run(spec.file, func(t *testing.T) {
 			t.Parallel()
 			img := analyze(t, spec.file)
-			// Builder: golang 1.26, static, trimmed, stripped.
+			// Builder: golang 1.26, trimmed, stripped; cgo only where the spec says.
 			if !strings.HasPrefix(img.builder.from, "golang:1.26") {
 				t.Errorf("builder FROM %q, want golang:1.26*", img.builder.from)
 			}
-			if img.build.env["CGO_ENABLED"] != "0" || !img.build.trim || !slices.Equal(strings.Fields(img.build.ldflags), []string{"-s", "-w"}) {
-				t.Errorf("go build: env %v trimpath %v ldflags %q; want CGO_ENABLED=0 -trimpath -ldflags \"-s -w\"", img.build.env, img.build.trim, img.build.ldflags)
+			if img.build.env["CGO_ENABLED"] != spec.cgoEnabled() || !img.build.trim || !slices.Equal(strings.Fields(img.build.ldflags), []string{"-s", "-w"}) {
+				t.Errorf("go build: env %v trimpath %v ldflags %q; want CGO_ENABLED=%s -trimpath -ldflags \"-s -w\"", img.build.env, img.build.trim, img.build.ldflags, spec.cgoEnabled())
 			}
 			if img.build.pkg != spec.pkg {
 				t.Errorf("builds %q, want %q", img.build.pkg, spec.pkg)
@@ -375,9 +440,34 @@ func TestDockerfiles(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(repoRoot, spec.pkg, "main.go")); err != nil {
 				t.Errorf("package %s: %v", spec.pkg, err)
 			}
-			// Final stage: distroless static (or scratch), numeric non-root user.
-			if f := img.final.from; f != "scratch" && !(strings.HasPrefix(f, "gcr.io/distroless/static") && strings.Contains(f, "nonroot")) {
-				t.Errorf("final FROM %q, want gcr.io/distroless/static*:nonroot or scratch", f)
+			// Final stage: distroless static (or scratch) for a static binary; for a cgo binary,
+			// Debian slim of the builder's release (the binary needs no newer glibc than the image
+			// has), installing exactly the packages it needs, and a builder that runs on the target
+			// platform (cgo does not cross-compile from $BUILDPLATFORM without a cross toolchain).
+			pkgs, lean := aptInstalls(t, img.final)
+			if !spec.cgo {
+				if f := img.final.from; f != "scratch" && !(strings.HasPrefix(f, "gcr.io/distroless/static") && strings.Contains(f, "nonroot")) {
+					t.Errorf("final FROM %q, want gcr.io/distroless/static*:nonroot or scratch", f)
+				}
+			} else {
+				rel := debianRelease(img.final.from)
+				if !strings.HasPrefix(img.final.from, "debian:") || !strings.Contains(img.final.from, "-slim") || rel == "" {
+					t.Errorf("final FROM %q, want debian:<release>-slim", img.final.from)
+				}
+				if b := debianRelease(img.builder.from); b != rel {
+					t.Errorf("builder FROM %q (Debian %q) and final FROM %q (Debian %q): want the same release, so the cgo binary's glibc matches", img.builder.from, b, img.final.from, rel)
+				}
+				for _, f := range img.builder.fromFlags {
+					if strings.Contains(f, "BUILDPLATFORM") {
+						t.Errorf("builder FROM %s: a cgo build must run on the target platform", f)
+					}
+				}
+				if !lean {
+					t.Errorf("apt-get install without --no-install-recommends or without removing /var/lib/apt/lists")
+				}
+			}
+			if !slices.Equal(pkgs, spec.packages) {
+				t.Errorf("the final stage installs %q, want exactly %q", pkgs, spec.packages)
 			}
 			uid, _, _ := strings.Cut(img.user, ":")
 			if n, err := strconv.Atoi(uid); err != nil || n == 0 {
@@ -405,7 +495,7 @@ func TestDockerfiles(t *testing.T) {
 			}
 			// The builder copies every package of the module that the binary imports.
 			copied := builderCopies(t, img)
-			for _, dir := range moduleDeps(t, spec.pkg) {
+			for _, dir := range moduleDeps(t, spec.pkg, spec.cgoEnabled()) {
 				if !slices.ContainsFunc(copied, func(c string) bool { return dir == c || strings.HasPrefix(dir, c+"/") }) {
 					t.Errorf("%s imports %s, which the builder stage does not COPY (copies %v)", spec.pkg, dir, copied)
 				}
@@ -449,12 +539,12 @@ func builderCopies(t *testing.T, img *image) []string {
 }
 
 // moduleDeps lists the repository folders (relative) of the module packages pkg imports, for
-// linux with cgo off (the image build's settings).
-func moduleDeps(t *testing.T, pkg string) []string {
+// linux with the image build's CGO_ENABLED.
+func moduleDeps(t *testing.T, pkg, cgo string) []string {
 	t.Helper()
 	cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", pkg)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-mod=mod")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo, "GOOS=linux", "GOFLAGS=-mod=mod")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -480,6 +570,10 @@ type builtImage struct {
 	dir  string
 	bin  string
 	err  error
+	// How the binary was built, to build other packages of the replayed context the same way.
+	workdir string
+	env     []string
+	args    []string // go build arguments without -o and the package
 }
 
 // removeBuilds deletes the replayed build contexts (called by TestMain).
@@ -554,6 +648,11 @@ func buildImage(t *testing.T, spec imageSpec) string {
 			return
 		}
 		b.bin = out
+		b.workdir, b.env = workdir, cmd.Env
+		b.args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == img.build.pkg })
+		if i := slices.Index(b.args, "-o"); i >= 0 {
+			b.args = slices.Delete(b.args, i, i+2)
+		}
 	})
 	if b.err != nil {
 		t.Fatal(b.err)
@@ -610,8 +709,10 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// TestImageBuilds replays each builder stage and checks the binary: statically linked (no
-// interpreter, no shared libraries: it runs on distroless static), stripped, and it starts.
+// TestImageBuilds replays each builder stage and checks the binary: stripped, it starts, and it
+// runs on its base image: a static binary (no interpreter, no shared libraries) for distroless
+// static, a cgo binary for Debian slim that needs only glibc (libraries such as OpenBLAS are
+// dlopen-ed, not linked, so the binary starts without them).
 func TestImageBuilds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the image builds")
@@ -626,13 +727,24 @@ func TestImageBuilds(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			for _, p := range f.Progs {
-				if p.Type == elf.PT_INTERP {
+			interp := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+			libs, _ := f.ImportedLibraries()
+			if !spec.cgo {
+				if interp {
 					t.Errorf("%s is dynamically linked (has an ELF interpreter)", bin)
 				}
-			}
-			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
-				t.Errorf("%s needs shared libraries %v", bin, libs)
+				if len(libs) > 0 {
+					t.Errorf("%s needs shared libraries %v", bin, libs)
+				}
+			} else {
+				if !interp {
+					t.Errorf("%s has no ELF interpreter: not a cgo build", bin)
+				}
+				for _, l := range libs {
+					if !slices.Contains([]string{"libc.so.6", "libdl.so.2", "libpthread.so.0", "libm.so.6"}, l) {
+						t.Errorf("%s links %s; want glibc only (OpenBLAS is dlopen-ed at run time)", bin, l)
+					}
+				}
 			}
 			if f.Section(".symtab") != nil {
 				t.Errorf("%s has a symbol table: -ldflags -s did not apply", bin)
@@ -650,6 +762,91 @@ func TestImageBuilds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// blasProbe prints trainer/blas's Backend() and checks one Gemm against a hand computation.
+const blasProbe = `package main
+
+import (
+	"encoding/json"
+	"os"
+
+	"github.com/bpo-dev/bpo/trainer/blas"
+)
+
+func main() {
+	a, b, c := []float32{1, 2, 3, 4}, []float32{5, 6, 7, 8}, make([]float32, 4)
+	blas.Gemm(false, false, 2, 2, 2, 1, a, 2, b, 2, 0, c, 2)
+	if c[0] != 19 || c[1] != 22 || c[2] != 43 || c[3] != 50 {
+		os.Exit(3)
+	}
+	json.NewEncoder(os.Stdout).Encode(blas.Backend())
+}
+`
+
+// TestImageBLASBackend: built the way Dockerfile.bpo builds bpo (same context, env and flags),
+// trainer/blas loads OpenBLAS when the machine has Debian's libopenblas.so.0 (the image installs
+// libopenblas0-pthread; .ci/run installs it too) on fast kernels, and falls back to gonum
+// otherwise and with BPO_BLAS=gonum.
+func TestImageBLASBackend(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs the bpo build")
+	}
+	t.Parallel()
+	spec := images[1]
+	buildImage(t, spec)
+	v, _ := builds.Load(spec.file)
+	b := v.(*builtImage)
+	dir := filepath.Join(b.workdir, "cmd", "blasprobe")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(blasProbe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(b.dir, "out", "blasprobe")
+	cmd := exec.Command("go", append(append(slices.Clone(b.args), "-o", bin), "./cmd/blasprobe")...)
+	cmd.Dir, cmd.Env = b.workdir, b.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build the probe like %s: %v\n%s", spec.file, err, out)
+	}
+	type info struct{ Name, Library, CoreType, Reason string }
+	probe := func(env ...string) info {
+		t.Helper()
+		cmd := exec.Command(bin)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool {
+			return strings.HasPrefix(e, "BPO_BLAS=") || strings.HasPrefix(e, "OPENBLAS_")
+		}), env...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("probe %v: %v\n%s", env, err, stderr.String())
+		}
+		var i info
+		if err := json.Unmarshal(out, &i); err != nil {
+			t.Fatalf("probe output %q: %v", out, err)
+		}
+		return i
+	}
+	if i := probe("BPO_BLAS=gonum"); i.Name != "gonum" {
+		t.Errorf("BPO_BLAS=gonum: backend %+v", i)
+	}
+	got := probe()
+	ldconfig, _ := exec.Command("ldconfig", "-p").Output()
+	if !bytes.Contains(ldconfig, []byte("libopenblas.so.0")) {
+		if got.Name != "gonum" {
+			t.Errorf("no libopenblas.so.0 here, yet the backend is %+v", got)
+		}
+		t.Skipf("no libopenblas.so.0 on this machine (apt-get install libopenblas0-pthread): backend %+v", got)
+	}
+	if got.Name != "openblas" || got.Library == "" || got.CoreType == "" {
+		t.Fatalf("libopenblas.so.0 is installed, but the backend is %+v", got)
+	}
+	if strings.Contains(got.Reason, "SLOW") {
+		t.Errorf("OpenBLAS runs generic kernels: %+v", got)
+	}
+	t.Logf("backend %+v", got)
 }
 
 // TestChartFlagsExist: every flag the chart can pass to the manager exists in the binary built
@@ -744,7 +941,7 @@ func TestBuiltinModelsEmbedded(t *testing.T) {
 	t.Parallel()
 	cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,EmbedPatterns,EmbedFiles", "./cmd/bpo")
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-mod=mod")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED="+images[1].cgoEnabled(), "GOOS=linux", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)

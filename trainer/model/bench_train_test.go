@@ -147,7 +147,7 @@ func BenchmarkEmbedding(b *testing.B) {
 			wpe := G.NewMatrix(g, tensor.Float64, G.WithShape(T, d), G.WithName("wpe"), G.WithValue(grDenseOf(wpeT)))
 			tok := G.NewVector(g, tensor.Float64, G.WithShape(N), G.WithName("tok"),
 				G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(idsF))))
-			return G.Must(grEmbedAtOp(wte, wpe, tok, nil, T))
+			return G.Must(grEmbedAtOp[float64](wte, wpe, tok, nil, T))
 		})
 	})
 }

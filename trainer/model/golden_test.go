@@ -85,7 +85,7 @@ func TestGoldenTrainingGraph(t *testing.T) {
 	}
 
 	// log-probs
-	scorer, err := NewTrainer(base, ad.Rank, 2*P, seqLen, Objective{})
+	scorer, err := NewTrainer(base, ad.Rank, 2*P, seqLen, Objective{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestGoldenTrainingGraph(t *testing.T) {
 	}{
 		{"dpo", "DPO", "dpo", false}, {"ipo", "IPO", "ipo", true}, {"ipo_sum", "IPO", "", false}, {"slic", "SLiC", "slic", false},
 	} {
-		tr, err := NewTrainer(base, ad.Rank, 2*P, seqLen, Objective{Loss: grTestLoss(lc.kind, gold.Beta), LengthNormalize: lc.lenNorm})
+		tr, err := NewTrainer(base, ad.Rank, 2*P, seqLen, Objective{Loss: grTestLoss(lc.kind, gold.Beta), LengthNormalize: lc.lenNorm, Precision: Float64})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,9 @@ func TestGradCheckEmbedding(t *testing.T) {
 		{"wte", grRnd(rng, 0.5, grGCV, grGCD), true},
 		{"wpe", grRnd(rng, 0.5, grGCT+2, grGCD), true},
 		{"tokens", tok, false},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedAtOp(in[0], in[1], in[2], nil, grGCT) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
+		return grEmbedAtOp[float64](in[0], in[1], in[2], nil, grGCT)
+	})
 	grCheckBound(t, "embedding lookup", e, n)
 }
 
@@ -69,7 +71,7 @@ func TestGradCheckAttention(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 1))
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"qkv", grRnd(rng, 1, grGCB*grGCT, 3*grGCD), true}},
 		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
-			return grCausalAttentionOp(in[0], nil, grGCB, grGCT, grGCD, grGCH)
+			return grCausalAttentionOp[float64](in[0], nil, grGCB, grGCT, grGCD, grGCH)
 		})
 	grCheckBound(t, "causal attention", e, n)
 }
@@ -77,12 +79,12 @@ func TestGradCheckAttention(t *testing.T) {
 func TestGradCheckGELU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 1))
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"x", grRnd(rng, 2, grGCB*grGCT, 4*grGCD), true}},
-		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grGeluOp(in[0]) })
+		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grGeluOp[float64](in[0]) })
 	grCheckBound(t, "GELU (tanh)", e, n)
 }
 
-func grLoraCase(rng *rand.Rand, in, out, r int, scale *float64) *grLoraParams {
-	return &grLoraParams{W: grRandTensor(rng, 0.5, in, out).Data, Bias: grRandTensor(rng, 0.5, out).Data, In: in, Out: out, Rank: r, Scale: scale}
+func grLoraCase(rng *rand.Rand, in, out, r int, scale *float64) *grLoraParams[float64] {
+	return &grLoraParams[float64]{W: grRandTensor(rng, 0.5, in, out).Data, Bias: grRandTensor(rng, 0.5, out).Data, In: in, Out: out, Rank: r, Scale: scale}
 }
 
 func TestGradCheckLoRALinear(t *testing.T) {
@@ -94,7 +96,9 @@ func TestGradCheckLoRALinear(t *testing.T) {
 		{"x", grRnd(rng, 1, grGCB*grGCT, grGCD), true},
 		{"A", grRnd(rng, 0.5, grGCD, r), true},
 		{"B", grRnd(rng, 0.5, r, 3*grGCD), true},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grLoraLinearOp(in[0], in[1], in[2], p) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
+		return grLoraLinearOp[float64](in[0], in[1], in[2], p)
+	})
 	grCheckBound(t, "LoRA linear", e, n)
 }
 
@@ -110,14 +114,14 @@ func TestGradCheckMLP(t *testing.T) {
 		{"proj.A", grRnd(rng, 0.5, 4*grGCD, r), true},
 		{"proj.B", grRnd(rng, 0.5, r, grGCD), true},
 	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
-		h, err := grLoraLinearOp(in[0], in[1], in[2], fc)
+		h, err := grLoraLinearOp[float64](in[0], in[1], in[2], fc)
 		if err != nil {
 			return nil, err
 		}
-		if h, err = grGeluOp(h); err != nil {
+		if h, err = grGeluOp[float64](h); err != nil {
 			return nil, err
 		}
-		return grLoraLinearOp(h, in[3], in[4], proj)
+		return grLoraLinearOp[float64](h, in[3], in[4], proj)
 	})
 	grCheckBound(t, "MLP (LoRA c_fc → GELU → LoRA c_proj)", e, n)
 }
@@ -125,7 +129,7 @@ func TestGradCheckMLP(t *testing.T) {
 func TestGradCheckTiedLogits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 1))
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"x", grRnd(rng, 1, grGCB*grGCT, grGCD), true}, {"wte", grRnd(rng, 1, grGCV, grGCD), false}},
-		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grTiedLogitsOp(in[0], in[1]) })
+		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grTiedLogitsOp[float64](in[0], in[1]) })
 	grCheckBound(t, "tied output projection", e, n)
 }
 
@@ -136,7 +140,9 @@ func TestGradCheckLogSoftmaxGather(t *testing.T) {
 	lg := grRnd(rng, 3, N, grGCV)
 	lg.Data().([]float64)[5] += 40 // a dominant logit: the max-subtracted form must stay exact
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"logits", lg, true}, {"targets", tgt, false}, {"mask", w, false}},
-		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grSeqLogProbOp(in[0], in[1], in[2], grGCB) })
+		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
+			return grSeqLogProbOp[float64](in[0], in[1], in[2], grGCB)
+		})
 	grCheckBound(t, "log-softmax + masked gather", e, n)
 }
 
@@ -165,7 +171,7 @@ func TestGradCheckModel(t *testing.T) {
 			const r = 2
 			ad := grRandomAdapter(rng, cfg, r, 4, 0.3)
 			batch := grRandomBatch(rng, cfg, grGCB, grGCT)
-			tr, err := NewTrainer(base, r, grGCB, grGCT, Objective{Loss: grTestLoss(tc.kind, 0.1), LengthNormalize: tc.lenNorm})
+			tr, err := NewTrainer(base, r, grGCB, grGCT, Objective{Loss: grTestLoss(tc.kind, 0.1), LengthNormalize: tc.lenNorm, Precision: Float64})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,17 +1,19 @@
 package model
 
 // The training graph: a GPT-2 decoder with LoRA on attn.c_attn, attn.c_proj, mlp.c_fc and
-// mlp.c_proj, as a float64 gorgonia graph built once per (config, rank, batch, seqLen) and run by
-// two precompiled TapeMachines (forward only; forward+backward).
+// mlp.c_proj, as a gorgonia graph in the Objective's Precision (float32 by default, float64 for
+// checks) built once per (config, rank, batch, seqLen) and run by two precompiled TapeMachines
+// (forward only; forward+backward).
 //
 // Layout: activations are [N, d] with N = batch·seqLen (row b·seqLen+t); linears are single
 // [N,in]·[in,out] GEMMs; attention runs per (sequence, head) on [T,T] score blocks with the causal
 // mask applied as -Inf (probability exactly 0) above the diagonal; the output projection is tied
 // to wte. Base weights are constants captured by the ops (never differentiated); the adapter
 // tensors are graph inputs whose values are copied in per call; reference log-probs are inputs.
-// Layers are fused gorgonia ops (graph_ops.go) whose gradients are checked against finite
+// Layers are fused gorgonia ops (graph_op_*.go, one per layer) over the kernels of
+// trainer/model/kernels (the ones inference runs too), whose gradients are checked against finite
 // differences layer by layer and end to end (gradcheck_test.go) and against an independent
-// PyTorch GPT-2 (golden_test.go).
+// PyTorch GPT-2 (golden_test.go); float32 against float64 in precision_test.go.
 //
 // gorgonia v0.9.18 defects met here (probed in graph_gorgonia_test.go) and how this file avoids
 // them:
@@ -33,6 +35,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // Batch is a padded batch of token sequences.
@@ -104,6 +108,7 @@ type Trainer struct {
 	rank            int
 	batch, seqLen   int
 	lengthNormalize bool
+	precision       Precision
 	scale           float64 // alpha/r of the adapter bound by the current call, 0 = base model
 
 	g *G.ExprGraph
@@ -139,30 +144,49 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	if objective.Loss != nil && batch%2 != 0 {
 		return nil, fmt.Errorf("model: a preference batch needs an even number of sequences, got %d", batch)
 	}
+	if err := objective.Precision.Validate(); err != nil {
+		return nil, err
+	}
+	tr := &Trainer{cfg: cfg, rank: rank, batch: batch, seqLen: seqLen, lengthNormalize: objective.LengthNormalize,
+		precision: objective.Precision.orDefault()}
+	var err error
+	if tr.precision == Float64 {
+		err = buildTrainer[float64](tr, base, objective)
+	} else {
+		err = buildTrainer[float32](tr, base, objective)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+// buildTrainer builds the preference graph in precision F.
+func buildTrainer[F kernels.Float](tr *Trainer, base *Weights, objective Objective) error {
+	batch, seqLen, rank := tr.batch, tr.seqLen, tr.rank
 	N := batch * seqLen
-	tr := &Trainer{cfg: cfg, rank: rank, batch: batch, seqLen: seqLen, lengthNormalize: objective.LengthNormalize}
-	gb := grNewBuilder(base, "base weights", false, rank, &tr.scale)
+	gb := grNewBuilder[F](base, "base weights", false, rank, &tr.scale)
 	tr.g = gb.g
 	tr.grBatchInputs = gb.batchInputs(N, "response_mask")
 	x, wte, err := gb.decoder(tr.tok, nil, nil, batch, seqLen, gb.frozenLayerNorm, gb.loraLinear)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tr.grTrained = gb.grTrained
-	if tr.logits, err = grTiedLogitsOp(x, wte); err != nil {
-		return nil, err
+	if tr.logits, err = grTiedLogitsOp[F](x, wte); err != nil {
+		return err
 	}
-	if tr.sums, err = grSeqLogProbOp(tr.logits, tr.tgt, tr.wt, batch); err != nil {
-		return nil, err
+	if tr.sums, err = grSeqLogProbOp[F](tr.logits, tr.tgt, tr.wt, batch); err != nil {
+		return err
 	}
 
 	fwdIn := append(G.Nodes{tr.tok, tr.tgt, tr.wt}, gb.inputs...) // wte, wpe, the adapter
 	if tr.fwdVM, err = grCompileVM(tr.g, fwdIn, G.Nodes{tr.logits, tr.sums}, "forward"); err != nil {
-		return nil, err
+		return err
 	}
 
 	if objective.Loss == nil {
-		return tr, nil
+		return nil
 	}
 	P := batch / 2
 	tr.ref, tr.refV = gb.vec("reference_logps", batch)
@@ -170,33 +194,33 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	pol := tr.sums
 	if objective.LengthNormalize {
 		if pol, err = grPerTokenOp(tr.sums, tr.cnt); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	pc, err := grRangeOp(pol, 0, P)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pr, err := grRangeOp(pol, P, 2*P)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rc, err := grRangeOp(tr.ref, 0, P)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rr, err := grRangeOp(tr.ref, P, 2*P)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if tr.loss, err = objective.Loss(pc, pr, rc, rr); err != nil {
-		return nil, fmt.Errorf("model: building the loss: %w", err)
+		return fmt.Errorf("model: building the loss: %w", err)
 	}
 	if !tr.loss.IsScalar() {
-		return nil, fmt.Errorf("model: the loss must be a scalar, got shape %v", tr.loss.Shape())
+		return fmt.Errorf("model: the loss must be a scalar, got shape %v", tr.loss.Shape())
 	}
 	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
-		return nil, fmt.Errorf("model: differentiating the loss: %w", err)
+		return fmt.Errorf("model: differentiating the loss: %w", err)
 	}
 	trainIn := append(append(G.Nodes{}, fwdIn...), tr.ref)
 	if objective.LengthNormalize {
@@ -204,9 +228,9 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	}
 	outs := append(G.Nodes{tr.loss, tr.sums}, tr.grads...)
 	if tr.trainVM, err = grCompileVM(tr.g, trainIn, outs, "training"); err != nil {
-		return nil, err
+		return err
 	}
-	return tr, nil
+	return nil
 }
 
 // AdapterNames returns the names of the adapter tensors the graph trains, sorted.
@@ -271,7 +295,7 @@ func (t *Trainer) Logits(a *Adapter, b Batch) (*Tensor, error) {
 		return nil, fmt.Errorf("model: forward pass: %w", err)
 	}
 	out := NewTensor(t.batch, t.seqLen, t.cfg.VocabSize)
-	copy(out.Data, grF64s(t.logits.Value().(*tensor.Dense)))
+	grTo64(out.Data, t.logits.Value().(*tensor.Dense))
 	return out, nil
 }
 

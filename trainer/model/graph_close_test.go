@@ -29,7 +29,7 @@ func TestTrainersAreCollected(t *testing.T) {
 		return ms.HeapAlloc
 	}
 	build := func() uint64 {
-		tr, err := NewTrainer(base, 4, 2*P, 60, Objective{Loss: grTestLoss("DPO", 0.1)})
+		tr, err := NewTrainer(base, 4, 2*P, 60, Objective{Loss: grTestLoss("DPO", 0.1), Precision: Float64})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // grNewVM wraps G.NewTapeMachine. gorgonia sets a finalizer on every tape machine (to release
@@ -37,10 +39,10 @@ func grCheckGraph(cfg Config, batch, seqLen int) error {
 	return nil
 }
 
-// grBuilder builds either trainer's graph over weights w: the per-call data vectors, the base
-// tensors that are graph inputs and the adapter tensors, collecting the inputs (after the data
-// vectors, in graph order) and the trained tensors.
-type grBuilder struct {
+// grBuilder builds either trainer's graph over weights w in precision F: the per-call data vectors,
+// the base tensors that are graph inputs and the adapter tensors, collecting the inputs (after the
+// data vectors, in graph order) and the trained tensors.
+type grBuilder[F kernels.Float] struct {
 	grTrained
 	g         *G.ExprGraph
 	w         *Weights
@@ -50,10 +52,20 @@ type grBuilder struct {
 	scale     *float64 // alpha/r of the bound adapter, read by the LoRA ops at run time
 	adapter   map[string][]int
 	inputs    G.Nodes
+	// syncs are the graph inputs that hold float32 copies of float64 base tensors: bound again
+	// from the master copy before every run (full-parameter training updates the master).
+	syncs []grSync
 }
 
-func grNewBuilder(w *Weights, what string, trainBase bool, rank int, scale *float64) *grBuilder {
-	b := &grBuilder{g: G.NewGraph(), w: w, what: what, trainBase: trainBase, rank: rank, scale: scale}
+// grSync is a graph input whose value is a converted copy of a base tensor.
+type grSync struct {
+	name   string
+	master *Tensor
+	value  *tensor.Dense
+}
+
+func grNewBuilder[F kernels.Float](w *Weights, what string, trainBase bool, rank int, scale *float64) *grBuilder[F] {
+	b := &grBuilder[F]{g: G.NewGraph(), w: w, what: what, trainBase: trainBase, rank: rank, scale: scale}
 	if rank > 0 {
 		b.adapter = w.Config.AdapterShapes(rank)
 	}
@@ -61,13 +73,13 @@ func grNewBuilder(w *Weights, what string, trainBase bool, rank int, scale *floa
 }
 
 // vec adds a float64 data vector of n elements whose value is filled per call.
-func (b *grBuilder) vec(name string, n int) (*G.Node, *tensor.Dense) {
+func (b *grBuilder[F]) vec(name string, n int) (*G.Node, *tensor.Dense) {
 	v := tensor.New(tensor.WithShape(n), tensor.Of(tensor.Float64))
 	return G.NewVector(b.g, tensor.Float64, G.WithShape(n), G.WithName(name), G.WithValue(v)), v
 }
 
-// weight returns the base tensor name, checking its shape.
-func (b *grBuilder) weight(name string, shape ...int) (*Tensor, error) {
+// tensor returns the base tensor name, checking its shape.
+func (b *grBuilder[F]) tensor(name string, shape ...int) (*Tensor, error) {
 	t, ok := b.w.Tensors[name]
 	if !ok {
 		return nil, fmt.Errorf("model: %s lack %q", b.what, name)
@@ -78,14 +90,40 @@ func (b *grBuilder) weight(name string, shape ...int) (*Tensor, error) {
 	return t, nil
 }
 
-// input makes the base tensor name a graph input viewing its data (trained when trainBase).
-func (b *grBuilder) input(name string, shape ...int) (*G.Node, error) {
-	t, err := b.weight(name, shape...)
+// weight returns the frozen base tensor name in precision F: a view in float64, a copy in float32.
+func (b *grBuilder[F]) weight(name string, shape ...int) ([]F, error) {
+	t, err := b.tensor(name, shape...)
 	if err != nil {
 		return nil, err
 	}
-	v := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(t.Data))
-	n := G.NewTensor(b.g, tensor.Float64, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(v))
+	return grAs[F](t.Data), nil
+}
+
+// grAs returns src as []F: src itself for float64, a converted copy for float32.
+func grAs[F kernels.Float](src []float64) []F {
+	if v, ok := any(src).([]F); ok {
+		return v
+	}
+	out := make([]F, len(src))
+	for i, x := range src {
+		out[i] = F(x)
+	}
+	return out
+}
+
+// input makes the base tensor name a graph input (trained when trainBase). In float64 its value
+// views the tensor's data; in float32 it is a copy, refreshed from the tensor before every run.
+func (b *grBuilder[F]) input(name string, shape ...int) (*G.Node, error) {
+	t, err := b.tensor(name, shape...)
+	if err != nil {
+		return nil, err
+	}
+	data := grAs[F](t.Data)
+	v := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
+	if _, view := any(t.Data).([]F); !view {
+		b.syncs = append(b.syncs, grSync{name: name, master: t, value: v})
+	}
+	n := G.NewTensor(b.g, grDtype[F](), len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(v))
 	b.inputs = append(b.inputs, n)
 	if b.trainBase {
 		b.add(name, n, v)
@@ -94,17 +132,17 @@ func (b *grBuilder) input(name string, shape ...int) (*G.Node, error) {
 }
 
 // adapterParam adds the trained adapter tensor name (its value is bound per call).
-func (b *grBuilder) adapterParam(name string) *G.Node {
+func (b *grBuilder[F]) adapterParam(name string) *G.Node {
 	s := b.adapter[name]
-	v := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float64))
-	n := G.NewMatrix(b.g, tensor.Float64, G.WithShape(s...), G.WithName(name), G.WithValue(v))
+	v := tensor.New(tensor.WithShape(s...), tensor.Of(grDtype[F]()))
+	n := G.NewMatrix(b.g, grDtype[F](), G.WithShape(s...), G.WithName(name), G.WithValue(v))
 	b.inputs = append(b.inputs, n)
 	b.add(name, n, v)
 	return n
 }
 
 // frozenLayerNorm is a LayerNorm whose gain and bias are frozen base tensors.
-func (b *grBuilder) frozenLayerNorm(x *G.Node, prefix string) (*G.Node, error) {
+func (b *grBuilder[F]) frozenLayerNorm(x *G.Node, prefix string) (*G.Node, error) {
 	d := b.w.Config.NEmbd
 	gw, err := b.weight(prefix+".weight", d)
 	if err != nil {
@@ -114,11 +152,11 @@ func (b *grBuilder) frozenLayerNorm(x *G.Node, prefix string) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return grLayerNormOp(x, gw.Data, gb.Data, b.w.Config.LayerNormEpsilon)
+	return grLayerNormOp(x, gw, gb, b.w.Config.LayerNormEpsilon)
 }
 
 // loraLinear is a frozen base Conv1D plus the trained LoRA adapter of rank b.rank.
-func (b *grBuilder) loraLinear(x *G.Node, prefix string, in, out int) (*G.Node, error) {
+func (b *grBuilder[F]) loraLinear(x *G.Node, prefix string, in, out int) (*G.Node, error) {
 	W, err := b.weight(prefix+".weight", in, out)
 	if err != nil {
 		return nil, err
@@ -128,7 +166,7 @@ func (b *grBuilder) loraLinear(x *G.Node, prefix string, in, out int) (*G.Node, 
 		return nil, err
 	}
 	A, B := b.adapterParam(prefix+".lora_A"), b.adapterParam(prefix+".lora_B")
-	return grLoraLinearOp(x, A, B, &grLoraParams{W: W.Data, Bias: bias.Data, In: in, Out: out, Rank: b.rank, Scale: b.scale})
+	return grLoraLinearOp(x, A, B, &grLoraParams[F]{W: W, Bias: bias, In: in, Out: out, Rank: b.rank, Scale: b.scale})
 }
 
 // decoder builds the GPT-2 decoder on the token ids tok: wte and wpe as graph inputs, the
@@ -136,7 +174,7 @@ func (b *grBuilder) loraLinear(x *G.Node, prefix string, in, out int) (*G.Node, 
 // attention (confined to documents by start when not nil) and the final LayerNorm. The two
 // trainers differ only in how a LayerNorm and a Conv1D projection are built (frozen base + LoRA,
 // or full parameters). It returns the hidden states and wte, for the tied output projection.
-func (b *grBuilder) decoder(tok, pos, start *G.Node, batch, T int,
+func (b *grBuilder[F]) decoder(tok, pos, start *G.Node, batch, T int,
 	ln func(x *G.Node, prefix string) (*G.Node, error),
 	linear func(x *G.Node, prefix string, in, out int) (*G.Node, error),
 ) (x, wte *G.Node, err error) {
@@ -149,7 +187,7 @@ func (b *grBuilder) decoder(tok, pos, start *G.Node, batch, T int,
 	if err != nil {
 		return nil, nil, err
 	}
-	if x, err = grEmbedAtOp(wte, wpe, tok, pos, T); err != nil {
+	if x, err = grEmbedAtOp[F](wte, wpe, tok, pos, T); err != nil {
 		return nil, nil, err
 	}
 	for l := 0; l < cfg.NLayer; l++ {
@@ -161,7 +199,7 @@ func (b *grBuilder) decoder(tok, pos, start *G.Node, batch, T int,
 		if a, err = linear(a, p+"attn.c_attn", d, 3*d); err != nil {
 			return nil, nil, err
 		}
-		if a, err = grCausalAttentionOp(a, start, batch, T, d, cfg.NHead); err != nil {
+		if a, err = grCausalAttentionOp[F](a, start, batch, T, d, cfg.NHead); err != nil {
 			return nil, nil, err
 		}
 		if a, err = linear(a, p+"attn.c_proj", d, d); err != nil {
@@ -177,7 +215,7 @@ func (b *grBuilder) decoder(tok, pos, start *G.Node, batch, T int,
 		if m, err = linear(m, p+"mlp.c_fc", d, 4*d); err != nil {
 			return nil, nil, err
 		}
-		if m, err = grGeluOp(m); err != nil {
+		if m, err = grGeluOp[F](m); err != nil {
 			return nil, nil, err
 		}
 		if m, err = linear(m, p+"mlp.c_proj", 4*d, d); err != nil {
@@ -218,7 +256,7 @@ func (p *grTrained) copyAdapter(a *Adapter, rank int) (float64, error) {
 		if !slices.Equal(src.Shape, dst.Shape()) || len(src.Data) != dst.Size() {
 			return 0, fmt.Errorf("model: adapter %s has shape %v, want %v", name, src.Shape, []int(dst.Shape()))
 		}
-		copy(grF64s(dst), src.Data)
+		grSetFrom64(dst, src.Data)
 	}
 	return a.Scale(), nil
 }
@@ -228,8 +266,7 @@ func (p *grTrained) gradTensors(grads []*G.Node) map[string]*Tensor {
 	out := make(map[string]*Tensor, len(p.names))
 	for i, name := range p.names {
 		gv := grads[i].Value().(*tensor.Dense)
-		gt := &Tensor{Shape: append([]int(nil), p.paramV[i].Shape()...), Data: make([]float64, gv.Size())}
-		copy(gt.Data, grF64s(gv))
+		gt := &Tensor{Shape: append([]int(nil), p.paramV[i].Shape()...), Data: grTo64(nil, gv)}
 		out[name] = gt
 	}
 	return out
@@ -242,7 +279,7 @@ type grBatchInputs struct {
 	tokV, tgtV, wtV *tensor.Dense
 }
 
-func (b *grBuilder) batchInputs(N int, weightName string) grBatchInputs {
+func (b *grBuilder[F]) batchInputs(N int, weightName string) grBatchInputs {
 	var in grBatchInputs
 	in.tok, in.tokV = b.vec("tokens", N)
 	in.tgt, in.tgtV = b.vec("targets", N)
@@ -309,6 +346,47 @@ func grRunVM(vm G.VM) error {
 	err := vm.RunAll()
 	vm.Reset()
 	return err
+}
+
+// grSetFrom64 copies float64 values into a float32 or float64 dense tensor.
+func grSetFrom64(dst *tensor.Dense, src []float64) {
+	switch d := dst.Data().(type) {
+	case []float64:
+		copy(d, src)
+	case []float32:
+		for i, v := range src[:len(d)] {
+			d[i] = float32(v)
+		}
+	default:
+		panic(fmt.Sprintf("model: tensor of dtype %v", dst.Dtype()))
+	}
+}
+
+// grTo64 returns a float32 or float64 dense tensor's values as float64 (into dst when it is large
+// enough, else a new slice).
+func grTo64(dst []float64, src *tensor.Dense) []float64 {
+	if cap(dst) < src.Size() {
+		dst = make([]float64, src.Size())
+	}
+	dst = dst[:src.Size()]
+	switch d := src.Data().(type) {
+	case []float64:
+		copy(dst, d)
+	case []float32:
+		for i, v := range d {
+			dst[i] = float64(v)
+		}
+	default:
+		panic(fmt.Sprintf("model: tensor of dtype %v", src.Dtype()))
+	}
+	return dst
+}
+
+// sync copies the master copies into the graph's float32 inputs (no-op in float64).
+func grSyncInputs(syncs []grSync) {
+	for _, s := range syncs {
+		grSetFrom64(s.value, s.master.Data)
+	}
 }
 
 func grScalarValue(v G.Value) float64 {

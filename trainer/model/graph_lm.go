@@ -9,9 +9,10 @@ package model
 //   - LoRA (NewLoRALMTrainer): the base is frozen exactly as in the preference graph (the same
 //     fused ops) and only an Adapter's tensors get gradients, for SFT adapters.
 //
-// The preference graph (graph.go) is untouched: the full-parameter mode uses the variants in
-// graph_lm_ops.go (LayerNorm, Conv1D and tied projection with weight inputs) and the shared
-// embedding, attention and GELU ops, whose gradients it already has.
+// The full-parameter mode uses the op variants with weight inputs (grLayerNormFullOp,
+// grLinearFullOp, grTiedLogitsFullOp) and the shared embedding, attention and GELU ops. In float32
+// the graph's weight inputs are converted copies of the float64 weights, refreshed before every
+// call, so an optimizer keeps updating the weights' own (master) data in place.
 
 import (
 	"errors"
@@ -20,6 +21,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // LMStepOutput is the result of one LMTrainer forward+backward pass.
@@ -53,6 +56,8 @@ type LMTrainer struct {
 	rank          int
 	batch, seqLen int
 	scale         float64 // LoRA mode: alpha/r of the bound adapter, 0 = base model
+	precision     Precision
+	syncs         []grSync // float32: graph inputs refreshed from the weights before every run
 
 	g *G.ExprGraph
 	grBatchInputs
@@ -90,17 +95,36 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 	if err := grCheckGraph(cfg, batch, seqLen); err != nil {
 		return nil, err
 	}
-	d, N := cfg.NEmbd, batch*seqLen
-	tr := &LMTrainer{cfg: cfg, packed: opt.Packed, full: full, rank: rank, batch: batch, seqLen: seqLen}
+	if err := opt.Precision.Validate(); err != nil {
+		return nil, err
+	}
+	tr := &LMTrainer{cfg: cfg, packed: opt.Packed, full: full, rank: rank, batch: batch, seqLen: seqLen,
+		precision: opt.Precision.orDefault()}
 	if full {
 		tr.weights = w
 	}
-	gb := grNewBuilder(w, "weights", full, rank, &tr.scale)
+	var err error
+	if tr.precision == Float64 {
+		err = buildLMTrainer[float64](tr, w)
+	} else {
+		err = buildLMTrainer[float32](tr, w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
+
+// buildLMTrainer builds the language-model graph in precision F.
+func buildLMTrainer[F kernels.Float](tr *LMTrainer, w *Weights) error {
+	cfg, full, batch, seqLen := tr.cfg, tr.full, tr.batch, tr.seqLen
+	d, N := cfg.NEmbd, batch*seqLen
+	gb := grNewBuilder[F](w, "weights", full, tr.rank, &tr.scale)
 	tr.g = gb.g
 	tr.grBatchInputs = gb.batchInputs(N, "loss_mask")
 	var pos, start *G.Node // nil unless packed
 	dataIn := G.Nodes{tr.tok, tr.tgt, tr.wt}
-	if opt.Packed {
+	if tr.packed {
 		pos, tr.posV = gb.vec("positions", N)
 		start, tr.startV = gb.vec("document_starts", N)
 		dataIn = append(dataIn, pos, start)
@@ -117,7 +141,7 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 			if err != nil {
 				return nil, err
 			}
-			return grLayerNormFullOp(x, gn, bn, cfg.LayerNormEpsilon)
+			return grLayerNormFullOp[F](x, gn, bn, cfg.LayerNormEpsilon)
 		}
 		linear = func(x *G.Node, prefix string, in, out int) (*G.Node, error) {
 			wn, err := gb.input(prefix+".weight", in, out)
@@ -128,43 +152,44 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 			if err != nil {
 				return nil, err
 			}
-			return grLinearFullOp(x, wn, bn)
+			return grLinearFullOp[F](x, wn, bn)
 		}
 	}
 	x, wte, err := gb.decoder(tr.tok, pos, start, batch, seqLen, ln, linear)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tr.grTrained = gb.grTrained
+	tr.syncs = gb.syncs
 	var logits *G.Node
 	if full {
-		logits, err = grTiedLogitsFullOp(x, wte)
+		logits, err = grTiedLogitsFullOp[F](x, wte)
 	} else {
-		logits, err = grTiedLogitsOp(x, wte)
+		logits, err = grTiedLogitsOp[F](x, wte)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if tr.loss, err = grLMLossOp(logits, tr.tgt, tr.wt); err != nil {
-		return nil, err
+	if tr.loss, err = grLMLossOp[F](logits, tr.tgt, tr.wt); err != nil {
+		return err
 	}
 	if full {
 		if err := checkAllParams(cfg, tr.names); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
 	allIn := append(dataIn, gb.inputs...)
 	if tr.fwdVM, err = grCompileVM(tr.g, allIn, G.Nodes{tr.loss}, "LM forward"); err != nil {
-		return nil, err
+		return err
 	}
 	if tr.grads, err = G.Grad(tr.loss, tr.params...); err != nil {
-		return nil, fmt.Errorf("model: differentiating the LM loss: %w", err)
+		return fmt.Errorf("model: differentiating the LM loss: %w", err)
 	}
 	if tr.trainVM, err = grCompileVM(tr.g, allIn, append(G.Nodes{tr.loss}, tr.grads...), "LM training"); err != nil {
-		return nil, err
+		return err
 	}
-	return tr, nil
+	return nil
 }
 
 // checkAllParams reports a base tensor the full-parameter graph does not train.
@@ -196,16 +221,30 @@ func (t *LMTrainer) ParamNames() []string {
 }
 
 // Params returns the trained base tensors' data by name (full mode; nil in LoRA mode): the
-// slices the graph reads, for an optimizer to update in place.
+// weights' own float64 slices, for an optimizer to update in place. The graph reads them at every
+// call (in float32, by converting them into its inputs first).
 func (t *LMTrainer) Params() map[string][]float64 {
 	if !t.full {
 		return nil
 	}
 	out := make(map[string][]float64, len(t.names))
-	for i, n := range t.names {
-		out[n] = grF64s(t.paramV[i])
+	for _, n := range t.names {
+		out[n] = t.weights.Tensors[n].Data
 	}
 	return out
+}
+
+// master returns the float64 slice the graph input i was built from.
+func (t *LMTrainer) master(i int) []float64 {
+	if v, ok := t.paramV[i].Data().([]float64); ok {
+		return v
+	}
+	for _, s := range t.syncs {
+		if s.value == t.paramV[i] {
+			return s.master.Data
+		}
+	}
+	return nil
 }
 
 func (t *LMTrainer) bind(a *Adapter, b Batch) error {
@@ -215,10 +254,11 @@ func (t *LMTrainer) bind(a *Adapter, b Batch) error {
 		}
 		for i, name := range t.names {
 			// The weights must still be the tensors the graph views.
-			if tt := t.weights.Tensors[name]; tt == nil || len(tt.Data) == 0 || &tt.Data[0] != &grF64s(t.paramV[i])[0] {
+			if tt, m := t.weights.Tensors[name], t.master(i); tt == nil || len(tt.Data) == 0 || len(m) == 0 || &tt.Data[0] != &m[0] {
 				return fmt.Errorf("model: weights tensor %q was replaced after NewLMTrainer; update it in place", name)
 			}
 		}
+		grSyncInputs(t.syncs)
 	} else if a == nil {
 		t.scale = 0
 	} else {

@@ -25,7 +25,9 @@ func TestGradCheckLayerNormFull(t *testing.T) {
 		{"x", grRnd(rng, 1, grGCB*grGCT, grGCD), true},
 		{"gain", gain, true},
 		{"bias", grRnd(rng, 0.5, grGCD), true},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grLayerNormFullOp(in[0], in[1], in[2], 1e-5) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
+		return grLayerNormFullOp[float64](in[0], in[1], in[2], 1e-5)
+	})
 	grCheckBound(t, "LayerNorm (trainable gain, bias)", e, n)
 }
 
@@ -35,7 +37,7 @@ func TestGradCheckLinearFull(t *testing.T) {
 		{"x", grRnd(rng, 1, grGCB*grGCT, grGCD), true},
 		{"W", grRnd(rng, 0.5, grGCD, 3*grGCD), true},
 		{"b", grRnd(rng, 0.5, 3*grGCD), true},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grLinearFullOp(in[0], in[1], in[2]) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grLinearFullOp[float64](in[0], in[1], in[2]) })
 	grCheckBound(t, "Conv1D (trainable W, b)", e, n)
 }
 
@@ -44,7 +46,7 @@ func TestGradCheckTiedLogitsFull(t *testing.T) {
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{
 		{"x", grRnd(rng, 1, grGCB*grGCT, grGCD), true},
 		{"wte", grRnd(rng, 1, grGCV, grGCD), true},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grTiedLogitsFullOp(in[0], in[1]) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grTiedLogitsFullOp[float64](in[0], in[1]) })
 	grCheckBound(t, "tied output projection (trainable wte)", e, n)
 }
 
@@ -59,7 +61,7 @@ func TestGradCheckLMLoss(t *testing.T) {
 	ln := G.NewMatrix(g, tensor.Float64, G.WithShape(N, grGCV), G.WithName("logits"), G.WithValue(lg))
 	tn := G.NewVector(g, tensor.Float64, G.WithShape(N), G.WithName("t"), G.WithValue(tgt))
 	wn := G.NewVector(g, tensor.Float64, G.WithShape(N), G.WithName("w"), G.WithValue(w))
-	loss, err := grLMLossOp(ln, tn, wn)
+	loss, err := grLMLossOp[float64](ln, tn, wn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +162,9 @@ func TestGradCheckEmbedPositions(t *testing.T) {
 		{"wpe", grRnd(rng, 0.5, grGCT+2, grGCD), true},
 		{"tokens", tok, false},
 		{"positions", pos, false},
-	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) { return grEmbedAtOp(in[0], in[1], in[2], in[3], 0) })
+	}, func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
+		return grEmbedAtOp[float64](in[0], in[1], in[2], in[3], 0)
+	})
 	grCheckBound(t, "embedding lookup, explicit positions", e, n)
 }
 
@@ -181,7 +185,7 @@ func TestGradCheckSegmentedAttention(t *testing.T) {
 	}
 	e, n := grLayerGradCheck(t, rng, []grGraphInput{{"qkv", grRnd(rng, 1, N, 3*grGCD), true}, {"starts", st, false}},
 		func(g *G.ExprGraph, in G.Nodes) (*G.Node, error) {
-			return grCausalAttentionOp(in[0], in[1], grGCB, grGCT, grGCD, grGCH)
+			return grCausalAttentionOp[float64](in[0], in[1], grGCB, grGCT, grGCD, grGCH)
 		})
 	grCheckBound(t, "segmented causal attention", e, n)
 }
@@ -203,7 +207,7 @@ func TestGradCheckLMFull(t *testing.T) {
 			if packed {
 				batch, _ = grPackedBatch(rng, cfg, grGCB, grGCT)
 			}
-			tr, err := NewLMTrainer(w, grGCB, grGCT, LMOptions{Packed: packed})
+			tr, err := NewLMTrainer(w, grGCB, grGCT, LMOptions{Packed: packed, Precision: Float64})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -247,7 +251,7 @@ func TestGradCheckLMLoRA(t *testing.T) {
 	const r = 2
 	ad := grRandomAdapter(rng, cfg, r, 4, 0.3)
 	batch := grLMBatch(rng, cfg, grGCB, grGCT)
-	tr, err := NewLoRALMTrainer(base, r, grGCB, grGCT, LMOptions{})
+	tr, err := NewLoRALMTrainer(base, r, grGCB, grGCT, LMOptions{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +288,7 @@ func TestLMLossMatchesInference(t *testing.T) {
 			}
 			prompts, resps = append(prompts, row[:p]), append(resps, row[p:])
 		}
-		lps, err := NewInference(m).TokenLogProbs(prompts, resps)
+		lps, err := NewInferenceAt(m, Float64).TokenLogProbs(prompts, resps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,7 +302,7 @@ func TestLMLossMatchesInference(t *testing.T) {
 		}
 		return -s / float64(n)
 	}
-	full, err := NewLMTrainer(w, B, T, LMOptions{})
+	full, err := NewLMTrainer(w, B, T, LMOptions{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +321,7 @@ func TestLMLossMatchesInference(t *testing.T) {
 	}
 
 	ad := grRandomAdapter(rng, cfg, 2, 4, 0.3)
-	lora, err := NewLoRALMTrainer(w, 2, B, T, LMOptions{})
+	lora, err := NewLoRALMTrainer(w, 2, B, T, LMOptions{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +343,7 @@ func TestLMTrainerErrors(t *testing.T) {
 	cfg := grTinyConfig()
 	rng := rand.New(rand.NewPCG(28, 1))
 	w := grRandomWeights(rng, cfg)
-	tr, err := NewLMTrainer(w, 2, 4, LMOptions{})
+	tr, err := NewLMTrainer(w, 2, 4, LMOptions{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,14 +355,14 @@ func TestLMTrainerErrors(t *testing.T) {
 	if _, err := tr.Step(nil, b); err == nil || !strings.Contains(err.Error(), "replaced") {
 		t.Errorf("replaced tensor: err = %v", err)
 	}
-	lora, err := NewLoRALMTrainer(w, 2, 2, 4, LMOptions{})
+	lora, err := NewLoRALMTrainer(w, 2, 2, 4, LMOptions{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := lora.Step(nil, b); err == nil {
 		t.Error("LoRA Step without an adapter")
 	}
-	if _, err := NewLMTrainer(w, 2, 17, LMOptions{}); err == nil {
+	if _, err := NewLMTrainer(w, 2, 17, LMOptions{Precision: Float64}); err == nil {
 		t.Error("seqLen beyond n_positions accepted")
 	}
 	// no masked token: loss 0, zero gradients
@@ -400,9 +404,9 @@ func BenchmarkLMStep(b *testing.B) {
 				var ad *Adapter
 				var err error
 				if full {
-					tr, err = NewLMTrainer(w, B, sz.T, LMOptions{Packed: true})
+					tr, err = NewLMTrainer(w, B, sz.T, LMOptions{Packed: true, Precision: Float64})
 				} else {
-					tr, err = NewLoRALMTrainer(w, 8, B, sz.T, LMOptions{Packed: true})
+					tr, err = NewLoRALMTrainer(w, 8, B, sz.T, LMOptions{Packed: true, Precision: Float64})
 					ad = grRandomAdapter(rng, cfg, 8, 16, 0.05)
 				}
 				if err != nil {
@@ -448,14 +452,14 @@ func TestLMPackedMatchesInference(t *testing.T) {
 		var a *Adapter
 		if lora {
 			m, a = MergeMean(w, []*Adapter{ad}), ad
-			tr, err = NewLoRALMTrainer(w, 2, B, T, LMOptions{Packed: true})
+			tr, err = NewLoRALMTrainer(w, 2, B, T, LMOptions{Packed: true, Precision: Float64})
 		} else {
-			tr, err = NewLMTrainer(w, B, T, LMOptions{Packed: true})
+			tr, err = NewLMTrainer(w, B, T, LMOptions{Packed: true, Precision: Float64})
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		lps, err := NewInference(m).TokenLogProbs(prompts, resps)
+		lps, err := NewInferenceAt(m, Float64).TokenLogProbs(prompts, resps)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,7 +482,7 @@ func TestLMPackedMatchesInference(t *testing.T) {
 	}
 	// a masked document start is refused
 	bad := Batch{Tokens: [][]int{{1, cfg.EOSTokenID, 2, 3}}, Mask: [][]bool{{false, true, true, true}}}
-	tr, err := NewLMTrainer(w, 1, 4, LMOptions{Packed: true})
+	tr, err := NewLMTrainer(w, 1, 4, LMOptions{Packed: true, Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}

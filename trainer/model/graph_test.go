@@ -144,7 +144,7 @@ func grNaiveLogProb(w *Weights, a *Adapter, toks []int, mask []bool) (float64, i
 	var n int
 	for t := 1; t < len(toks); t++ {
 		if t < len(mask) && mask[t] {
-			s += lg[t-1][toks[t]] - grLogSumExp(lg[t-1])
+			s += infLogSoftmaxAt(lg[t-1], toks[t])
 			n++
 		}
 	}
@@ -166,7 +166,7 @@ func TestGraphForwardMatchesNaive(t *testing.T) {
 	batch := grRandomBatch(rng, cfg, B, T)
 	batch.Tokens[1] = batch.Tokens[1][:4] // padding
 	batch.Mask[1] = batch.Mask[1][:3]     // mask shorter than tokens
-	tr, err := NewTrainer(base, 3, B, T, Objective{})
+	tr, err := NewTrainer(base, 3, B, T, Objective{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestGraphLossAtZeroMargin(t *testing.T) {
 	}{
 		{"DPO", false, math.Ln2}, {"IPO", false, 25}, {"IPO", true, 25}, {"SLiC", false, 1},
 	} {
-		tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss(tc.kind, beta), LengthNormalize: tc.lenNorm})
+		tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss(tc.kind, beta), LengthNormalize: tc.lenNorm, Precision: Float64})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +262,7 @@ func TestGraphLossHandComputed(t *testing.T) {
 		// (max(0, 1-0.1) + max(0, 1+0.2)) / 2
 		{"SLiC", 1.05},
 	} {
-		tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss(tc.kind, beta)})
+		tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss(tc.kind, beta), Precision: Float64})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +282,7 @@ func TestGraphLossHandComputed(t *testing.T) {
 		}
 	}
 	// length normalisation divides policy and reference by the response counts
-	tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss("IPO", beta), LengthNormalize: true})
+	tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss("IPO", beta), LengthNormalize: true, Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestGraphMasking(t *testing.T) {
 	base := grRandomWeights(rng, cfg)
 	ad := grRandomAdapter(rng, cfg, 2, 4, 0.3)
 	const B, T = 2, 8
-	tr, err := NewTrainer(base, 2, B, T, Objective{})
+	tr, err := NewTrainer(base, 2, B, T, Objective{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestGraphMasking(t *testing.T) {
 	}
 
 	// 3. a longer context (more padding) gives the same numbers
-	trL, err := NewTrainer(base, 2, B, T+5, Objective{})
+	trL, err := NewTrainer(base, 2, B, T+5, Objective{Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestGraphReuse(t *testing.T) {
 	ad := grRandomAdapter(rng, cfg, 2, 4, 0.3)
 	ad2 := grRandomAdapter(rng, cfg, 2, 4, 0.3)
 	batch := grRandomBatch(rng, cfg, 4, 6)
-	tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss("DPO", 0.1)})
+	tr, err := NewTrainer(base, 2, 4, 6, Objective{Loss: grTestLoss("DPO", 0.1), Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,13 +438,13 @@ func TestGraphErrors(t *testing.T) {
 	rng := rand.New(rand.NewPCG(25, 1))
 	cfg := grTinyConfig()
 	base := grRandomWeights(rng, cfg)
-	if _, err := NewTrainer(base, 2, 3, 6, Objective{Loss: grTestLoss("DPO", 0.1)}); err == nil {
+	if _, err := NewTrainer(base, 2, 3, 6, Objective{Loss: grTestLoss("DPO", 0.1), Precision: Float64}); err == nil {
 		t.Error("odd preference batch accepted")
 	}
-	if _, err := NewTrainer(base, 2, 2, cfg.NPositions+1, Objective{}); err == nil {
+	if _, err := NewTrainer(base, 2, 2, cfg.NPositions+1, Objective{Precision: Float64}); err == nil {
 		t.Error("seqLen beyond n_positions accepted")
 	}
-	if _, err := NewTrainer(base, 0, 2, 6, Objective{}); err == nil {
+	if _, err := NewTrainer(base, 0, 2, 6, Objective{Precision: Float64}); err == nil {
 		t.Error("rank 0 accepted")
 	}
 	bad := &Weights{Config: cfg, Tensors: map[string]*Tensor{}}
@@ -452,10 +452,10 @@ func TestGraphErrors(t *testing.T) {
 		bad.Tensors[k] = v
 	}
 	delete(bad.Tensors, "h.1.mlp.c_fc.bias")
-	if _, err := NewTrainer(bad, 2, 2, 6, Objective{}); err == nil {
+	if _, err := NewTrainer(bad, 2, 2, 6, Objective{Precision: Float64}); err == nil {
 		t.Error("missing tensor accepted")
 	}
-	tr, err := NewTrainer(base, 2, 2, 6, Objective{Loss: grTestLoss("IPO", 0.1), LengthNormalize: true})
+	tr, err := NewTrainer(base, 2, 2, 6, Objective{Loss: grTestLoss("IPO", 0.1), LengthNormalize: true, Precision: Float64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +481,7 @@ func TestGraphErrors(t *testing.T) {
 	if _, err := tr.Step(ad, ok, []float64{-1}); err == nil {
 		t.Error("wrong number of reference log-probs accepted")
 	}
-	fwd, _ := NewTrainer(base, 2, 2, 6, Objective{})
+	fwd, _ := NewTrainer(base, 2, 2, 6, Objective{Precision: Float64})
 	if _, err := fwd.Step(ad, ok, []float64{-1, -1}); err != ErrNoLoss {
 		t.Errorf("Step without a loss: %v", err)
 	}

@@ -75,7 +75,7 @@ func mtRelClose(t *testing.T, what string, got, want []float64, rel float64) {
 
 func TestGoldenLastLogits(t *testing.T) {
 	g, w, _ := mtLoadGolden(t)
-	m := NewInference(w)
+	m := NewInferenceAt(w, Float64)
 	p := g.Pairs[0]
 	seq := append(append([]int(nil), p.Prompt...), p.Chosen...)
 	full := m.Logits(seq)
@@ -105,7 +105,7 @@ func TestGoldenSequenceLogProbs(t *testing.T) {
 		{"ref", w},                              // reference = base
 		{"policy", MergeMean(w, []*Adapter{a})}, // policy = base + adapter, merged densely
 	} {
-		m := NewInference(model.w)
+		m := NewInferenceAt(model.w, Float64)
 		for _, side := range []struct {
 			name string
 			resp [][]int

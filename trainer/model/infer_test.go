@@ -134,7 +134,7 @@ func mtTokens(r *rand.Rand, n, vocab int) []int {
 func TestLogitsMatchNaiveForward(t *testing.T) {
 	cfg := mtConfig(29, 24, 16, 3, 4)
 	w := mtRandomWeights(cfg, 11, 0.3)
-	m := NewInference(w)
+	m := NewInferenceAt(w, Float64)
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, T := range []int{1, 2, 7, 24} {
 		toks := mtTokens(r, T, cfg.VocabSize)
@@ -155,7 +155,7 @@ func TestLogitsMatchNaiveForward(t *testing.T) {
 func TestCacheMatchesFullForward(t *testing.T) {
 	cfg := mtConfig(29, 40, 16, 2, 2)
 	w := mtRandomWeights(cfg, 12, 0.3)
-	m := NewInference(w)
+	m := NewInferenceAt(w, Float64)
 	var _ sample.Model = m
 	if m.VocabSize() != 29 || m.ContextLen() != 40 {
 		t.Fatal("VocabSize/ContextLen")
@@ -176,7 +176,7 @@ func TestCacheMatchesFullForward(t *testing.T) {
 func TestCacheRowsAtDifferentPositions(t *testing.T) {
 	cfg := mtConfig(29, 64, 16, 2, 4)
 	w := mtRandomWeights(cfg, 13, 0.3)
-	m := NewInference(w)
+	m := NewInferenceAt(w, Float64)
 	r := rand.New(rand.NewPCG(3, 3))
 	const rows = 5
 	seqs := make([][]int, rows)
@@ -218,7 +218,7 @@ func TestCacheRowsAtDifferentPositions(t *testing.T) {
 
 func TestCachePanicsOnMisuse(t *testing.T) {
 	cfg := mtConfig(29, 4, 8, 1, 2)
-	m := NewInference(mtRandomWeights(cfg, 1, 0.3))
+	m := NewInferenceAt(mtRandomWeights(cfg, 1, 0.3), Float64)
 	c := m.NewKVCache(2)
 	c.Prefill(0, []int{1, 2, 3, 4})
 	for name, f := range map[string]func(){
@@ -243,7 +243,7 @@ func TestCachePanicsOnMisuse(t *testing.T) {
 func TestSequenceLogProbs(t *testing.T) {
 	cfg := mtConfig(29, 32, 16, 2, 2)
 	w := mtRandomWeights(cfg, 14, 0.3)
-	m := NewInference(w)
+	m := NewInferenceAt(w, Float64)
 	r := rand.New(rand.NewPCG(4, 4))
 	var prompts, responses [][]int
 	for i := 0; i < 23; i++ {
