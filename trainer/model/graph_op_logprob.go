@@ -12,7 +12,8 @@ import (
 // grSeqLogProbOp returns, per sequence b, Σ_t w[b·T+t] · log softmax(logits[b·T+t])[tgt[b·T+t]]
 // for logits [N,V] (the graph's dtype), targets tgt [N] and weights w [N] (0/1 response mask
 // already shifted so that row n predicts token n+1). The sums are float64 in every precision.
-// Rows with weight 0 are neither computed nor differentiated.
+// Rows with weight 0 are neither computed nor differentiated. Per-row log-sum-exps are cached
+// privately for the backward.
 func grSeqLogProbOp[F kernels.Float](logits, tgt, w *G.Node, batch int) (*G.Node, error) {
 	o := grNewKop[float64]("SeqLogProb", []int{2, 1, 1}, 1)
 	o.inTypes[0] = grDtype[F]()
@@ -22,7 +23,7 @@ func grSeqLogProbOp[F kernels.Float](logits, tgt, w *G.Node, batch int) (*G.Node
 		}
 		return tensor.Shape{batch}, nil
 	}
-	var terms []float64 // per row, summed in row order after the parallel part
+	var terms, lse []float64 // per row: terms summed in row order after the parallel part; log-sum-exps for the backward
 	o.fwd = func(out []float64, in []*tensor.Dense) error {
 		lg, tg, wt := grS[F](in[0]), grF64s(in[1]), grF64s(in[2])
 		V := in[0].Shape()[1]
@@ -30,8 +31,14 @@ func grSeqLogProbOp[F kernels.Float](logits, tgt, w *G.Node, batch int) (*G.Node
 		if err := grCheckTargets(tg, wt, V); err != nil {
 			return err
 		}
+		if cap(lse) < len(wt) {
+			lse = make([]float64, len(wt))
+		}
+		lse = lse[:len(wt)]
 		terms = grRowTerms(terms, len(wt), func(n int) float64 {
-			return wt[n] * kernels.LogSoftmaxAt(lg[n*V:(n+1)*V], int(tg[n]))
+			row := lg[n*V : (n+1)*V]
+			lse[n] = kernels.LogSumExp(row)
+			return wt[n] * (float64(row[int(tg[n])]) - lse[n])
 		}, wt)
 		clear(out)
 		for n, t := range terms {
@@ -45,6 +52,9 @@ func grSeqLogProbOp[F kernels.Float](logits, tgt, w *G.Node, batch int) (*G.Node
 			lg, tg, wt, gs := grS[F](in[0]), grF64s(in[1]), grF64s(in[2]), grF64s(in[3])
 			V := in[0].Shape()[1]
 			T := len(tg) / batch
+			if len(lse) != len(wt) {
+				return fmt.Errorf("SeqLogProbGrad before its forward")
+			}
 			kernels.For(len(wt), 16, func(_, lo, hi int) {
 				for n := lo; n < hi; n++ {
 					d := dl[n*V : (n+1)*V]
@@ -53,9 +63,8 @@ func grSeqLogProbOp[F kernels.Float](logits, tgt, w *G.Node, batch int) (*G.Node
 						clear(d)
 						continue
 					}
-					row := lg[n*V : (n+1)*V]
 					// the sum has the sign of a log-prob: −(gradient of the NLL)
-					kernels.LogSoftmaxBackward(d, row, kernels.LogSumExp(row), int(tg[n]), -c)
+					kernels.LogSoftmaxBackward(d, lg[n*V:(n+1)*V], lse[n], int(tg[n]), -c)
 				}
 			})
 			return nil

@@ -55,10 +55,19 @@ func GeluBackward[F Float](dx, x, dy []F) {
 
 // sigmoid2 returns s = σ(2u) and 1 − s, both to full relative accuracy: 0.5·(1 + tanh u) = σ(2u),
 // so gelu_new(x) = x·σ(2u) and its derivative is σ(2u) + 2x·σ(2u)·(1 − σ(2u))·u'(x). This is the
-// float32 path: one expNeg per element and no cancellation where tanh u is near ±1 (PyTorch's
-// float32 1 + tanh u loses those digits; we keep them).
+// float32 path: one exponential per element and no cancellation where tanh u is near ±1 (PyTorch's
+// float32 1 + tanh u loses those digits; we keep them). The exponential is expNeg's, written out
+// here so that the compiler keeps the whole loop body free of calls.
 func sigmoid2(u float64) (s, c float64) {
-	e := expNeg(-2 * math.Abs(u)) // in (0, 1]
+	x := -2 * math.Abs(u) // e = exp(x) in (0, 1]
+	var e float64
+	if x > -690 {
+		t := x*1.4426950408889634 - 0.5
+		n := float64(int64(t))
+		r := x - n*6.93147180369123816490e-01 - n*1.90821492927058770002e-10
+		p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040+r*(1.0/40320))))))))
+		e = p * math.Float64frombits(uint64(int64(n)+1023)<<52)
+	}
 	inv := 1 / (1 + e)
 	if u >= 0 {
 		return inv, e * inv
