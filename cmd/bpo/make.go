@@ -23,7 +23,7 @@ import (
 )
 
 func extraCommands() []*cobra.Command {
-	return []*cobra.Command{pretrainCmd(), sftCmd()}
+	return []*cobra.Command{pretrainCmd(), sftCmd(), benchCmd()}
 }
 
 // loadTaskArg is a built-in task name or a task folder.
