@@ -11,7 +11,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -69,6 +71,7 @@ type benchFlags struct {
 	precision string
 	seed      uint64
 	json      bool
+	profile   string
 }
 
 func benchCmd() *cobra.Command {
@@ -93,6 +96,17 @@ train 6·N + 12·L·T·d per token; sampling 2·N + 4·L·d·t per generated tok
 attends to. hack/torch_bench.py prints the same fields for PyTorch.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if f.profile != "" {
+				pf, err := os.Create(f.profile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return runBench(f, c.OutOrStdout(), c.ErrOrStderr())
 		},
 	}
@@ -110,6 +124,7 @@ attends to. hack/torch_bench.py prints the same fields for PyTorch.`,
 	fl.Float64Var(&f.seconds, "seconds", 10, "time budget per measurement, after warm-up")
 	fl.StringVar(&f.precision, "precision", "float32", "compute precision of the trainer and the inference path: float32 or float64")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (weights, adapter, tokens)")
+	fl.StringVar(&f.profile, "cpuprofile", "", "write a CPU profile of the measurements to this file (go tool pprof)")
 	fl.BoolVar(&f.json, "json", false, "print one JSON object per measurement per line (nothing else on stdout)")
 	return c
 }

@@ -313,7 +313,7 @@ func (m *infModel[F]) forward(tokens []int, segs []infSeg[F]) []F {
 		kernels.Linear(x, att, L.projW, L.projB, N, d, d, false, true)
 		kernels.LayerNorm(h, x, L.ln2G, L.ln2B, d, m.eps, nil, nil)
 		kernels.Linear(f, h, L.fcW, L.fcB, N, d, 4*d, false, false)
-		kernels.Gelu(f, f)
+		kernels.Gelu(f, nil, f)
 		kernels.Linear(x, f, L.fc2W, L.fc2B, N, 4*d, d, false, true)
 	}
 	return x

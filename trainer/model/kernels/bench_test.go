@@ -14,18 +14,18 @@ func BenchmarkElementwise(b *testing.B) {
 	defer blas.SetThreads(0)
 	const n = 1 << 20
 	rng := rand.New(rand.NewPCG(1, 1))
-	x, y, dy := make([]float32, n), make([]float32, n), make([]float32, n)
+	x, y, dy, g := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
 	for i := range x {
 		x[i], dy[i] = float32(rng.NormFloat64()*3), float32(rng.NormFloat64())
 	}
 	b.Run("gelu", func(b *testing.B) {
 		for b.Loop() {
-			Gelu(y, x)
+			Gelu(y, g, x)
 		}
 	})
 	b.Run("gelu-backward", func(b *testing.B) {
 		for b.Loop() {
-			GeluBackward(y, x, dy)
+			GeluBackward(y, dy, g)
 		}
 	})
 	b.Run("logsumexp", func(b *testing.B) {

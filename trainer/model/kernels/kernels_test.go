@@ -23,6 +23,8 @@ func TestExpNeg(t *testing.T) {
 	}
 }
 
+// gelu_new and its derivative in float32 (sigmoid form, polynomial exp) against float64 (tanh
+// form, libm), on the same float32 inputs; then the derivative against a central difference.
 func TestGeluFloat32MatchesFloat64(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	n := 4096
@@ -35,16 +37,17 @@ func TestGeluFloat32MatchesFloat64(t *testing.T) {
 		x64[i], dy64[i] = float64(x32[i]), float64(dy32[i]) // the same inputs on both sides
 	}
 	y64, y32 := make([]float64, n), make([]float32, n)
-	Gelu(y64, x64)
-	Gelu(y32, x32)
+	g64, g32 := make([]float64, n), make([]float32, n)
+	Gelu(y64, g64, x64)
+	Gelu(y32, g32, x32)
 	d64, d32 := make([]float64, n), make([]float32, n)
-	GeluBackward(d64, x64, dy64)
-	GeluBackward(d32, x32, dy32)
+	GeluBackward(d64, dy64, g64)
+	GeluBackward(d32, dy32, g32)
 	for i := range x64 {
 		if e := math.Abs(float64(y32[i]) - y64[i]); e > 2e-7*math.Max(1, math.Abs(y64[i])) {
 			t.Fatalf("gelu(%g): float32 %g, float64 %g", x64[i], y32[i], y64[i])
 		}
-		if e := math.Abs(float64(d32[i]) - d64[i]); e > 2e-7*math.Max(1, math.Abs(d64[i])) {
+		if e := math.Abs(float64(d32[i]) - d64[i]); e > 3e-7*math.Max(1, math.Abs(d64[i])) {
 			t.Fatalf("gelu'(%g)·%g: float32 %g, float64 %g", x64[i], dy64[i], d32[i], d64[i])
 		}
 	}
@@ -95,3 +98,17 @@ func TestLogSoftmax(t *testing.T) {
 		t.Errorf("LogSoftmaxBackward = %v: want a zero-sum gradient, 0 on the -1000 logit, negative on the target", d)
 	}
 }
+
+func TestGeluDerivative(t *testing.T) {
+	const h = 1e-5
+	for _, v := range []float64{-9, -3.2, -1, -0.3, 0, 0.2, 1, 2.5, 7} {
+		y, g, yp, ym := make([]float64, 1), make([]float64, 1), make([]float64, 1), make([]float64, 1)
+		Gelu(y, g, []float64{v})
+		Gelu(yp, nil, []float64{v + h})
+		Gelu(ym, nil, []float64{v - h})
+		if fd := (yp[0] - ym[0]) / (2 * h); math.Abs(fd-g[0]) > 1e-8 {
+			t.Errorf("gelu'(%g) = %.12g, central difference %.12g", v, g[0], fd)
+		}
+	}
+}
+
