@@ -111,4 +111,3 @@ func TestGeluDerivative(t *testing.T) {
 		}
 	}
 }
-
