@@ -44,7 +44,7 @@ func BenchmarkSgemm(b *testing.B) {
 
 // smallShapes are the trainer's small GEMMs: attention per head (T×T×dh, T×dh×T with dh=32),
 // LoRA rank 8 (n×8×d, 8×d×n) and one-token decoding (1×d×k).
-var smallShapes = []shape{{128, 128, 32}, {128, 32, 128}, {256, 256, 32}, {2048, 8, 256}, {8, 256, 2048}, {1, 4096, 256}}
+var smallShapes = []shape{{128, 128, 32}, {128, 32, 128}, {256, 256, 32}, {2048, 8, 256}, {8, 256, 2048}, {1, 4096, 256}, {1, 256, 32}, {1, 32, 256}, {1, 768, 256}}
 
 // BenchmarkSgemmShapes: the small shapes through each single-threaded kernel (openblas, gonum,
 // the Go loop; one call, no split) and through Gemm (routed by smallGo, split by Threads()).

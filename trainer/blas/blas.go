@@ -14,16 +14,14 @@
 // and TestDeterministicOtherCores check it on the machine's OpenBLAS), and which kernel computes
 // a call depends only on its shape.
 //
-// Routing: with OpenBLAS loaded, a float32 call with m == 1 and n·k <= 2^20 (a GEMV-like row
-// times a small matrix) goes to gonum; everything else goes to OpenBLAS. Measured on the 2-core
-// Zen3 (BenchmarkSgemmShapes and 1×n×k sweeps, single-threaded kernels, GFLOP/s, OpenBLAS /
-// gonum / a hand-written Go loop): 128×128×32 55 / 8.2 / 2.6; 128×32×128 65 / 7.3 / 2.1;
-// 256×256×32 69 / 9.3 / 2.9; 2048×8×256 49 / 2.2 / 2.0; 8×256×2048 52 / 9.9 / 2.8; down to 8×8×8
-// OpenBLAS's ~0.2 µs call beats both. Only m == 1 differs (memory-bound; OpenBLAS 0.3.21 packs B
-// even for one row): 1×4096×256 5.7 / 7.7 / 3.1, and in µs (NN, NT) 1×64×64 0.88, 1.39 vs 0.77,
-// 0.81; 1×256×256 24, 28 vs 13, 15; 1×1024×1024 334, 422 vs 336, 279; 1×256×2048 141, 215 vs
-// 161, 137; but 1×32000×256 3650, 5550 vs 6390, 6650, and from m = 2 on OpenBLAS is ahead again
-// (2×4096×256: 364 vs 529). The Go loop was never fastest, so it is not used.
+// Routing: with OpenBLAS loaded every call goes to it; a one-row call (m == 1) goes to its gemv,
+// because 0.3.21's gemm packs B even for one row. Measured on the 2-core Zen3 (BenchmarkSgemmShapes,
+// single-threaded kernels, GFLOP/s, OpenBLAS / gonum / a hand-written Go loop): 128×128×32
+// 55 / 8.2 / 2.6; 128×32×128 65 / 7.3 / 2.1; 256×256×32 69 / 9.3 / 2.9; 2048×8×256 49 / 2.2 / 2.0;
+// 8×256×2048 52 / 9.9 / 2.8; down to 8×8×8 OpenBLAS's ~0.2 µs call beats both. One row through
+// gemv: 1×4096×256 27 / 7.4 / 3.0; 1×256×32 (a decode step's q·Kᵀ per head) 38 / 9.4 / 2.9;
+// 1×32×256 (P·V) 32 / 7.2 / 2.6, where gemm was 5.7 / 7.7 on 1×4096×256. The Go loop was never
+// fastest, so it is not used.
 package blas
 
 import (
@@ -233,19 +231,12 @@ func Gemm[F float32 | float64](tA, tB bool, m, n, k int, alpha F, a []F, lda int
 	switch any(alpha).(type) {
 	case float32:
 		kern = any(e.sgemm).(gemmFunc[F])
-		if gemvToGonum(m, n, k) {
-			kern = any(gemmFunc[float32](gonumSgemm)).(gemmFunc[F])
-		}
 	case float64:
 		kern = any(e.dgemm).(gemmFunc[F])
 	}
 	run(kern, e.minBlockWork, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// gemvToGonum is the routing rule (see the package comment): the shape alone decides.
-func gemvToGonum(m, n, k int) bool {
-	return m == 1 && float64(n)*float64(k) <= 1<<20
-}
 
 // run splits the call into row blocks (split) and runs them, at most Threads() at once process-wide.
 func run[F float32 | float64](kern gemmFunc[F], minWork float64, tA, tB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {

@@ -16,11 +16,17 @@ typedef void (*bpo_sgemm_t)(int order, int ta, int tb, int m, int n, int k, floa
 	const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 typedef void (*bpo_dgemm_t)(int order, int ta, int tb, int m, int n, int k, double alpha,
 	const double *a, int lda, const double *b, int ldb, double beta, double *c, int ldc);
+typedef void (*bpo_sgemv_t)(int order, int ta, int m, int n, float alpha, const float *a, int lda,
+	const float *x, int incx, float beta, float *y, int incy);
+typedef void (*bpo_dgemv_t)(int order, int ta, int m, int n, double alpha, const double *a, int lda,
+	const double *x, int incx, double beta, double *y, int incy);
 typedef void (*bpo_set_threads_t)(int);
 typedef char *(*bpo_str_t)(void);
 
 static bpo_sgemm_t bpo_sgemm_p;
 static bpo_dgemm_t bpo_dgemm_p;
+static bpo_sgemv_t bpo_sgemv_p;
+static bpo_dgemv_t bpo_dgemv_p;
 
 enum { bpoRowMajor = 101, bpoNoTrans = 111, bpoTrans = 112 };
 
@@ -36,10 +42,13 @@ static const char *bpo_open(const char *lib, char **corename, char **config, cha
 	if (dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && !realpath(lm->l_name, path)) path[0] = 0;
 	bpo_sgemm_t s = (bpo_sgemm_t)dlsym(h, "cblas_sgemm");
 	bpo_dgemm_t d = (bpo_dgemm_t)dlsym(h, "cblas_dgemm");
+	bpo_sgemv_t sv = (bpo_sgemv_t)dlsym(h, "cblas_sgemv");
+	bpo_dgemv_t dv = (bpo_dgemv_t)dlsym(h, "cblas_dgemv");
 	bpo_set_threads_t t = (bpo_set_threads_t)dlsym(h, "openblas_set_num_threads");
 	bpo_str_t cn = (bpo_str_t)dlsym(h, "openblas_get_corename");
 	bpo_str_t cf = (bpo_str_t)dlsym(h, "openblas_get_config");
-	const char *missing = !s ? "cblas_sgemm" : !d ? "cblas_dgemm" : !t ? "openblas_set_num_threads" :
+	const char *missing = !s ? "cblas_sgemm" : !d ? "cblas_dgemm" : !sv ? "cblas_sgemv" : !dv ? "cblas_dgemv" :
+		!t ? "openblas_set_num_threads" :
 		!cn ? "openblas_get_corename" : NULL;
 	if (missing) {
 		dlclose(h);
@@ -50,7 +59,20 @@ static const char *bpo_open(const char *lib, char **corename, char **config, cha
 	*config = cf ? cf() : NULL;
 	bpo_sgemm_p = s;
 	bpo_dgemm_p = d;
+	bpo_sgemv_p = sv;
+	bpo_dgemv_p = dv;
 	return NULL;
+}
+
+// bpo_sgemv: y = alpha·op(A)·x + beta·y for row-major A (m×n), op = Aᵀ when ta.
+static void bpo_sgemv(int ta, int m, int n, float alpha, const float *a, int lda, const float *x,
+		int incx, float beta, float *y) {
+	bpo_sgemv_p(bpoRowMajor, ta ? bpoTrans : bpoNoTrans, m, n, alpha, a, lda, x, incx, beta, y, 1);
+}
+
+static void bpo_dgemv(int ta, int m, int n, double alpha, const double *a, int lda, const double *x,
+		int incx, double beta, double *y) {
+	bpo_dgemv_p(bpoRowMajor, ta ? bpoTrans : bpoNoTrans, m, n, alpha, a, lda, x, incx, beta, y, 1);
 }
 
 static void bpo_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -176,9 +198,31 @@ func cbool(b bool) C.int {
 	return 0
 }
 
+// A one-row product (a decode step's attention, a single row's projection) goes to gemv: 0.3.21's
+// gemm packs its operands even for m = 1 and runs several times slower than gemv there. The row of
+// C is y, the row of op(A) is x (stride lda when A is transposed, i.e. a column of k×1 A), and
+// op(B) becomes the matrix: Bᵀ·x for B k×n, B·x for B n×k (tB).
+
 func openblasSgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if !fitsC(m, n, k, lda, ldb, ldc) {
 		gonumSgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if m == 1 {
+		rows, cols, incx := k, n, 1 // B is k×n: y = Bᵀx
+		if tB {
+			rows, cols = n, k // B is n×k: y = Bx
+		}
+		if tA {
+			incx = lda
+		}
+		if beta == 0 {
+			clear(c[:n]) // BLAS lets gemv scale y by 0: NaN·0 would survive
+		}
+		C.bpo_sgemv(cbool(!tB), C.int(rows), C.int(cols), C.float(alpha),
+			(*C.float)(unsafe.Pointer(unsafe.SliceData(b))), C.int(ldb),
+			(*C.float)(unsafe.Pointer(unsafe.SliceData(a))), C.int(incx), C.float(beta),
+			(*C.float)(unsafe.Pointer(unsafe.SliceData(c))))
 		return
 	}
 	C.bpo_sgemm(cbool(tA), cbool(tB), C.int(m), C.int(n), C.int(k), C.float(alpha),
@@ -190,6 +234,23 @@ func openblasSgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int
 func openblasDgemm(tA, tB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
 	if !fitsC(m, n, k, lda, ldb, ldc) {
 		gonumDgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if m == 1 {
+		rows, cols, incx := k, n, 1
+		if tB {
+			rows, cols = n, k
+		}
+		if tA {
+			incx = lda
+		}
+		if beta == 0 {
+			clear(c[:n])
+		}
+		C.bpo_dgemv(cbool(!tB), C.int(rows), C.int(cols), C.double(alpha),
+			(*C.double)(unsafe.Pointer(unsafe.SliceData(b))), C.int(ldb),
+			(*C.double)(unsafe.Pointer(unsafe.SliceData(a))), C.int(incx), C.double(beta),
+			(*C.double)(unsafe.Pointer(unsafe.SliceData(c))))
 		return
 	}
 	C.bpo_dgemm(cbool(tA), cbool(tB), C.int(m), C.int(n), C.int(k), C.double(alpha),

@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // Options control Generate.
@@ -218,11 +220,7 @@ func (s *sampler) filter(logits []float64, temperature float64, topK int, topP f
 		return fmt.Errorf("logit %d is +Inf", mx)
 	}
 	p := s.probs[:len(logits)]
-	sum := 0.0
-	for i, l := range logits {
-		p[i] = math.Exp((l - top) / temperature)
-		sum += p[i]
-	}
+	sum := kernels.SoftmaxWeights(p, logits, top, 1/temperature)
 	for i := range p {
 		p[i] /= sum
 	}

@@ -30,3 +30,16 @@ func LogSoftmaxBackward[F Float](d, row []F, lse float64, t int, c float64) {
 	}
 	d[t] -= F(c)
 }
+
+// SoftmaxWeights writes the unnormalised softmax weights p_i = exp((row_i − top)·scale) of float64
+// logits (top their maximum, scale the inverse temperature) and returns their sum, for samplers.
+// The exponential is expNeg's in either precision (1e-8 relative): sampling needs no more, and
+// libm's exp would cost as much as the model's last layer.
+func SoftmaxWeights(p, row []float64, top, scale float64) float64 {
+	var sum float64
+	for i, l := range row {
+		p[i] = expNeg((l - top) * scale)
+		sum += p[i]
+	}
+	return sum
+}
