@@ -237,7 +237,6 @@ func Gemm[F float32 | float64](tA, tB bool, m, n, k int, alpha F, a []F, lda int
 	run(kern, e.minBlockWork, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-
 // run splits the call into row blocks (split) and runs them, at most Threads() at once process-wide.
 func run[F float32 | float64](kern gemmFunc[F], minWork float64, tA, tB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	block := func(r0, r1 int) {
