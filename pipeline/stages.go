@@ -115,11 +115,18 @@ func decode(tok tokenizer.Tokenizer, ids []int) string {
 // ensemble into the behavior model (saving the snapshot), draws samplesPerPrompt
 // responses per prompt, and records their behavior and reference log-probs, computed
 // once here so training needs no second model.
+//
+// shard and shards are the pod's index and count; the rows are split by the count the phase's
+// sampling started with (shardplan.go), so a changed parallelism never drops or repeats a prompt.
 func (e *Env) Sample(k, shard, shards int) (v1alpha1.StageResult, error) {
+	return e.runShards(k, v1alpha1.StageSample, shard, shards, func(j, n int) (v1alpha1.StageResult, error) {
+		return e.sampleShard(k, j, n)
+	})
+}
+
+// sampleShard samples shard `shard` of `shards` (the recorded count) of phase k.
+func (e *Env) sampleShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 	return e.once(k, v1alpha1.StageSample, shard, func(r *v1alpha1.StageResult) error {
-		if shard < 0 || shard >= shards {
-			return fmt.Errorf("shard index %d outside [0,%d)", shard, shards)
-		}
 		b, err := e.LoadBase()
 		if err != nil {
 			return err
@@ -239,11 +246,17 @@ func (e *Env) Annotator() (annotator.BatchScorer, error) {
 // Label is the label stage of phase k, shard `shard`: the annotator scores every
 // response of the matching sample shard; the best and worst responses become a pair;
 // identical samples and ties (best score == worst score) are dropped and counted.
+//
+// Like Sample, the pod's shard and shards map onto the label count recorded for the phase.
 func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
+	return e.runShards(k, v1alpha1.StageLabel, shard, shards, func(j, n int) (v1alpha1.StageResult, error) {
+		return e.labelShard(k, j, n)
+	})
+}
+
+// labelShard labels shard `shard` of `shards` (the recorded count) of phase k's sample rows.
+func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 	return e.once(k, v1alpha1.StageLabel, shard, func(r *v1alpha1.StageResult) error {
-		if shard < 0 || shard >= shards {
-			return fmt.Errorf("shard index %d outside [0,%d)", shard, shards)
-		}
 		scorer, err := e.Annotator()
 		if err != nil {
 			return err
@@ -301,11 +314,23 @@ func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
 	})
 }
 
-// phaseSamples reads every sample shard of phase k in prompt order. The label stage may
+// phaseSamples reads every sample shard of phase k in prompt order: the recorded number of
+// shards, which must hold every prompt of the phase exactly once, in order. The label stage may
 // run with another parallelism than the sampler, so it reads them all and takes its range.
 func (e *Env) phaseSamples(k int) ([]SampleRow, error) {
+	n, err := e.recordedShards(k, v1alpha1.StageSample)
+	if err != nil {
+		return nil, err
+	}
+	prompts, err := e.PhasePrompts(k)
+	if err != nil {
+		return nil, err
+	}
 	var all []SampleRow
-	for s := 0; s < e.Run.SampleShards(); s++ {
+	for s := 0; s < n; s++ {
+		if _, done := e.Done(k, v1alpha1.StageSample, s); !done {
+			return nil, fmt.Errorf("sample shard %d of %d of phase %d has not finished: run the sample stage first", s, n, k)
+		}
 		rows, err := ReadJSONL[SampleRow](e.WS.SamplesPath(k, s))
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("sample shard %d of phase %d is missing (%s): run the sample stage first", s, k, e.WS.SamplesPath(k, s))
@@ -315,13 +340,33 @@ func (e *Env) phaseSamples(k int) ([]SampleRow, error) {
 		}
 		all = append(all, rows...)
 	}
+	// Every prompt once, in order: a lost, repeated or truncated shard stops here.
+	if len(all) != len(prompts) {
+		return nil, fmt.Errorf("phase %d: the %d sample shards hold %d rows, the phase has %d prompts: a shard file is truncated or was written for another shard count", k, n, len(all), len(prompts))
+	}
+	for i, row := range all {
+		if row.Index != i {
+			return nil, fmt.Errorf("phase %d: sample row %d has prompt index %d, want %d: the shard files do not cover the prompts once each", k, i, row.Index, i)
+		}
+	}
 	return all, nil
 }
 
-// PhasePairs reads every labelled pair of phase k, in prompt order.
+// PhasePairs reads every labelled pair of phase k, in prompt order: the recorded number of label
+// shards, each checked against its done marker, and together accounting for every sample row
+// (kept, tie or identical) exactly once.
 func (e *Env) PhasePairs(k int) ([]Pair, error) {
+	n, err := e.recordedShards(k, v1alpha1.StageLabel)
+	if err != nil {
+		return nil, err
+	}
 	var all []Pair
-	for s := 0; s < e.Run.LabelShards(); s++ {
+	var accounted int64
+	for s := 0; s < n; s++ {
+		r, done := e.Done(k, v1alpha1.StageLabel, s)
+		if !done {
+			return nil, fmt.Errorf("label shard %d of %d of phase %d has not finished: run the label stage first", s, n, k)
+		}
 		rows, err := ReadJSONL[Pair](e.WS.PairsPath(k, s))
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("pair shard %d of phase %d is missing (%s): run the label stage first", s, k, e.WS.PairsPath(k, s))
@@ -329,7 +374,34 @@ func (e *Env) PhasePairs(k int) ([]Pair, error) {
 		if err != nil {
 			return nil, err
 		}
+		if int64(len(rows)) != r.Pairs {
+			return nil, fmt.Errorf("pair shard %d of phase %d holds %d pairs, its label stage kept %d (%s): the file was changed after labelling", s, k, len(rows), r.Pairs, e.WS.PairsPath(k, s))
+		}
+		accounted += r.Pairs + r.Ties + r.Identical
 		all = append(all, rows...)
 	}
+	if samples, err := e.recordedSampleRows(k); err != nil {
+		return nil, err
+	} else if accounted != samples {
+		return nil, fmt.Errorf("phase %d: the %d label shards account for %d sample rows (kept, ties, identical), the samples hold %d", k, n, accounted, samples)
+	}
 	return all, nil
+}
+
+// recordedSampleRows is the number of prompts phase k's sample shards cover, from their done
+// markers (every row is a candidate pair or identical).
+func (e *Env) recordedSampleRows(k int) (int64, error) {
+	n, err := e.recordedShards(k, v1alpha1.StageSample)
+	if err != nil {
+		return 0, err
+	}
+	var rows int64
+	for s := 0; s < n; s++ {
+		r, done := e.Done(k, v1alpha1.StageSample, s)
+		if !done {
+			return 0, fmt.Errorf("sample shard %d of %d of phase %d has not finished", s, n, k)
+		}
+		rows += r.Pairs + r.Identical
+	}
+	return rows, nil
 }
