@@ -51,7 +51,8 @@ func TestHTTPAnnotatorRun(t *testing.T) {
 
 	vol := newVolume(t)
 	b := makeRun("remote")
-	b.ar.Spec.Labeler.Annotator = &v1alpha1.AnnotatorSpec{Kind: v1alpha1.AnnotatorHTTP, URL: srv.URL}
+	// httptest serves plain http: the token may only go there with the explicit opt-out.
+	b.ar.Spec.Labeler.Annotator = &v1alpha1.AnnotatorSpec{Kind: v1alpha1.AnnotatorHTTP, URL: srv.URL, AllowInsecureHTTP: true}
 	e := b.Env(t, vol)
 	e.Scorer = nil // use the spec's annotator
 
@@ -106,4 +107,54 @@ type utf8Letters struct{}
 func (utf8Letters) Name() string { return "letters-utf8" }
 func (utf8Letters) Score(p, r string) float64 {
 	return letterScorer{}.Score(p, annotator.ValidUTF8(r))
+}
+
+// A token is never sent over plain http without the opt-out: the stage refuses before any request.
+func TestHTTPAnnotatorTokenNeedsHTTPS(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	t.Setenv(v1alpha1.EnvAnnotatorToken, "tok-123")
+	b := makeRun("plain")
+	b.ar.Spec.Labeler.Annotator = &v1alpha1.AnnotatorSpec{Kind: v1alpha1.AnnotatorHTTP, URL: srv.URL}
+	e := b.Env(t, newVolume(t))
+	e.Scorer = nil
+	if _, err := e.Annotator(); err == nil || !strings.Contains(err.Error(), "allowInsecureHTTP") {
+		t.Fatalf("Annotator() over http with a token: err = %v, want one naming allowInsecureHTTP", err)
+	}
+	if calls.Load() != 0 {
+		t.Fatal("the token was sent")
+	}
+}
+
+// A service that echoes the Authorization header into its error body: the stage's error, its
+// termination message and its log line carry no token.
+func TestAnnotatorErrorsCarryNoToken(t *testing.T) {
+	const token = "s3cret-token-value"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "forbidden, you sent: Authorization: "+r.Header.Get("Authorization"), http.StatusForbidden)
+	}))
+	defer srv.Close()
+	t.Setenv(v1alpha1.EnvAnnotatorToken, token)
+	b := makeRun("echo")
+	b.ar.Spec.Labeler.Annotator = &v1alpha1.AnnotatorSpec{Kind: v1alpha1.AnnotatorHTTP, URL: srv.URL, AllowInsecureHTTP: true}
+	e := b.Env(t, newVolume(t))
+	e.Scorer = nil
+	if _, err := e.Sample(1, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.Label(1, 0, 1)
+	if err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("label against a 403 service: err = %v", err)
+	}
+	data, encErr := EncodeResult(v1alpha1.StageResult{Stage: "label", Message: err.Error()})
+	if encErr != nil {
+		t.Fatal(encErr)
+	}
+	if strings.Contains(string(data), token) || !strings.Contains(string(data), "[redacted]") {
+		t.Fatalf("termination message %s: the token must be redacted", data)
+	}
+	if got := Redact("auth: Bearer abc.def-ghi, next"); got != "auth: Bearer [redacted], next" {
+		t.Errorf("Redact of a bearer header = %q", got)
+	}
 }

@@ -12,8 +12,10 @@ import (
 
 // EncodeResult marshals r to at most v1alpha1.MaxStageResultBytes. The message
 // is the only free-form field, so it is the one shortened when the document
-// would not fit; the numbers the controller reads are never dropped.
+// would not fit; the numbers the controller reads are never dropped. Secrets are
+// redacted from the message first (Redact).
 func EncodeResult(r v1alpha1.StageResult) ([]byte, error) {
+	r.Message = Redact(r.Message)
 	data, err := json.Marshal(r)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"strings"
 	"context"
 	"errors"
 	"fmt"
@@ -237,7 +238,11 @@ func (e *Env) Annotator() (annotator.BatchScorer, error) {
 		if a.URL == "" {
 			return nil, errors.New("spec.labeler.annotator.url: kind HTTP needs the scoring service's url")
 		}
-		return &annotator.HTTP{URL: a.URL, Token: os.Getenv(v1alpha1.EnvAnnotatorToken)}, nil
+		token := os.Getenv(v1alpha1.EnvAnnotatorToken)
+		if token != "" && strings.HasPrefix(a.URL, "http://") && !a.AllowInsecureHTTP {
+			return nil, fmt.Errorf("spec.labeler.annotator.url %s: the token of $%s is only sent over https://; use an https url, or set spec.labeler.annotator.allowInsecureHTTP: true for an in-cluster service without TLS", a.URL, v1alpha1.EnvAnnotatorToken)
+		}
+		return &annotator.HTTP{URL: a.URL, Token: token}, nil
 	default:
 		return nil, fmt.Errorf("spec.labeler.annotator.kind %q is not known: use Builtin or HTTP", a.Kind)
 	}

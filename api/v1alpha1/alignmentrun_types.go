@@ -575,6 +575,7 @@ type LabelerSpec struct {
 // AnnotatorSpec selects the annotator: kind Builtin with a name, or kind HTTP with a url.
 // +kubebuilder:validation:XValidation:rule="(!has(self.kind) || self.kind == 'Builtin') ? (has(self.name) && !has(self.url) && !has(self.secretRef)) : true",message="spec.labeler.annotator: kind Builtin needs name (e.g. sentiment) and no url or secretRef"
 // +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'HTTP') ? (has(self.url) && !has(self.name)) : true",message="spec.labeler.annotator: kind HTTP needs url (http:// or https://) and no name"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || !has(self.url) || self.url.startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="spec.labeler.annotator: a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"
 type AnnotatorSpec struct {
 	// kind is Builtin (an annotator in the stage image) or HTTP (an external scoring service).
 	// +optional
@@ -601,6 +602,12 @@ type AnnotatorSpec struct {
 	// BPO_ANNOTATOR_TOKEN (never in the spec ConfigMap). Only with kind HTTP.
 	// +optional
 	SecretRef *corev1.SecretKeySelector `json:"secretRef,omitempty"`
+
+	// allowInsecureHTTP lets the secretRef's token travel to a plain http:// url, for an
+	// in-cluster service without TLS (traffic inside the cluster network, e.g. behind a service
+	// mesh). By default a token is only sent over https://.
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
 }
 
 // TrainerSpec is the train stage: one Indexed Job completion per ensemble member. Its

@@ -220,6 +220,9 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 		if a.SecretRef != nil && (a.SecretRef.Name == "" || a.SecretRef.Key == "") {
 			errs = append(errs, field.Required(ap.Child("secretRef"), "set both name and key of the Secret"))
 		}
+		if a.SecretRef != nil && strings.HasPrefix(a.URL, "http://") && !a.AllowInsecureHTTP {
+			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, "a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"))
+		}
 	default:
 		errs = append(errs, field.NotSupported(ap.Child("kind"), a.Kind, []AnnotatorKind{AnnotatorBuiltin, AnnotatorHTTP}))
 	}

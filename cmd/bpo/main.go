@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bpo-dev/bpo/pipeline"
 	"github.com/bpo-dev/bpo/trainer/blas"
 )
 
@@ -37,7 +38,7 @@ func main() {
 	root.AddCommand(experimentCmd())
 	root.AddCommand(extraCommands()...)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "bpo:", err)
+		fmt.Fprintln(os.Stderr, "bpo:", pipeline.Redact(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -73,6 +73,10 @@ var InvalidCases = []InvalidCase{
 	{"HTTP annotator without url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP}
 	}, "spec.labeler.annotator: kind HTTP needs url", "spec.labeler.annotator.url"},
+	{"annotator token over plain http", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP, URL: "http://rm.example/score",
+			SecretRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rm"}, Key: "token"}}
+	}, "set allowInsecureHTTP: true", "spec.labeler.annotator.url"},
 	{"Builtin annotator with a url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorBuiltin, Name: "sentiment", URL: "https://rm.example"}
 	}, "spec.labeler.annotator: kind Builtin needs name", "spec.labeler.annotator"},
