@@ -1,12 +1,12 @@
 package pipeline
 
 import (
-	"strings"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/trainer/annotator"
