@@ -141,6 +141,9 @@ func NewTrainer(base *Weights, rank int, batch, seqLen int, objective Objective)
 	if err := grCheckGraph(cfg, batch, seqLen); err != nil {
 		return nil, err
 	}
+	if err := checkTrainerMemory(cfg, batch, seqLen, rank, objective.Precision); err != nil {
+		return nil, err
+	}
 	if objective.Loss != nil && batch%2 != 0 {
 		return nil, fmt.Errorf("model: a preference batch needs an even number of sequences, got %d", batch)
 	}

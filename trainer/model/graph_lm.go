@@ -95,6 +95,9 @@ func newLMTrainer(w *Weights, rank, batch, seqLen int, full bool, opt LMOptions)
 	if err := grCheckGraph(cfg, batch, seqLen); err != nil {
 		return nil, err
 	}
+	if err := checkTrainerMemory(cfg, batch, seqLen, rank, opt.Precision); err != nil {
+		return nil, err
+	}
 	if err := opt.Precision.Validate(); err != nil {
 		return nil, err
 	}

@@ -84,13 +84,17 @@ func DecodeTensors(name string, data []byte) (map[string]*Tensor, map[string]str
 // GPT2LMHeadModel; lm_head.weight (tied to wte.weight) and the h.N.attn.bias /
 // h.N.attn.masked_bias buffers are ignored. Every parameter must be present with the
 // shape the config implies, and nothing else may be; errors name the file and the
-// tensor.
+// tensor. Before reading the tensors it checks that the weights (and the file, read whole)
+// fit in the container's memory limit (CheckMemory).
 func LoadWeights(dir string) (*Weights, error) {
 	cfg, err := ReadConfig(wioConfigPath(dir))
 	if err != nil {
 		return nil, err
 	}
 	path := wioWeightsPath(dir)
+	if err := checkLoadMemory(cfg, wioConfigPath(dir), path); err != nil {
+		return nil, err
+	}
 	st, _, err := wioReadSafetensors(path)
 	if err != nil {
 		return nil, err
@@ -366,6 +370,10 @@ func wioParse(name string, data []byte) (safetensors.SafeTensors, map[string]str
 		}
 		numel := uint64(1)
 		for _, s := range e.Shape {
+			if s > math.MaxInt {
+				// Only possible with another dimension 0; it would turn negative as an int.
+				return fail("tensor %s: shape %v has a dimension above %d", e.name, e.Shape, math.MaxInt)
+			}
 			hi, lo := bits.Mul64(numel, s)
 			if hi != 0 {
 				return fail("tensor %s: shape %v overflows", e.name, e.Shape)
