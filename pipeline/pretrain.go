@@ -753,6 +753,9 @@ func Pretrain(cfg model.Config, texts []string, opt PretrainOptions) (*model.Wei
 	if len(data.docs) == 0 {
 		return nil, rep, errors.New("pretrain: no non-empty training text")
 	}
+	if err := cfg.CheckMemory(); err != nil {
+		return nil, rep, fmt.Errorf("pretrain: %w", err)
+	}
 	w := model.Init(cfg, int64(o.Seed))
 	tr, err := model.NewLMTrainer(w, o.Batch, o.SeqLen, model.LMOptions{Packed: o.Layout == LayoutPacked})
 	if err != nil {

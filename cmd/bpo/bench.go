@@ -171,6 +171,9 @@ func runBench(f benchFlags, stdout, stderr io.Writer) error {
 	var results []benchResult
 	var base *model.Weights
 	if f.what != "peak" {
+		if err := cfg.CheckMemory(); err != nil {
+			return err
+		}
 		base = model.Init(cfg, int64(f.seed))
 	}
 	for _, what := range whats {
