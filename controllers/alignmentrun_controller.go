@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -66,6 +67,11 @@ type AlignmentRunReconciler struct {
 	MaxConcurrentReconciles int
 	// Now returns the current time (tests may override it); nil means time.Now.
 	Now func() time.Time
+
+	// statusBlocked holds the runs (ObjectKey -> error text) whose last status write failed for
+	// another reason than a conflict: until one succeeds, no Job is started for them, so progress
+	// never runs ahead of what status records.
+	statusBlocked sync.Map
 }
 
 // +kubebuilder:rbac:groups=alignment.bpo.dev,resources=alignmentruns,verbs=get;list;watch
@@ -242,9 +248,13 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 				log.V(1).Info("status write conflicted, requeueing", "error", perr.Error())
 				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 			}
+			r.statusBlocked.Store(req.NamespacedName, perr.Error())
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, "StatusWriteFailed", "WriteStatus",
+				"status could not be written (%s); no stage Job starts until it can", truncate(perr.Error(), 512))
 			return ctrl.Result{}, errors.Join(err, perr)
 		}
 	}
+	r.statusBlocked.Delete(req.NamespacedName)
 	r.report(s)
 	tracker.set(req.NamespacedName, trueCondition(&s.run.Status), false)
 	if err != nil {
@@ -572,8 +582,11 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 				setRunning(s, fmt.Sprintf("%s: Job %s complete, waiting for StageResults (%d of %d)", where, job.Name, len(results), want))
 				return false, nil
 			}
-			s.event(corev1.EventTypeWarning, "StageResultsIncomplete", "ReadResults", job,
-				"%s: found %d of %d StageResults in the pods' termination messages (%d unreadable); folding what is there", where, len(results), want, bad)
+			// Counting the stage as done with what is there would record a phase with missing
+			// counts; the stage is idempotent, so another attempt reports every shard again.
+			msg := fmt.Sprintf("Job %s completed but only %d of %d pods left a valid StageResult in their termination message (%d unreadable or invalid)", job.Name, len(results), want, bad)
+			s.event(corev1.EventTypeWarning, "StageResultsIncomplete", "ReadResults", job, "%s: %s", where, msg)
+			return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, msg)
 		}
 		pr := phaseResult(st, k, true)
 		foldResults(st, pr, stage, results)
@@ -593,18 +606,7 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 		if err != nil {
 			return false, err
 		}
-		msg := failureMessage(job, pods)
-		limit := s.run.Spec.BackoffLimitOrDefault()
-		if attempt < limit {
-			s.retried = append(s.retried, stage)
-			s.event(corev1.EventTypeWarning, "StageRetry", "RetryStage", job,
-				"%s attempt %d failed (%s); retrying (%d of %d retries)", where, attempt, msg, attempt+1, limit)
-			st.Retries = attempt + 1
-			return false, r.startJob(ctx, s, k, stage, attempt+1, where)
-		}
-		failMsg := fmt.Sprintf("%s failed after %d attempts (backoffLimit %d): %s", where, attempt+1, limit, msg)
-		s.event(corev1.EventTypeWarning, alignv1.ReasonStageFailed, "Fail", job, "%s", failMsg)
-		return false, r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
+		return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, failureMessage(job, pods))
 
 	default:
 		reason, hold, err := r.stageHold(ctx, job)
@@ -628,8 +630,29 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 	}
 }
 
+// retryOrFail starts the next attempt of a stage whose attempt failed with msg, or fails the run
+// once spec.backoffLimit retries are used.
+func (r *AlignmentRunReconciler) retryOrFail(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string, job *batchv1.Job, msg string) error {
+	st := &s.run.Status
+	limit := s.run.Spec.BackoffLimitOrDefault()
+	if attempt < limit {
+		s.retried = append(s.retried, stage)
+		s.event(corev1.EventTypeWarning, "StageRetry", "RetryStage", job,
+			"%s attempt %d failed (%s); retrying (%d of %d retries)", where, attempt, msg, attempt+1, limit)
+		st.Retries = attempt + 1
+		return r.startJob(ctx, s, k, stage, attempt+1, where)
+	}
+	failMsg := fmt.Sprintf("%s failed after %d attempts (backoffLimit %d): %s", where, attempt+1, limit, msg)
+	s.event(corev1.EventTypeWarning, alignv1.ReasonStageFailed, "Fail", job, "%s", failMsg)
+	return r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
+}
+
 // startJob creates attempt n of a stage Job (idempotently: the name is deterministic).
 func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string) error {
+	if why, blocked := r.statusBlocked.Load(client.ObjectKeyFromObject(s.run)); blocked {
+		// The last status write failed (not a conflict): a Job started now would go unrecorded.
+		return fmt.Errorf("%s: not starting a Job while the run's status cannot be written: %v", where, why)
+	}
 	job := r.buildJob(s.run, k, stage, attempt)
 	if err := controllerutil.SetControllerReference(s.run, job, r.Scheme); err != nil {
 		return err

@@ -66,7 +66,8 @@ func podIndex(pod *corev1.Pod, res *alignv1.StageResult) int32 {
 }
 
 // stageResults reads one StageResult per completion index from the termination messages of the
-// Job's succeeded pods. bad counts succeeded pods whose message is not a StageResult.
+// Job's succeeded pods. bad counts succeeded pods whose message is not a StageResult, or one that
+// could not be written into status (validResult).
 func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad int) {
 	results = map[int32]alignv1.StageResult{}
 	for i := range pods {
@@ -79,7 +80,7 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 			continue
 		}
 		var res alignv1.StageResult
-		if err := json.Unmarshal([]byte(strings.TrimSpace(term.Message)), &res); err != nil {
+		if err := json.Unmarshal([]byte(strings.TrimSpace(term.Message)), &res); err != nil || validResult(&res) != nil {
 			bad++
 			continue
 		}
@@ -112,6 +113,21 @@ func failureMessage(job *batchv1.Job, pods []corev1.Pod) string {
 		return fmt.Sprintf("job %s: %s: %s", job.Name, c.Reason, c.Message)
 	}
 	return fmt.Sprintf("job %s failed", job.Name)
+}
+
+// maxCheckpointBytes is the MaxLength of status.latestCheckpoint and phaseResults[].checkpoint.
+const maxCheckpointBytes = 1024
+
+// validResult reports a StageResult that status could not hold: folded as it is, it would make
+// every status write fail with 422 (a field over its schema bound) while the run moved on.
+func validResult(r *alignv1.StageResult) error {
+	switch {
+	case len(r.Checkpoint) > maxCheckpointBytes:
+		return fmt.Errorf("checkpoint is %d bytes, over %d", len(r.Checkpoint), maxCheckpointBytes)
+	case r.Samples < 0 || r.Pairs < 0 || r.Identical < 0 || r.Ties < 0 || r.Steps < 0:
+		return fmt.Errorf("negative count in %+v", *r)
+	}
+	return nil
 }
 
 func truncate(s string, n int) string {

@@ -1,0 +1,105 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/bpo-dev/bpo/controllers/testutil"
+)
+
+// A stage result that status cannot hold (a checkpoint over the field's 1,024 bytes) is not
+// folded: it would make every status write fail with 422 while the run went on creating Jobs.
+func TestOversizedResultIsNotFolded(t *testing.T) {
+	msg := `{"stage":"train","phase":1,"index":0,"checkpoint":"` + strings.Repeat("a", 1100) + `"}`
+	pod := corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{Name: containerName,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: msg}},
+	}}}}
+	ok := pod.DeepCopy()
+	ok.Status.ContainerStatuses[0].State.Terminated.Message = `{"stage":"train","phase":1,"index":1,"checkpoint":"run/phase-1/members/member-1"}`
+	ok.Annotations = map[string]string{batchv1.JobCompletionIndexAnnotation: "1"}
+	results, bad := stageResults([]corev1.Pod{pod, *ok})
+	if len(results) != 1 || bad != 1 {
+		t.Fatalf("stageResults: %d results, %d bad; want the valid one and 1 bad", len(results), bad)
+	}
+}
+
+// A status write that fails for another reason than a conflict stops progress: the reconciler
+// records it, says so in an event, and starts no Job until a status write succeeds.
+func TestFailedStatusWriteBlocksNewJobs(t *testing.T) {
+	t.Parallel()
+	run := testutil.MakeRun("ns", "wedged").Defaulted()
+	run.UID = types.UID("uid-wedged")
+	failing := true
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(run).WithStatusSubresource(run).
+		WithInterceptorFuncs(interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if failing {
+					return apierrors.NewInvalid(schema.GroupKind{Group: "alignment.bpo.dev", Kind: "AlignmentRun"}, obj.GetName(),
+						field.ErrorList{field.TooLong(field.NewPath("status", "latestCheckpoint"), "", 1024)})
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		}).Build()
+	rec := events.NewFakeRecorder(20)
+	r := &AlignmentRunReconciler{Client: c, Scheme: scheme, Recorder: rec, StageImage: DefaultStageImage}
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "wedged"}}
+	jobs := func() int {
+		var l batchv1.JobList
+		must(t, c.List(context.Background(), &l))
+		return len(l.Items)
+	}
+
+	if _, err := r.Reconcile(context.Background(), req); err == nil {
+		t.Fatal("a failed status write returned no error")
+	}
+	if _, blocked := r.statusBlocked.Load(req.NamespacedName); !blocked {
+		t.Fatal("the failed status write was not recorded")
+	}
+	found := false
+	for len(rec.Events) > 0 {
+		if e := <-rec.Events; strings.Contains(e, "StatusWriteFailed") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no StatusWriteFailed event")
+	}
+	// The first reconcile's Job (created before the status write) stays alone: delete it, and
+	// the next reconcile, whose status write fails too, must not create it again.
+	n := jobs()
+	var l batchv1.JobList
+	must(t, c.List(context.Background(), &l))
+	for i := range l.Items {
+		must(t, c.Delete(context.Background(), &l.Items[i]))
+	}
+	if _, err := r.Reconcile(context.Background(), req); err == nil || !strings.Contains(err.Error(), "status cannot be written") {
+		t.Fatalf("reconcile while blocked: err = %v, want the block named", err)
+	}
+	if got := jobs(); got != 0 {
+		t.Fatalf("%d Jobs created while the status could not be written (the first reconcile made %d)", got, n)
+	}
+	// Once status can be written again, the run moves on.
+	failing = false
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Logf("reconcile after the fix: %v (the block lifts with this write)", err)
+	}
+	if _, err := r.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if jobs() == 0 {
+		t.Fatal("no Job after status writes succeed again")
+	}
+}
