@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 )
@@ -145,5 +146,55 @@ func TestChangedPairsFileIsRefused(t *testing.T) {
 	}
 	if _, err := e.PhasePairs(1); err == nil || !strings.Contains(err.Error(), "changed after labelling") {
 		t.Fatalf("reading a pairs file with a repeated line: err = %v", err)
+	}
+}
+
+// Workspace files are readable by the other uids of the pod's fsGroup (0644, not CreateTemp's
+// 0600), and a huge prompt's error quotes only its start.
+func TestWorkspaceFilesReadableAndMessagesBounded(t *testing.T) {
+	vol := newVolume(t)
+	e := makeRun("modes").Env(t, vol)
+	if _, err := e.Sample(1, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{e.WS.SamplesPath(1, 0), e.WS.DonePath(1, v1alpha1.StageSample, 0), e.WS.ShardPlanPath(1, v1alpha1.StageSample)} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o044 != 0o044 {
+			t.Errorf("%s has mode %v: group and others cannot read it", p, st.Mode().Perm())
+		}
+	}
+	if q := quoteStart(strings.Repeat("é", 1<<20), 80); len(q) > 84 || !strings.HasSuffix(q, "…") {
+		t.Errorf("quoteStart of a 2 MiB prompt is %d bytes", len(q))
+	}
+}
+
+// A killed stage's temp files are swept when a stage next opens the workspace, once they are old
+// enough not to belong to a write in progress.
+func TestStaleTempFilesSwept(t *testing.T) {
+	vol := newVolume(t)
+	e := makeRun("sweep").Env(t, vol)
+	dir := e.WS.PhaseDir(1)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := dir+"/.samples.jsonl.tmp-123", dir+"/.pairs.jsonl.tmp-456"
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	makeRun("sweep").Env(t, vol) // opens the workspace again
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("the 2-hour-old temp file is still there (%v)", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a fresh temp file (a write in progress) was removed: %v", err)
 	}
 }

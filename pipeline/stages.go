@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/trainer/annotator"
@@ -46,6 +47,18 @@ type Pair struct {
 	ReferenceLogps [2]float64 `json:"reference_logps"` // chosen, rejected
 }
 
+// quoteStart is the start of s for an error message: at most n bytes (on a rune boundary) and
+// "…", so a huge input never pushes the cause out of a bounded message.
+func quoteStart(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // encodePrompt tokenises a prompt and checks that it leaves room for the response.
 func encodePrompt(tok tokenizer.Tokenizer, cfg model.Config, prompt string, maxNew int) ([]int, error) {
 	ids := tok.Encode(prompt)
@@ -54,7 +67,7 @@ func encodePrompt(tok tokenizer.Tokenizer, cfg model.Config, prompt string, maxN
 	}
 	if len(ids)+maxNew > cfg.NPositions {
 		return nil, fmt.Errorf("prompt %q is %d tokens; with spec.sampler.maxNewTokens %d it exceeds the model's context of %d",
-			prompt, len(ids), maxNew, cfg.NPositions)
+			quoteStart(prompt, 80), len(ids), maxNew, cfg.NPositions)
 	}
 	return ids, nil
 }

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Workspace is the folder tree of one run (see docs/design.md, "Workspace layout").
@@ -59,7 +61,27 @@ func OpenWorkspace(base string, owner Owner) (*Workspace, error) {
 				root, have.Name, have.UID, owner.Name, owner.UID)
 		}
 	}
+	sweepTemps(root, staleTemp)
 	return &Workspace{Root: root}, nil
+}
+
+// staleTemp is the age after which a temp file of an atomic write is litter: a write takes
+// seconds, so an hour-old one belongs to a stage that was killed mid-write.
+const staleTemp = time.Hour
+
+// sweepTemps removes the temp files of atomic writes (".<name>.tmp-*") under root older than age.
+// Younger ones may belong to a stage writing right now, on another pod.
+func sweepTemps(root string, age time.Duration) {
+	cutoff := time.Now().Add(-age)
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), ".") || !strings.Contains(d.Name(), ".tmp-") {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
+			_ = os.Remove(path)
+		}
+		return nil
+	})
 }
 
 // PhaseDir is <root>/phase-<k>.
@@ -118,6 +140,12 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after a successful rename
+	// CreateTemp makes the file 0600; the workspace is shared by stage pods that run as other
+	// uids in the same fsGroup (and by people reading results), so files are group/world-readable.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
