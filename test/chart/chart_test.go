@@ -543,6 +543,8 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 			"metrics.serviceMonitor.enabled needs metrics.enabled"},
 		"no service account name":  {renderArgs{set: []string{"serviceAccount.create=false"}}, "serviceAccount.name is required"},
 		"extra arg without dashes": {renderArgs{set: []string{"manager.extraArgs={zap-devel}"}}, "extraArgs"},
+		"replicas without leader election": {renderArgs{set: []string{"replicaCount=2", "leaderElection.enabled=false"}},
+			"replicaCount > 1 needs leaderElection.enabled=true"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
