@@ -232,6 +232,15 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 			Parallelism:    ptr.To(completions),
 			// Retries are stage-level attempts (new Jobs), counted against spec.backoffLimit.
 			BackoffLimit: ptr.To(int32(0)),
+			// A pod evicted by a node drain, a preemption or the taint manager (condition
+			// DisruptionTarget) is not the stage's failure: the Job replaces the pod without
+			// spending an attempt (stages are idempotent, a replaced shard just runs again).
+			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action: batchv1.PodFailurePolicyActionIgnore,
+				OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{
+					Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+				}},
+			}}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec: corev1.PodSpec{

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
@@ -105,6 +106,11 @@ func TestBuildJob(t *testing.T) {
 			}
 			if *pod.AutomountServiceAccountToken {
 				t.Errorf("service account token mounted into stage pods")
+			}
+			// Disruptions (drains, preemption) do not spend the stage's attempts.
+			if pfp := job.Spec.PodFailurePolicy; pfp == nil || len(pfp.Rules) != 1 || pfp.Rules[0].Action != batchv1.PodFailurePolicyActionIgnore ||
+				len(pfp.Rules[0].OnPodConditions) != 1 || pfp.Rules[0].OnPodConditions[0].Type != corev1.DisruptionTarget {
+				t.Errorf("podFailurePolicy %+v: want DisruptionTarget ignored", pfp)
 			}
 		})
 	}
