@@ -68,6 +68,10 @@ type AlignmentRunReconciler struct {
 	// Now returns the current time (tests may override it); nil means time.Now.
 	Now func() time.Time
 
+	// APIReader reads objects that the label-scoped cache cannot see (a squatter without our
+	// labels); SetupWithManager sets the manager's, nil means Client.
+	APIReader client.Reader
+
 	// statusBlocked holds the runs (ObjectKey -> error text) whose last status write failed for
 	// another reason than a conflict: until one succeeds, no Job is started for them, so progress
 	// never runs ahead of what status records.
@@ -109,6 +113,9 @@ func CacheOptions(namespaces []string) cache.Options {
 // SetupWithManager registers the controller: AlignmentRuns, the Jobs and ConfigMaps they own,
 // and stage pods that terminate or cannot start.
 func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorder(ControllerName)
 	}
@@ -460,14 +467,24 @@ func (r *AlignmentRunReconciler) reconcileSpecConfigMap(ctx context.Context, s *
 	err = r.Get(ctx, client.ObjectKeyFromObject(desired), existing)
 	switch {
 	case apierrors.IsNotFound(err):
-		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+		err := r.Create(ctx, desired)
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the label-scoped cache but there: ours not yet seen, or a squatter whose
+			// run.yaml the stage pods would mount. Read it from the API server to tell.
+			if conflict, err := r.nameConflict(ctx, s, existing, client.ObjectKeyFromObject(desired)); conflict || err != nil {
+				return true, err
+			}
+			return false, nil
+		}
+		if err != nil {
 			return true, fmt.Errorf("creating ConfigMap %s: %w", desired.Name, err)
 		}
 		return false, nil
 	case err != nil:
 		return true, err
 	case !metav1.IsControlledBy(existing, s.run):
-		return true, fmt.Errorf("ConfigMap %s/%s exists and is not controlled by this AlignmentRun: delete it or rename the run", existing.Namespace, existing.Name)
+		_, err := r.nameConflict(ctx, s, existing, client.ObjectKeyFromObject(desired))
+		return true, err
 	case !equality.Semantic.DeepEqual(existing.Data, desired.Data):
 		existing.Data = desired.Data
 		if err := r.Update(ctx, existing); err != nil {
@@ -630,6 +647,32 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 	}
 }
 
+// nameConflict reads key from the API server (not the cache) into obj and, when the object is not
+// controlled by the run, fails the run with reason NameConflict and an event: the operator never
+// adopts or waits for an object it did not create.
+func (r *AlignmentRunReconciler) nameConflict(ctx context.Context, s *scope, obj client.Object, key client.ObjectKey) (bool, error) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	if err := reader.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil // gone again: the next reconcile creates it
+		}
+		return false, err
+	}
+	if metav1.IsControlledBy(obj, s.run) {
+		return false, nil
+	}
+	kind := "ConfigMap"
+	if _, ok := obj.(*batchv1.Job); ok {
+		kind = "Job"
+	}
+	msg := fmt.Sprintf("%s %s/%s exists and is not controlled by this AlignmentRun; the operator does not adopt it: delete it or rename the run", kind, key.Namespace, key.Name)
+	s.event(corev1.EventTypeWarning, alignv1.ReasonNameConflict, "CheckOwner", obj, "%s", msg)
+	return true, r.fail(ctx, s, alignv1.ReasonNameConflict, msg)
+}
+
 // retryOrFail starts the next attempt of a stage whose attempt failed with msg, or fails the run
 // once spec.backoffLimit retries are used.
 func (r *AlignmentRunReconciler) retryOrFail(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string, job *batchv1.Job, msg string) error {
@@ -667,7 +710,11 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 		s.actionEvent(corev1.EventTypeNormal, "StageStarted", "CreateJob", job, "%s started: Job %s (attempt %d, %d completions)",
 			where, job.Name, attempt, *job.Spec.Completions)
 	case apierrors.IsAlreadyExists(err):
-		// Created by an earlier reconcile that the cache has not shown yet.
+		// Created by an earlier reconcile that the cache has not shown yet, or a squatter the
+		// label-scoped cache cannot see (the run would wait for it forever).
+		if conflict, err := r.nameConflict(ctx, s, &batchv1.Job{}, client.ObjectKeyFromObject(job)); conflict || err != nil {
+			return err
+		}
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 		msg := fmt.Sprintf("%s: the API server rejected Job %s: %v", where, job.Name, err)
 		s.event(corev1.EventTypeWarning, alignv1.ReasonJobCreationFailed, "CreateJob", nil, "%s", msg)

@@ -732,6 +732,10 @@ const (
 	// ReasonJobCreationFailed (Failed=True): the API server rejected a stage Job as invalid
 	// (e.g. malformed resources or tolerations).
 	ReasonJobCreationFailed = "JobCreationFailed"
+	// ReasonNameConflict (Failed=True): a Job or ConfigMap with a name the run needs exists and is
+	// not controlled by the run; the operator neither adopts nor waits for it. Delete it or
+	// rename the run.
+	ReasonNameConflict = "NameConflict"
 )
 
 // AlignmentRunStatus is the observed state of an AlignmentRun. Real-valued metrics are strings
