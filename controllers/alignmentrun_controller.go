@@ -61,6 +61,9 @@ type AlignmentRunReconciler struct {
 	StageImage           string
 	StageImagePullPolicy corev1.PullPolicy
 
+	// Policy is what runs may change about their stage pods (image, command, Secret env).
+	Policy StagePolicy
+
 	// ResultsGracePeriod: see defaultResultsGracePeriod (0 means the default).
 	ResultsGracePeriod time.Duration
 	// MaxConcurrentReconciles of the controller (0 means 1).
@@ -387,6 +390,11 @@ func (r *AlignmentRunReconciler) reconcileValidation(ctx context.Context, s *sco
 		msg := errs.ToAggregate().Error()
 		s.event(corev1.EventTypeWarning, alignv1.ReasonInvalidSpec, "Validate", nil, "%s", msg)
 		return true, r.fail(ctx, s, alignv1.ReasonInvalidSpec, "invalid spec: "+msg)
+	}
+	if errs := r.Policy.Check(&s.run.Spec, r.StageImage); len(errs) > 0 {
+		msg := errs.ToAggregate().Error()
+		s.event(corev1.EventTypeWarning, alignv1.ReasonPolicyViolation, "CheckPolicy", nil, "%s", msg)
+		return true, r.fail(ctx, s, alignv1.ReasonPolicyViolation, "stage policy: "+msg)
 	}
 	s.run.Status.Phases = s.run.Spec.TrustRegion.Phases
 	if s.run.Status.Phase == 0 {

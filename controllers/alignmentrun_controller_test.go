@@ -84,7 +84,7 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			ns := newNamespace(t, "flow")
-			startManager(t, ns)
+			startManager(t, ns, func(r *AlignmentRunReconciler) { r.Policy.AllowedImages = []string{"example.com/"} })
 			run := createRun(t, testutil.MakeRun(ns, "flow").Phases(tc.phases).Members(2).
 				SamplerParallelism(2).EvalEveryPhase(tc.everyPhase).
 				SamplerEnv("EXTRA", "1").TrainerImage("example.com/bpo-train:v1").

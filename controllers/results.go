@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -79,8 +80,10 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 		if term == nil || term.ExitCode != 0 {
 			continue
 		}
+		// Only a JSON object is a StageResult: "null" would unmarshal to an all-zero result.
+		msg := strings.TrimSpace(term.Message)
 		var res alignv1.StageResult
-		if err := json.Unmarshal([]byte(strings.TrimSpace(term.Message)), &res); err != nil || validResult(&res) != nil {
+		if !strings.HasPrefix(msg, "{") || json.Unmarshal([]byte(msg), &res) != nil || validResult(&res) != nil {
 			bad++
 			continue
 		}
@@ -130,9 +133,15 @@ func validResult(r *alignv1.StageResult) error {
 	return nil
 }
 
+// truncate shortens s to at most n bytes plus "...", never inside a UTF-8 character (a
+// message cut there would not survive the API server's JSON unchanged).
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	// Back up over at most 3 continuation bytes to the start of the character at s[n].
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
 	}
 	return s[:n] + "..."
 }

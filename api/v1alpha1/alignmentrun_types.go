@@ -736,6 +736,9 @@ const (
 	// not controlled by the run; the operator neither adopts nor waits for it. Delete it or
 	// rename the run.
 	ReasonNameConflict = "NameConflict"
+	// ReasonPolicyViolation (Failed=True): a stage's image, command or Secret env is not allowed
+	// by the operator's stage policy (docs/security.md); the message names the field and the flag.
+	ReasonPolicyViolation = "PolicyViolation"
 )
 
 // AlignmentRunStatus is the observed state of an AlignmentRun. Real-valued metrics are strings

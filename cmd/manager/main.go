@@ -40,9 +40,19 @@ func main() {
 	flag.StringVar(&stagePullPolicy, "stage-image-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of stage containers when the stage spec sets none (Always, IfNotPresent, Never).")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (default: all namespaces).")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 1, "Number of AlignmentRuns reconciled in parallel.")
+	var allowedImages string
+	var policy controllers.StagePolicy
+	flag.StringVar(&allowedImages, "allowed-stage-images", "", "Comma-separated image prefixes a run's stages may use besides --stage-image's repository (\"*\": any image). Default: none.")
+	flag.BoolVar(&policy.AllowCommand, "allow-stage-command", false, "Allow runs to override a stage's command and args.")
+	flag.BoolVar(&policy.AllowSecretEnv, "allow-stage-secret-env", false, "Allow env entries of a run's stages that read a Secret (the annotator's secretRef is always allowed).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	for _, p := range strings.Split(allowedImages, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			policy.AllowedImages = append(policy.AllowedImages, p)
+		}
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
@@ -89,6 +99,7 @@ func main() {
 		Scheme:                  mgr.GetScheme(),
 		StageImage:              stageImage,
 		StageImagePullPolicy:    corev1.PullPolicy(stagePullPolicy),
+		Policy:                  policy,
 		MaxConcurrentReconciles: maxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "setting up the AlignmentRun controller")

@@ -430,6 +430,7 @@ func checkDefaults(t *testing.T, objs objects) {
 		"--metrics-bind-address": ":8080", "--health-probe-bind-address": ":8081",
 		"--stage-image": "ghcr.io/bpo-dev/bpo:" + app, "--stage-image-pull-policy": "IfNotPresent",
 		"--max-concurrent-reconciles": "1", "--zap-log-level": "info", "--zap-encoder": "json",
+		"--allow-stage-command": "false", "--allow-stage-secret-env": "false",
 	}
 	if !reflect.DeepEqual(args, wantArgs) {
 		t.Errorf("manager args\n got %v\nwant %v", args, wantArgs)
