@@ -134,22 +134,30 @@ func waitEstablished(ctx context.Context, c client.Client, name string) error {
 // dryRun submits obj with server-side dry-run and strict field validation: a create, or an
 // update of the live object when it already exists. Nothing is persisted.
 func dryRun(ctx context.Context, c client.Client, obj *unstructured.Unstructured) error {
-	err := c.Create(ctx, obj.DeepCopy(), client.DryRunAll, client.FieldValidation("Strict"))
-	if !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	// The object exists (another parallel test installed it) and may be changing under us, e.g.
-	// a CRD whose status the apiextensions controllers are still writing: retry on conflict.
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		live := &unstructured.Unstructured{}
-		live.SetGroupVersionKind(obj.GroupVersionKind())
-		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+	var err error
+	for range 5 {
+		err = c.Create(ctx, obj.DeepCopy(), client.DryRunAll, client.FieldValidation("Strict"))
+		if !apierrors.IsAlreadyExists(err) {
 			return err
 		}
-		upd := obj.DeepCopy()
-		upd.SetResourceVersion(live.GetResourceVersion())
-		return c.Update(ctx, upd, client.DryRunAll, client.FieldValidation("Strict"))
-	})
+		// The object exists (another parallel test installed it) and may be changing under us, e.g.
+		// a CRD whose status the apiextensions controllers are still writing: retry on conflict.
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			live := &unstructured.Unstructured{}
+			live.SetGroupVersionKind(obj.GroupVersionKind())
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+				return err
+			}
+			upd := obj.DeepCopy()
+			upd.SetResourceVersion(live.GetResourceVersion())
+			return c.Update(ctx, upd, client.DryRunAll, client.FieldValidation("Strict"))
+		})
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		// ... and the parallel test uninstalled it between our Create and Get: create again.
+	}
+	return err
 }
 
 // kindOrder: CRDs, then namespaces, then the rest (as kubectl and helm order them).
