@@ -99,3 +99,19 @@ func FuzzStageResult(f *testing.F) {
 		}
 	})
 }
+
+// TestTerminationMessageRegressions pins FuzzStageResult's two findings: a "null"
+// message counted as an all-zero StageResult, and a failure message cut inside a
+// UTF-8 character.
+func TestTerminationMessageRegressions(t *testing.T) {
+	if results, bad := stageResults([]corev1.Pod{fzPod(corev1.PodSucceeded, 0, " null\n")}); len(results) != 0 || bad != 1 {
+		t.Errorf(`"null": %d results, %d bad; want 0 and 1`, len(results), bad)
+	}
+	msg := strings.Repeat("a", 511) + "é and more"
+	if got := truncate(msg, 512); got != strings.Repeat("a", 511)+"..." {
+		t.Errorf("truncate cut inside a character: %q", got[500:])
+	}
+	if got := truncate(strings.Repeat("é", 300), 512); got != strings.Repeat("é", 256)+"..." {
+		t.Errorf("truncate at a character boundary: %q", got[500:])
+	}
+}

@@ -59,6 +59,11 @@ CGO_ENABLED=0 go build ./... || failed+=("CGO_ENABLED=0 go build")
 BPO_REQUIRE_OPENBLAS= CGO_ENABLED=0 go test -count=1 ./trainer/... ||
   failed+=("CGO_ENABLED=0 go test ./trainer/...")
 
+# Fuzzing: every parser of outside input fuzzed for FUZZTIME (default 5s) per target, 9 targets
+# (hack/fuzz.sh; about a minute on a warm build cache).
+step "hack/fuzz.sh (FUZZTIME=${FUZZTIME:-5s} per target)"
+hack/fuzz.sh || failed+=("hack/fuzz.sh")
+
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "test.sh: failed: ${failed[*]}" >&2
   exit 1

@@ -221,11 +221,19 @@ func decodeJSONL[T any](r io.Reader, name string) ([]T, error) {
 		if text == "" {
 			continue
 		}
+		// One JSON object per line: "null" would decode to a zero row and anything after the
+		// first value would be dropped silently.
+		if text[0] != '{' {
+			return nil, fmt.Errorf("%s:%d: not a JSON object", name, line)
+		}
 		var v T
 		dec := json.NewDecoder(strings.NewReader(text))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&v); err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", name, line, err)
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return nil, fmt.Errorf("%s:%d: trailing data after the JSON object", name, line)
 		}
 		out = append(out, v)
 	}

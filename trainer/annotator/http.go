@@ -155,24 +155,45 @@ func (h *HTTP) once(ctx context.Context, body []byte, items []Item) ([][]float64
 		}
 		return nil, errPermanent{err}
 	}
-	var r httpResponse
+	scores, err := decodeAnswer(data, items)
+	if err != nil {
+		return nil, errPermanent{err}
+	}
+	return scores, nil
+}
+
+// decodeAnswer parses a 200 answer's body and checks its shape against the request's
+// items: one list per item, one finite number per response.
+func decodeAnswer(data []byte, items []Item) ([][]float64, error) {
+	// httpResponse's shape, with pointers: a null score must not read as 0.
+	var r struct {
+		Scores [][]*float64 `json:"scores"`
+	}
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, errPermanent{fmt.Errorf(`answer is not {"scores": [[...], ...]}: %v (%s)`, err, excerpt(data))}
+		return nil, fmt.Errorf(`answer is not {"scores": [[...], ...]}: %v (%s)`, err, excerpt(data))
 	}
 	if len(r.Scores) != len(items) {
-		return nil, errPermanent{fmt.Errorf("answer has %d score lists for %d items", len(r.Scores), len(items))}
+		return nil, fmt.Errorf("answer has %d score lists for %d items", len(r.Scores), len(items))
 	}
+	scores := make([][]float64, len(r.Scores))
 	for i, s := range r.Scores {
 		if len(s) != len(items[i].Responses) {
-			return nil, errPermanent{fmt.Errorf("item %d: %d scores for %d responses", i, len(s), len(items[i].Responses))}
+			return nil, fmt.Errorf("item %d: %d scores for %d responses", i, len(s), len(items[i].Responses))
+		}
+		if s != nil {
+			scores[i] = make([]float64, len(s))
 		}
 		for j, v := range s {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, errPermanent{fmt.Errorf("item %d response %d: score %v is not a finite number", i, j, v)}
+			if v == nil {
+				return nil, fmt.Errorf("item %d response %d: score null is not a finite number", i, j)
 			}
+			if math.IsNaN(*v) || math.IsInf(*v, 0) {
+				return nil, fmt.Errorf("item %d response %d: score %v is not a finite number", i, j, *v)
+			}
+			scores[i][j] = *v
 		}
 	}
-	return r.Scores, nil
+	return scores, nil
 }
 
 func excerpt(b []byte) string {

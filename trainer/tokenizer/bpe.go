@@ -123,6 +123,7 @@ func parseVocab(name string, b []byte) (map[string]int, error) {
 	}
 	vocab := map[string]int{}
 	seen := map[int]string{}
+	maxID, maxLine := -1, 0
 	for dec.More() {
 		kt, err := dec.Token()
 		if err != nil {
@@ -153,6 +154,9 @@ func parseVocab(name string, b []byte) (map[string]int, error) {
 			return nil, fmt.Errorf("%s:%d: id %d of %q is already used by %q", name, line, id, key, other)
 		}
 		vocab[key], seen[id] = id, key
+		if id > maxID {
+			maxID, maxLine = id, line
+		}
 	}
 	if _, err := dec.Token(); err != nil { // closing '}'
 		return nil, fail(err)
@@ -162,6 +166,12 @@ func parseVocab(name string, b []byte) (map[string]int, error) {
 	}
 	if len(vocab) == 0 {
 		return nil, fmt.Errorf("%s:1: empty vocabulary", name)
+	}
+	// The id -> token table is sized by the largest id: a few bytes of JSON must not make it
+	// millions of entries long. Ids may leave holes, but about as many holes as tokens at most.
+	if limit := 2*len(vocab) + 1024; maxID >= limit {
+		return nil, fmt.Errorf("%s:%d: id %d of %q leaves too many unused ids for a vocabulary of %d tokens (ids must be below %d)",
+			name, maxLine, maxID, seen[maxID], len(vocab), limit)
 	}
 	return vocab, nil
 }
