@@ -185,6 +185,10 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}},
 	}}
 	mounts := []corev1.VolumeMount{{Name: "config", MountPath: configMountPath, ReadOnly: true}}
+	// The root filesystem is read-only; /tmp is the one scratch place a stage (or a library it
+	// loads) may write outside the workspace.
+	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	mounts = append(mounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp"})
 	if pvc := spec.Workspace.PersistentVolumeClaim; pvc != nil {
 		volumes = append(volumes, corev1.Volume{
 			Name: "workspace",
@@ -269,6 +273,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
 							RunAsNonRoot:             ptr.To(true),
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},

@@ -107,6 +107,17 @@ func TestBuildJob(t *testing.T) {
 			if *pod.AutomountServiceAccountToken {
 				t.Errorf("service account token mounted into stage pods")
 			}
+			// Read-only root filesystem, with /tmp as the scratch emptyDir.
+			if sc := pod.Containers[0].SecurityContext; sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+				t.Errorf("stage container root filesystem is writable")
+			}
+			hasTmp := false
+			for _, m := range pod.Containers[0].VolumeMounts {
+				hasTmp = hasTmp || m.MountPath == "/tmp"
+			}
+			if !hasTmp {
+				t.Errorf("no /tmp mount with a read-only root filesystem")
+			}
 			// Disruptions (drains, preemption) do not spend the stage's attempts.
 			if pfp := job.Spec.PodFailurePolicy; pfp == nil || len(pfp.Rules) != 1 || pfp.Rules[0].Action != batchv1.PodFailurePolicyActionIgnore ||
 				len(pfp.Rules[0].OnPodConditions) != 1 || pfp.Rules[0].OnPodConditions[0].Type != corev1.DisruptionTarget {
