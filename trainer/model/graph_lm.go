@@ -57,7 +57,8 @@ type LMTrainer struct {
 	batch, seqLen int
 	scale         float64 // LoRA mode: alpha/r of the bound adapter, 0 = base model
 	precision     Precision
-	syncs         []grSync // float32: graph inputs refreshed from the weights before every run
+	syncs         []grSync    // float32: graph inputs refreshed from the weights before every run
+	masters       [][]float64 // full mode: each trained tensor's Data when the graph was built
 
 	g *G.ExprGraph
 	grBatchInputs
@@ -164,6 +165,11 @@ func buildLMTrainer[F kernels.Float](tr *LMTrainer, w *Weights) error {
 	}
 	tr.grTrained = gb.grTrained
 	tr.syncs = gb.syncs
+	if full {
+		for _, name := range tr.names {
+			tr.masters = append(tr.masters, w.Tensors[name].Data)
+		}
+	}
 	var logits *G.Node
 	if full {
 		logits, err = grTiedLogitsFullOp[F](x, wte)
@@ -237,19 +243,6 @@ func (t *LMTrainer) Params() map[string][]float64 {
 	return out
 }
 
-// master returns the float64 slice the graph input i was built from.
-func (t *LMTrainer) master(i int) []float64 {
-	if v, ok := t.paramV[i].Data().([]float64); ok {
-		return v
-	}
-	for _, s := range t.syncs {
-		if s.value == t.paramV[i] {
-			return s.master.Data
-		}
-	}
-	return nil
-}
-
 func (t *LMTrainer) bind(a *Adapter, b Batch) error {
 	if t.full {
 		if a != nil {
@@ -257,7 +250,7 @@ func (t *LMTrainer) bind(a *Adapter, b Batch) error {
 		}
 		for i, name := range t.names {
 			// The weights must still be the tensors the graph views.
-			if tt, m := t.weights.Tensors[name], t.master(i); tt == nil || len(tt.Data) == 0 || len(m) == 0 || &tt.Data[0] != &m[0] {
+			if tt, m := t.weights.Tensors[name], t.masters[i]; tt == nil || len(tt.Data) == 0 || len(m) == 0 || &tt.Data[0] != &m[0] {
 				return fmt.Errorf("model: weights tensor %q was replaced after NewLMTrainer; update it in place", name)
 			}
 		}

@@ -9,6 +9,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // Gradient checks of the language-model graph (graph_lm.go): its new layers separately, then
@@ -92,7 +94,7 @@ func TestGradCheckLMLoss(t *testing.T) {
 			continue
 		}
 		row := lg.Data().([]float64)[n*grGCV : (n+1)*grGCV]
-		s -= infLogSoftmaxAt(row, int(tgt.Data().([]float64)[n]))
+		s -= kernels.LogSoftmaxAt(row, int(tgt.Data().([]float64)[n]))
 		c++
 	}
 	if want := 2.5 * s / c; math.Abs(v-want) > 1e-12*math.Abs(want) {

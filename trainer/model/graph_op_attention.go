@@ -71,7 +71,11 @@ func grCausalAttentionOp[F kernels.Float](qkv, start *G.Node, batch, T, d, heads
 	o.diff[0] = true
 	o.sym = func(ins G.Nodes, _, dy *G.Node) (G.Nodes, error) {
 		var scratch [][]F // per worker, T·T each
-		types := grTypes[F]("F" + map[bool]string{true: "d", false: ""}[start != nil] + "F")
+		spec := "FF"      // qkv, dy
+		if start != nil {
+			spec = "FdF" // qkv, starts, dy
+		}
+		types := grTypes[F](spec)
 		return grInputGradOp(name+"Grad", len(ins), append(dims[:len(dims):len(dims)], 2), types, func(dqkv []F, in []*tensor.Dense) error {
 			qkv, dY := grS[F](in[0]), grS[F](in[len(in)-1])
 			ld := 3 * d

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/bpo-dev/bpo/trainer/model/kernels"
 )
 
 // ---------- a naive, loop-by-loop reference forward pass (test only) ----------
@@ -144,7 +146,7 @@ func grNaiveLogProb(w *Weights, a *Adapter, toks []int, mask []bool) (float64, i
 	var n int
 	for t := 1; t < len(toks); t++ {
 		if t < len(mask) && mask[t] {
-			s += infLogSoftmaxAt(lg[t-1], toks[t])
+			s += kernels.LogSoftmaxAt(lg[t-1], toks[t])
 			n++
 		}
 	}

@@ -504,6 +504,3 @@ func (c *infCache[F]) step(rows, tokens []int) [][]float64 {
 	}
 	return rows64(m.logits(x, len(rows)), m.vocab)
 }
-
-// infLogSoftmaxAt returns log softmax(row)[k] (float64 rows, as tests hold them).
-func infLogSoftmaxAt(row []float64, k int) float64 { return kernels.LogSoftmaxAt(row, k) }

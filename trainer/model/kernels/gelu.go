@@ -52,21 +52,9 @@ func GeluBackward[F Float](dx, dy, dydx []F) {
 // sigmoid2 returns s = σ(2u) and 1 − s, both to full relative accuracy: 0.5·(1 + tanh u) = σ(2u),
 // so gelu_new(x) = x·σ(2u) and its derivative is σ(2u) + 2x·σ(2u)·(1 − σ(2u))·u'(x). This is the
 // float32 path (float64 keeps libm's tanh): one exponential per element and no cancellation where
-// tanh u is near ±1 (float32 1 + tanh u loses those digits; we keep them). The exponential is
-// expNeg's, written out so that the loop body makes one call.
+// tanh u is near ±1 (float32 1 + tanh u loses those digits; we keep them).
 func sigmoid2(u float64) (s, c float64) {
-	x := -2 * math.Abs(u) // e = exp(x) in (0, 1]
-	var e float64
-	if x > -690 {
-		t := x*1.4426950408889634 - 0.5
-		n := float64(int64(t))
-		r := x - n*6.93147180369123816490e-01 - n*1.90821492927058770002e-10
-		// degree 8, Estrin's scheme: a shorter dependency chain than Horner's
-		r2 := r * r
-		r4 := r2 * r2
-		p := (1 + r + r2*(1.0/2+r*(1.0/6))) + r4*((1.0/24+r*(1.0/120))+r2*(1.0/720+r*(1.0/5040))+r4*(1.0/40320))
-		e = p * math.Float64frombits(uint64(int64(n)+1023)<<52)
-	}
+	e := expNeg(-2 * math.Abs(u)) // in (0, 1]
 	inv := 1 / (1 + e)
 	if u >= 0 {
 		return inv, e * inv
