@@ -49,6 +49,10 @@ const (
 	// defaultResultsGracePeriod is how long after a Job completed the controller waits for the
 	// pods' StageResults to appear in its cache before folding what it has.
 	defaultResultsGracePeriod = 30 * time.Second
+
+	// failureMessageGrace bounds how long a failed Job waits for its failed pod's message to
+	// reach the cache (cache lag is milliseconds; a deleted pod never shows one).
+	failureMessageGrace = 5 * time.Second
 )
 
 // AlignmentRunReconciler reconciles AlignmentRun objects.
@@ -631,7 +635,16 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 		if err != nil {
 			return false, err
 		}
-		return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, failureMessage(job, pods))
+		msg, fromPod := failureMessage(job, pods)
+		if !fromPod && s.now.Sub(jobFinishTime(job, batchv1.JobFailed)) < min(r.resultsGrace(), failureMessageGrace) {
+			// As for results: the pod's terminated state (the stage's own error) may reach the
+			// cache after the Job's Failed condition; wait for it a little before settling for
+			// the Job's generic message (briefly: a deleted pod never shows one).
+			s.requeue(2 * time.Second)
+			setRunning(s, fmt.Sprintf("%s: Job %s failed, waiting for the failed pod's message", where, job.Name))
+			return false, nil
+		}
+		return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, msg)
 
 	default:
 		reason, hold, err := r.stageHold(ctx, job)

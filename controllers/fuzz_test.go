@@ -86,7 +86,7 @@ func FuzzStageResult(f *testing.F) {
 		}
 
 		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "stage"}}
-		line := failureMessage(job, []corev1.Pod{fzPod(corev1.PodFailed, 1, msg)})
+		line, _ := failureMessage(job, []corev1.Pod{fzPod(corev1.PodFailed, 1, msg)})
 		const prefix = "pod stage-0: "
 		if !strings.HasPrefix(line, prefix) || len(line) == len(prefix) {
 			t.Fatalf("failure message %q", line)

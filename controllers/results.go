@@ -93,8 +93,9 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 }
 
 // failureMessage is the stage's own error: the StageResult message (or the raw log tail, with
-// FallbackToLogsOnError) of a failed pod, else the Job's Failed condition.
-func failureMessage(job *batchv1.Job, pods []corev1.Pod) string {
+// FallbackToLogsOnError) of a failed pod, else the Job's Failed condition. fromPod reports the
+// former: the cache may show the Job's failure before its pod's terminated state.
+func failureMessage(job *batchv1.Job, pods []corev1.Pod) (msg string, fromPod bool) {
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	for i := range pods {
 		pod := &pods[i]
@@ -110,12 +111,12 @@ func failureMessage(job *batchv1.Job, pods []corev1.Pod) string {
 		if msg == "" {
 			msg = fmt.Sprintf("exit code %d (%s)", term.ExitCode, term.Reason)
 		}
-		return fmt.Sprintf("pod %s: %s", pod.Name, truncate(msg, 512))
+		return fmt.Sprintf("pod %s: %s", pod.Name, truncate(msg, 512)), true
 	}
 	if c := jobCondition(job, batchv1.JobFailed); c != nil {
-		return fmt.Sprintf("job %s: %s: %s", job.Name, c.Reason, c.Message)
+		return fmt.Sprintf("job %s: %s: %s", job.Name, c.Reason, c.Message), false
 	}
-	return fmt.Sprintf("job %s failed", job.Name)
+	return fmt.Sprintf("job %s failed", job.Name), false
 }
 
 // maxCheckpointBytes is the MaxLength of status.latestCheckpoint and phaseResults[].checkpoint.
