@@ -1,7 +1,7 @@
 package main
 
-// bpo pretrain and bpo sft: build a byte-level base model folder and its SFT adapters
-// (pipeline/pretrain.go). `make models` runs them to produce trainer/task/models/tiny-reviews.
+// bpo tokenizer, bpo pretrain and bpo sft: build a base model folder and its SFT adapters
+// (trainer/pretrain). `make models` runs them to produce trainer/task/models/tiny-reviews.
 
 import (
 	"fmt"
@@ -15,15 +15,16 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bpo-dev/bpo/pipeline"
 	"github.com/bpo-dev/bpo/trainer/model"
+	"github.com/bpo-dev/bpo/trainer/optim"
+	"github.com/bpo-dev/bpo/trainer/pretrain"
 	"github.com/bpo-dev/bpo/trainer/sample"
 	"github.com/bpo-dev/bpo/trainer/task"
 	"github.com/bpo-dev/bpo/trainer/tokenizer"
 )
 
 func extraCommands() []*cobra.Command {
-	return []*cobra.Command{pretrainCmd(), sftCmd(), benchCmd()}
+	return []*cobra.Command{tokenizerCmd(), pretrainCmd(), sftCmd(), benchCmd()}
 }
 
 // loadTaskArg is a built-in task name or a task folder.
@@ -36,7 +37,7 @@ func loadTaskArg(name string) (*task.Task, error) {
 
 // lmFlags are the optimisation flags shared by pretrain and sft.
 type lmFlags struct {
-	o        pipeline.LMOptions
+	o        pretrain.LMOptions
 	logEvery int
 	samples  int
 	prompts  []string
@@ -49,7 +50,7 @@ func (f *lmFlags) register(c *cobra.Command, steps int, lr, wd float64) {
 	fl.Float64Var(&f.o.LR, "lr", lr, "peak learning rate")
 	fl.Float64Var(&f.o.MinLRRatio, "min-lr-ratio", 0.1, "final learning rate as a fraction of --lr")
 	fl.IntVar(&f.o.Warmup, "warmup", 0, "warm-up steps (0: steps/20, at most 200; -1: none)")
-	fl.StringVar(&f.o.Schedule, "schedule", pipeline.ScheduleCosine, "decay after warm-up: cosine or linear")
+	fl.StringVar((*string)(&f.o.Schedule), "schedule", string(optim.Cosine), "decay after warm-up: cosine, linear or constant")
 	fl.Float64Var(&f.o.WeightDecay, "weight-decay", wd, "AdamW weight decay on matrices")
 	fl.Float64Var(&f.o.MaxGradNorm, "max-grad-norm", 1, "global gradient-norm clip (negative: none)")
 	fl.Uint64Var(&f.o.Seed, "seed", 1, "random seed (weights or adapters, data order)")
@@ -68,10 +69,10 @@ func cpuTime() time.Duration {
 }
 
 // progressPrinter prints every logEvery steps, every evaluation and checkpoint.
-func progressPrinter(out io.Writer, logEvery int) func(pipeline.LMProgress) error {
+func progressPrinter(out io.Writer, logEvery int) func(pretrain.LMProgress) error {
 	var last time.Duration // elapsed at the last line
 	var toks int           // tokens since the last line
-	return func(p pipeline.LMProgress) error {
+	return func(p pretrain.LMProgress) error {
 		if p.Elapsed < last { // the next SFT member
 			last, toks = 0, 0
 		}
@@ -98,8 +99,8 @@ func progressPrinter(out io.Writer, logEvery int) func(pipeline.LMProgress) erro
 }
 
 // printContinuations prints the greedy and `samples` temperature-1 continuations of each prompt
-// (32 new bytes at most, stopping at end-of-text).
-func printContinuations(out io.Writer, label string, w *model.Weights, all []string, samples int, seed uint64) error {
+// (64 new tokens at most, stopping at end-of-text).
+func printContinuations(out io.Writer, label string, w *model.Weights, tok tokenizer.Tokenizer, all []string, samples int, seed uint64) error {
 	var prompts []string
 	for _, p := range all {
 		if p != "" {
@@ -109,14 +110,13 @@ func printContinuations(out io.Writer, label string, w *model.Weights, all []str
 	if len(prompts) == 0 {
 		return nil
 	}
-	tok := tokenizer.Byte{}
 	m := model.NewInference(w)
 	ids := make([][]int, len(prompts))
 	for i, p := range prompts {
 		ids[i] = tok.Encode(p)
 	}
 	fmt.Fprintf(out, "continuations (%s):\n", label)
-	greedy, err := sample.Generate(m, ids, sample.Options{Greedy: true, MaxNewTokens: 32, EOT: tok.EOT()})
+	greedy, err := sample.Generate(m, ids, sample.Options{Greedy: true, MaxNewTokens: 64, EOT: tok.EOT()})
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func printContinuations(out io.Writer, label string, w *model.Weights, all []str
 	}
 	var drawn [][]int
 	if samples > 0 {
-		if drawn, err = sample.Generate(m, rows, sample.Options{Temperature: 1, MaxNewTokens: 32, EOT: tok.EOT(), Seed: seed}); err != nil {
+		if drawn, err = sample.Generate(m, rows, sample.Options{Temperature: 1, MaxNewTokens: 64, EOT: tok.EOT(), Seed: seed}); err != nil {
 			return err
 		}
 	}
@@ -143,14 +143,16 @@ func printContinuations(out io.Writer, label string, w *model.Weights, all []str
 
 func pretrainCmd() *cobra.Command {
 	var f lmFlags
-	var taskName, out, ckptDir, layout string
+	var taskName, out, ckptDir, layout, corpus, tokDir string
 	var width, layers, heads, context, ckptEvery int
 	var keepCkpt bool
 	c := &cobra.Command{
-		Use:   "pretrain --task reviews --out DIR",
-		Short: "Pretrain a byte-level GPT-2 on a task's pretraining texts and write a model folder",
-		Long: `Pretrain a byte-level GPT-2 from scratch (every weight trained) on the task's pretraining
-texts and write DIR/config.json, DIR/model.safetensors (F32) and DIR/tokenizer_config.json.
+		Use:   "pretrain (--task reviews | --corpus FILE) [--tokenizer TOKDIR] --out DIR",
+		Short: "Pretrain a GPT-2 on a task's pretraining texts (or a corpus file) and write a model folder",
+		Long: `Pretrain a GPT-2 from scratch (every weight trained) on the task's pretraining texts, or on
+--corpus FILE (one document per line), and write DIR/config.json, DIR/model.safetensors (F32) and
+the tokenizer: byte-level by default (DIR/tokenizer_config.json), or the BPE of --tokenizer TOKDIR
+(its vocab.json and merges.txt are copied into DIR; see bpo tokenizer).
 A checkpoint is written every --checkpoint-every steps; rerunning the same command resumes from
 it and continues bit-identically. It is removed after success unless --keep-checkpoint.`,
 		Args: cobra.NoArgs,
@@ -159,14 +161,18 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 			if out == "" {
 				return fmt.Errorf("--out is required")
 			}
-			t, err := loadTaskArg(taskName)
+			texts, source, err := pretrainTexts(taskName, corpus)
 			if err != nil {
 				return err
 			}
-			if len(t.Pretrain) == 0 {
-				return fmt.Errorf("task %s has no pretraining texts", t.Name)
+			var tok tokenizer.Tokenizer = tokenizer.Byte{}
+			if tokDir != "" {
+				if tok, err = tokenizer.FromDir(tokDir); err != nil {
+					return err
+				}
 			}
-			cfg := pipeline.ByteConfig(width, layers, heads, context)
+			f.o.Tokenizer = tok
+			cfg := pretrain.TokenizerConfig(tok, width, layers, heads, context)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -174,16 +180,16 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 				ckptDir = filepath.Clean(out) + ".ckpt"
 			}
 			f.o.Layout = layout
-			o := pipeline.PretrainOptions{LMOptions: f.o, CheckpointDir: ckptDir, CheckpointEvery: ckptEvery,
+			o := pretrain.PretrainOptions{LMOptions: f.o, CheckpointDir: ckptDir, CheckpointEvery: ckptEvery,
 				Progress: progressPrinter(w, f.logEvery)}
-			fmt.Fprintf(w, "pretrain: d%d L%d H%d ctx%d, %d steps x %d rows, lr %g (%s), weight decay %g, seed %d, task %s (%d texts)\n",
-				width, layers, heads, context, f.o.Steps, f.o.Batch, f.o.LR, f.o.Schedule, f.o.WeightDecay, f.o.Seed, t.Name, len(t.Pretrain))
+			fmt.Fprintf(w, "pretrain: d%d L%d H%d ctx%d vocab %d, %d steps x %d rows, lr %g (%s), weight decay %g, seed %d, %s (%d texts)\n",
+				width, layers, heads, context, cfg.VocabSize, f.o.Steps, f.o.Batch, f.o.LR, f.o.Schedule, f.o.WeightDecay, f.o.Seed, source, len(texts))
 			cpu0, t0 := cpuTime(), time.Now()
-			wt, rep, err := pipeline.Pretrain(cfg, t.Pretrain, o)
+			wt, rep, err := pretrain.Pretrain(cfg, texts, o)
 			if err != nil {
 				return err
 			}
-			if err := pipeline.SaveBaseModel(out, wt); err != nil {
+			if err := pretrain.SaveBaseModel(out, wt, tok); err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "pretrain: %d parameters; %d training texts (%d bytes), %d held-out (%d bytes); %d rows/epoch (%.1f%% full)\n",
@@ -192,7 +198,7 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 				fmt.Fprintf(w, "pretrain: resumed from step %d\n", rep.ResumedFrom)
 			}
 			fmt.Fprintf(w, "pretrain: %d tokens trained (%.1f epochs), wall %s, CPU %s\n", rep.Tokens,
-				float64(rep.Tokens)/float64(rep.TrainBytes), time.Since(t0).Round(time.Second), (cpuTime() - cpu0).Round(time.Second))
+				float64(rep.Tokens)/float64(rep.TrainTokens), time.Since(t0).Round(time.Second), (cpuTime() - cpu0).Round(time.Second))
 			if !math.IsNaN(rep.TrainLoss) {
 				fmt.Fprintf(w, "pretrain: train loss of the last steps %.4f nats/token\n", rep.TrainLoss)
 			}
@@ -203,18 +209,20 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 					return err
 				}
 			}
-			return printContinuations(w, "base model", wt, f.prompts, f.samples, f.o.Seed)
+			return printContinuations(w, "base model", wt, tok, f.prompts, f.samples, f.o.Seed)
 		},
 	}
 	f.register(c, 3000, 1e-3, 0.1)
 	fl := c.Flags()
-	fl.StringVar(&taskName, "task", "reviews", "built-in task name or task folder")
+	fl.StringVar(&taskName, "task", "reviews", "built-in task name or task folder (its pretraining texts)")
+	fl.StringVar(&corpus, "corpus", "", "pretrain on this file instead, one document per line (blank lines skipped)")
+	fl.StringVar(&tokDir, "tokenizer", "", "folder with a BPE vocab.json and merges.txt (default: byte-level)")
 	fl.StringVar(&out, "out", "", "model folder to write")
 	fl.IntVar(&width, "width", 128, "n_embd")
 	fl.IntVar(&layers, "layers", 2, "n_layer")
 	fl.IntVar(&heads, "heads", 4, "n_head")
 	fl.IntVar(&context, "context", 128, "n_positions (and the training row length)")
-	fl.StringVar(&layout, "layout", pipeline.LayoutPacked, "packed (documents whole, attention confined to each) or stream (GPT-2 windows)")
+	fl.StringVar(&layout, "layout", pretrain.LayoutPacked, "packed (documents whole, attention confined to each) or stream (GPT-2 windows)")
 	fl.StringVar(&ckptDir, "checkpoint-dir", "", "checkpoint folder (default: DIR.ckpt beside the output)")
 	fl.IntVar(&ckptEvery, "checkpoint-every", 200, "checkpoint period in steps")
 	fl.BoolVar(&keepCkpt, "keep-checkpoint", false, "keep the checkpoint after success")
@@ -246,9 +254,7 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			if err != nil {
 				return err
 			}
-			if _, ok := tok.(tokenizer.Byte); !ok {
-				return fmt.Errorf("%s: sft needs a byte-level model (tokenizer_config.json {\"tokenizer_class\": \"byte\"})", dir)
-			}
+			f.o.Tokenizer = tok
 			t, err := loadTaskArg(taskName)
 			if err != nil {
 				return err
@@ -258,7 +264,7 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			}
 			fmt.Fprintf(w, "sft: %d members, rank %d, alpha %g, %d steps x %d rows each, lr %g, seed %d, task %s (%d texts)\n",
 				members, rank, alpha, f.o.Steps, f.o.Batch, f.o.LR, f.o.Seed, t.Name, len(t.SFT))
-			baseHeld, err := pipeline.HeldOutNatsPerByte(base, nil, t.SFT, f.o.Batch)
+			baseHeld, err := pretrain.HeldOutNatsPerByte(base, nil, tok, t.SFT, f.o.Batch)
 			if err != nil {
 				return err
 			}
@@ -266,20 +272,20 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			cpu0, t0 := cpuTime(), time.Now()
 			var final []float64
 			show := progressPrinter(w, f.logEvery)
-			o := pipeline.SFTOptions{LMOptions: f.o, Progress: func(p pipeline.LMProgress) error {
+			o := pretrain.SFTOptions{LMOptions: f.o, Progress: func(p pretrain.LMProgress) error {
 				if p.Step == p.Steps {
 					final = append(final, p.HeldOut)
 				}
 				return show(p)
 			}}
-			adapters, err := pipeline.SFT(base, t.SFT, members, rank, alpha, o)
+			adapters, err := pretrain.SFT(base, t.SFT, members, rank, alpha, o)
 			if err != nil {
 				return err
 			}
-			if err := pipeline.SaveSFTAdapters(dir, adapters); err != nil {
+			if err := pretrain.SaveSFTAdapters(dir, adapters); err != nil {
 				return err
 			}
-			ens, err := pipeline.HeldOutNatsPerByte(model.MergeMean(base, adapters), nil, t.SFT, f.o.Batch)
+			ens, err := pretrain.HeldOutNatsPerByte(model.MergeMean(base, adapters), nil, tok, t.SFT, f.o.Batch)
 			if err != nil {
 				return err
 			}
@@ -290,19 +296,99 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			fmt.Fprintf(w, "sft: wall %s, CPU %s\n", time.Since(t0).Round(time.Second), (cpuTime() - cpu0).Round(time.Second))
 			fmt.Fprintf(w, "sft: held-out nats/byte on the SFT texts: base %.4f, members [%s], ensemble mean %.4f\n",
 				baseHeld, strings.Join(parts, " "), ens)
-			fmt.Fprintf(w, "wrote %s\n", filepath.Join(dir, "adapters"))
-			if err := printContinuations(w, "member 0 merged", model.MergeMean(base, adapters[:1]), f.prompts, f.samples, f.o.Seed); err != nil {
+			fmt.Fprintf(w, "wrote %s\n", filepath.Join(dir, pretrain.AdaptersDir))
+			if err := printContinuations(w, "member 0 merged", model.MergeMean(base, adapters[:1]), tok, f.prompts, f.samples, f.o.Seed); err != nil {
 				return err
 			}
-			return printContinuations(w, "ensemble mean", model.MergeMean(base, adapters), f.prompts, f.samples, f.o.Seed)
+			return printContinuations(w, "ensemble mean", model.MergeMean(base, adapters), tok, f.prompts, f.samples, f.o.Seed)
 		},
 	}
 	f.register(c, 150, 1e-3, 0)
 	fl := c.Flags()
-	fl.StringVar(&dir, "model", "", "byte-level model folder (adapters are written to DIR/adapters)")
+	fl.StringVar(&dir, "model", "", "model folder (adapters are written to DIR/adapters)")
 	fl.StringVar(&taskName, "task", "reviews", "built-in task name or task folder")
 	fl.IntVar(&members, "members", 8, "number of adapters (ensemble members)")
 	fl.IntVar(&rank, "rank", 8, "LoRA rank")
 	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
+	return c
+}
+
+// pretrainTexts are the documents of --corpus (one per non-blank line) or else the task's
+// pretraining texts, and a description of where they came from.
+func pretrainTexts(taskName, corpus string) ([]string, string, error) {
+	if corpus != "" {
+		raw, err := os.ReadFile(corpus)
+		if err != nil {
+			return nil, "", err
+		}
+		var texts []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
+				texts = append(texts, l)
+			}
+		}
+		if len(texts) == 0 {
+			return nil, "", fmt.Errorf("--corpus %s: no documents (one per line)", corpus)
+		}
+		return texts, "corpus " + corpus, nil
+	}
+	t, err := loadTaskArg(taskName)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(t.Pretrain) == 0 {
+		return nil, "", fmt.Errorf("task %s has no pretraining texts (use --corpus FILE)", t.Name)
+	}
+	return t.Pretrain, "task " + t.Name, nil
+}
+
+func tokenizerCmd() *cobra.Command {
+	var corpus, out string
+	var vocab, minFreq int
+	c := &cobra.Command{
+		Use:   "tokenizer --corpus FILE --vocab N --out DIR",
+		Short: "Train a byte-level BPE tokenizer on a corpus and write DIR/vocab.json and DIR/merges.txt",
+		Long: `Train GPT-2's byte-level BPE (same pre-tokenisation, byte alphabet and file format, so Hugging
+Face's GPT2Tokenizer loads the files) on the training part of --corpus (one document per line; the
+held-out 2% that bpo pretrain evaluates on is left out) and write DIR/vocab.json and DIR/merges.txt.
+--vocab counts the 256 byte tokens, the merges and <|endoftext|>. Same corpus, same files.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w := cmd.OutOrStdout()
+			if corpus == "" || out == "" {
+				return fmt.Errorf("--corpus and --out are required")
+			}
+			texts, _, err := pretrainTexts("", corpus)
+			if err != nil {
+				return err
+			}
+			train, _ := pretrain.SplitHeldOut(texts)
+			t0 := time.Now()
+			bpe, err := tokenizer.TrainBPE(train, tokenizer.BPETrainOptions{VocabSize: vocab, MinFrequency: minFreq})
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			if err := bpe.WriteFiles(out); err != nil {
+				return err
+			}
+			bytes, toks := 0, 0
+			for _, t := range train {
+				bytes += len(t)
+				toks += len(bpe.Encode(t))
+			}
+			fmt.Fprintf(w, "tokenizer: vocab %d trained on %d documents (%d bytes) in %s: %.2f bytes/token\n",
+				bpe.VocabSize(), len(train), bytes, time.Since(t0).Round(time.Millisecond), float64(bytes)/float64(max(toks, 1)))
+			fmt.Fprintf(w, "wrote %s\n", out)
+			return nil
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&corpus, "corpus", "", "training corpus, one document per line")
+	fl.StringVar(&out, "out", "", "folder to write vocab.json and merges.txt to")
+	fl.IntVar(&vocab, "vocab", 4096, "vocabulary size (256 bytes + merges + end-of-text)")
+	fl.IntVar(&minFreq, "min-frequency", 2, "never merge a pair seen fewer times")
 	return c
 }

@@ -3,6 +3,7 @@ package optim
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -122,24 +123,27 @@ func TestLRSchedule(t *testing.T) {
 			t.Errorf("step %d used lr %v, want %v", s, lr, want)
 		}
 	}
+	// Warm-up reaches LR at its last step (s = Warmup-1); the decay starts from LR at s = Warmup.
 	w, _ := New(Config{LR: 2, TotalSteps: 6, Warmup: 2})
-	for s, want := range []float64{0, 1, 2, 1.5, 1, 0.5, 0} {
+	for s, want := range []float64{1, 2, 2, 1.5, 1, 0.5, 0} {
 		if got := w.LRAt(s); !near(got, want, 1e-15) {
 			t.Errorf("warm-up LRAt(%d) = %v, want %v", s, got, want)
 		}
 	}
 	c, _ := New(Config{LR: 3, Decay: Constant, Warmup: 1})
-	if c.LRAt(0) != 0 || c.LRAt(1) != 3 || c.LRAt(1000) != 3 {
+	if c.LRAt(0) != 3 || c.LRAt(1) != 3 || c.LRAt(1000) != 3 {
 		t.Error("constant schedule")
 	}
 	d := DefaultConfig(5e-5, 100)
 	if d.Beta1 != 0.9 || d.Beta2 != 0.999 || d.Eps != 1e-8 || d.MaxGradNorm != 1 || d.WeightDecay != 0 || d.Warmup != 0 {
 		t.Errorf("DefaultConfig = %+v", d)
 	}
-	if o, _ := New(Config{LR: 1, TotalSteps: 3}); o.Config() != DefaultConfig(1, 3) {
+	if o, _ := New(Config{LR: 1, TotalSteps: 3}); !reflect.DeepEqual(o.Config(), DefaultConfig(1, 3)) {
 		t.Errorf("zero fields should take defaults: %+v", o.Config())
 	}
-	for _, bad := range []Config{{LR: -1, TotalSteps: 1}, {LR: 1}, {LR: 1, TotalSteps: 2, Warmup: 2}, {LR: 1, Beta1: 1, TotalSteps: 1}, {LR: 1, Decay: "cosine"}} {
+	for _, bad := range []Config{{LR: -1, TotalSteps: 1}, {LR: 1}, {LR: 1, TotalSteps: 2, Warmup: 3}, {LR: 1, Beta1: 1, TotalSteps: 1},
+		{LR: 1, Decay: Cosine}, {LR: 1, Decay: "step", TotalSteps: 1}, {LR: 1, TotalSteps: 1, MinLRRatio: 1.5}, {LR: 1, TotalSteps: 1, MinLRRatio: -0.1},
+		{LR: 1, TotalSteps: 1, Groups: []Group{{Name: "bad", WeightDecay: -1}}}} {
 		if _, err := New(bad); err == nil {
 			t.Errorf("New(%+v) accepted", bad)
 		}
