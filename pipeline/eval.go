@@ -29,12 +29,22 @@ type EvalResult struct {
 	GoldReward    float64 `json:"goldReward"`
 	HeldOutReward float64 `json:"heldOutReward"`
 	// KLToInitial is KL(policy || initial), estimated on the policy's own samples (nats/sequence).
-	KLToInitial float64   `json:"klToInitial"`
-	MeanLength  float64   `json:"meanLength"` // tokens per sampled response, end-of-text excluded
-	Distinct1   float64   `json:"distinct1"`
-	Distinct2   float64   `json:"distinct2"`
-	Examples    []Example `json:"examples"`
-	// PerPrompt keeps the paired outcomes that a bootstrap against another arm needs.
+	KLToInitial float64 `json:"klToInitial"`
+	MeanLength  float64 `json:"meanLength"` // tokens per sampled response, end-of-text excluded
+	Distinct1   float64 `json:"distinct1"`
+	Distinct2   float64 `json:"distinct2"`
+	// Greedy and References describe the greedy completions and the human references of the
+	// same prompts (length, diversity, fluency), so that a reader can compare the two. Absent
+	// in results written before they existed.
+	Greedy     *TextStats `json:"greedy,omitempty"`
+	References *TextStats `json:"references,omitempty"`
+	// Examples is the legacy record of the first dozen greedy completions; results now keep
+	// every prompt's completion in PerPrompt instead and leave it empty. Read both through
+	// GreedyRecords.
+	Examples []Example `json:"examples,omitempty"`
+	// PerPrompt is one record per evaluated prompt, in prompt order: the greedy completion with
+	// its scores (enough to re-judge the run with another evaluator) and the paired outcomes
+	// that a bootstrap against another arm needs.
 	PerPrompt []PromptOutcome `json:"perPrompt"`
 }
 
@@ -49,13 +59,37 @@ type Example struct {
 
 // PromptOutcome is the per-prompt record of an evaluation.
 type PromptOutcome struct {
+	// The prompt, its greedy completion and human reference. Empty in results written before
+	// they were kept (those have the first dozen in EvalResult.Examples); a prompt is never empty.
+	Prompt     string `json:"prompt,omitempty"`
+	Completion string `json:"completion,omitempty"`
+	Reference  string `json:"reference,omitempty"`
+
 	Win        float64 `json:"win"` // 1 win, 0.5 tie, 0 loss (gold annotator, greedy)
 	GoldReward float64 `json:"gold"`
 	HeldOut    float64 `json:"heldOut"`
+	// The reference's scores by the gold annotator and the held-out evaluator (what the greedy
+	// completion's gold and heldOut are compared with). Pointers because older results lack them.
+	RefGold    *float64 `json:"refGold,omitempty"`
+	RefHeldOut *float64 `json:"refHeldOut,omitempty"`
 	// Mean rewards of the prompt's samples: what the KL is measured on, so what a matched-KL
 	// comparison is about. Pointers because results written before they existed lack them.
 	SampleGold    *float64 `json:"sampleGold,omitempty"`
 	SampleHeldOut *float64 `json:"sampleHeldOut,omitempty"`
+}
+
+// GreedyRecords returns the evaluation's greedy completions with their gold scores, prompt by
+// prompt: every evaluated prompt for results that keep them in PerPrompt, else the legacy
+// Examples (the first dozen prompts).
+func (r *EvalResult) GreedyRecords() []Example {
+	if len(r.PerPrompt) == 0 || r.PerPrompt[0].Prompt == "" {
+		return r.Examples
+	}
+	out := make([]Example, len(r.PerPrompt))
+	for i, o := range r.PerPrompt {
+		out[i] = Example{Prompt: o.Prompt, Completion: o.Completion, Reference: o.Reference, Score: o.GoldReward, RefScore: val(o.RefGold)}
+	}
+	return out
 }
 
 // EvalExamples are the held-out examples Eval uses: the first spec.budget.evalPrompts
@@ -91,6 +125,18 @@ func (e *Env) Eval(k int) (v1alpha1.StageResult, error) {
 		r.WinRate, r.GoldReward, r.KLToInitial = &res.WinRate, &res.GoldReward, &res.KLToInitial
 		r.MeanLength, r.Distinct2 = &res.MeanLength, &res.Distinct2
 		r.Samples = int64(res.Samples)
+		if res.Greedy != nil {
+			r.Fluency = &res.Greedy.Fluency
+		}
+		if k >= 1 {
+			// The policy's accuracy on the pairs it was just trained on (the initial model, k = 0,
+			// has none). The next phase's train stage reuses the file.
+			pa, err := e.TrainPairAccuracy(k)
+			if err != nil {
+				return err
+			}
+			r.TrainPairAccuracy = pa.Accuracy
+		}
 		return nil
 	})
 }
@@ -125,7 +171,7 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	heldOut := annotator.NewHeldOut()
+	heldOut := annotator.NewClassifier()
 	maxNew := int(e.Run.Spec.Sampler.MaxNewTokens)
 	ids := make([][]int, len(examples))
 	for i, ex := range examples {
@@ -137,7 +183,7 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	res := &EvalResult{Phase: k, Split: split, Prompts: len(examples)}
 
 	greedyOpt := sample.Options{Greedy: true, MaxNewTokens: maxNew, EOT: b.Tok.EOT()}
-	greedy, _, err := e.generate(v1alpha1.StageEval, inf, ids, 1, greedyOpt, 0)
+	greedy, ended, err := e.generate(v1alpha1.StageEval, inf, ids, 1, greedyOpt, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -152,11 +198,17 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 		return nil, fmt.Errorf("eval: spec.labeler.annotator: %w", err)
 	}
 	n := float64(len(examples))
+	greedyTexts, refTexts := make([]string, len(examples)), make([]string, len(examples))
+	greedyTokens, refTokens := make([]int, len(examples)), make([]int, len(examples))
+	cut := make([]bool, len(examples))
 	for i, ex := range examples {
 		text := greedyItems[i].Responses[0]
+		greedyTexts[i], refTexts[i], cut[i] = text, ex.Reference, !ended[i]
+		greedyTokens[i], refTokens[i] = responseTokens(greedy[i], b.Tok.EOT()), len(b.Tok.Encode(ex.Reference))
 		s, rs := greedyScores[i][0], greedyScores[i][1]
 		h, rh := heldOut.Score(ex.Prompt, text), heldOut.Score(ex.Prompt, ex.Reference)
-		o := PromptOutcome{GoldReward: s, HeldOut: h}
+		o := PromptOutcome{Prompt: ex.Prompt, Completion: text, Reference: ex.Reference,
+			GoldReward: s, HeldOut: h, RefGold: &rs, RefHeldOut: &rh}
 		switch {
 		case s > rs:
 			o.Win = 1
@@ -171,10 +223,9 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 		res.GreedyReward += s / n
 		res.ReferenceScore += rs / n
 		res.PerPrompt = append(res.PerPrompt, o)
-		if i < 12 {
-			res.Examples = append(res.Examples, Example{Prompt: ex.Prompt, Completion: text, Reference: ex.Reference, Score: s, RefScore: rs})
-		}
 	}
+	greedyStats, refStats := textStats(greedyTexts, greedyTokens, cut), textStats(refTexts, refTokens, nil)
+	res.Greedy, res.References = &greedyStats, &refStats
 
 	per := int(max(e.Run.Spec.Evaluator.SamplesPerPrompt, 1))
 	opt := e.samplerOptions(b.Tok, e.streamSeed("eval", k))
@@ -214,11 +265,7 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 		sg[i/per] += g / float64(per)
 		sh[i/per] += h / float64(per)
 		res.KLToInitial += (lp[i] - lpInit[i]) / m
-		l := len(samples[i])
-		if l > 0 && samples[i][l-1] == b.Tok.EOT() {
-			l--
-		}
-		res.MeanLength += float64(l) / m
+		res.MeanLength += float64(responseTokens(samples[i], b.Tok.EOT())) / m
 	}
 	for j := range res.PerPrompt {
 		res.PerPrompt[j].SampleGold, res.PerPrompt[j].SampleHeldOut = &sg[j], &sh[j]

@@ -460,7 +460,7 @@ func TestReportAfterRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Initial model vs final policy", "Per phase", "winrate.png", "Sample completions"} {
+	for _, want := range []string{"Initial model vs final policy", "Per phase", "winrate.png", "Sample completions", "## Diagnostics", "train-pair accuracy"} {
 		if !strings.Contains(string(md), want) {
 			t.Fatalf("report.md lacks %q", want)
 		}

@@ -35,6 +35,13 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 			"gold reward of samples: %.3f -> %.3f, KL to initial %.2f nats, mean length %.1f -> %.1f tokens, distinct-2 %.3f -> %.3f",
 		base.WinRate, final.WinRate, base.HeldOutWinRate, final.HeldOutWinRate,
 		base.GoldReward, final.GoldReward, final.KLToInitial, base.MeanLength, final.MeanLength, base.Distinct2, final.Distinct2)
+	cs := changes(base, final)
+	if line := changeSummary(cs); line != "" {
+		rep.Summary += "\n" + line
+	}
+	if line := diagnosticsSummary(sums, base, final); line != "" {
+		rep.Summary += "\n" + line
+	}
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Alignment report: %s\n\n", e.Run.Name)
@@ -55,6 +62,7 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 	row("mean response length (tokens)", base.MeanLength, final.MeanLength, "%.1f")
 	row("distinct-1", base.Distinct1, final.Distinct1, "%.3f")
 	row("distinct-2", base.Distinct2, final.Distinct2, "%.3f")
+	writeChanges(&b, cs)
 
 	b.WriteString("\n## Per phase\n\n")
 	b.WriteString("Training metrics are over each phase's pairs after training (means over ensemble members); " +
@@ -69,6 +77,11 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 		fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %.4f | %.3f | %.3f | %.3f | %s | %s | %s | %.0f |\n",
 			s.Phase, s.Samples, s.Pairs, s.Ties, s.Identical, s.Loss, s.Accuracy, s.Margin, s.KLToRef, win, rew, kl, s.Seconds)
 	}
+	evals, err := e.phaseEvals(sums)
+	if err != nil {
+		return nil, err
+	}
+	writeDiagnostics(&b, sums, base, evals)
 
 	plots, err := e.writePlots(sums, base)
 	if err != nil {
@@ -80,13 +93,7 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 		fmt.Fprintf(&b, "![%s](%s)\n", strings.TrimSuffix(p, ".png"), p)
 	}
 
-	b.WriteString("\n## Sample completions (greedy)\n\n")
-	b.WriteString("| prompt | initial model | final policy | human reference |\n|---|---|---|---|\n")
-	for i := range min(len(base.Examples), len(final.Examples)) {
-		bi, fi := base.Examples[i], final.Examples[i]
-		fmt.Fprintf(&b, "| %s | %s (%.2f) | %s (%.2f) | %s (%.2f) |\n",
-			mdCell(fi.Prompt), mdCell(bi.Completion), bi.Score, mdCell(fi.Completion), fi.Score, mdCell(fi.Reference), fi.RefScore)
-	}
+	writeSideBySide(&b, base, final)
 	if err := writeFileAtomic(filepath.Join(e.WS.Root, "report.md"), []byte(b.String())); err != nil {
 		return nil, err
 	}
@@ -143,4 +150,138 @@ func (e *Env) writePlots(sums []PhaseSummary, base *EvalResult) ([]string, error
 		return nil, err
 	}
 	return files, nil
+}
+
+// sideBySideExamples is the number of prompts whose greedy completions the report shows.
+const sideBySideExamples = 12
+
+// writeSideBySide writes the initial model's and the final policy's greedy completions of the
+// same prompts next to the human reference: a dozen prompts spread evenly over the evaluation set
+// (spreadIndices), so that every report over the same prompts shows the same ones. Results from
+// before every completion was kept have only the first dozen, which are then the ones shown.
+func writeSideBySide(b *strings.Builder, base, final *EvalResult) {
+	bg, fg := base.GreedyRecords(), final.GreedyRecords()
+	idx := spreadIndices(min(len(bg), len(fg)), sideBySideExamples)
+	b.WriteString("\n## Sample completions (greedy)\n\n")
+	fmt.Fprintf(b, "%d of the %d evaluation prompts, spread evenly (# is the prompt's index in `perPrompt` of "+
+		"phase-<k>/eval/result.json, which keeps every prompt's completion); the gold annotator's score in parentheses.\n\n",
+		len(idx), final.Prompts)
+	b.WriteString("| # | prompt | initial model | final policy | human reference |\n|---|---|---|---|---|\n")
+	for _, i := range idx {
+		bi, fi := bg[i], fg[i]
+		if bi.Prompt != fi.Prompt {
+			continue // evaluations of different prompt sets: nothing to compare
+		}
+		fmt.Fprintf(b, "| %d | %s | %s (%.2f) | %s (%.2f) | %s (%.2f) |\n",
+			i, mdCell(fi.Prompt), mdCell(bi.Completion), bi.Score, mdCell(fi.Completion), fi.Score, mdCell(fi.Reference), fi.RefScore)
+	}
+}
+
+// phaseEvals loads the evaluation of every evaluated phase.
+func (e *Env) phaseEvals(sums []PhaseSummary) (map[int]*EvalResult, error) {
+	out := map[int]*EvalResult{}
+	for _, s := range sums {
+		if !s.Evaluated {
+			continue
+		}
+		ev, err := e.LoadEval(s.Phase)
+		if err != nil {
+			return nil, err
+		}
+		out[s.Phase] = ev
+	}
+	return out, nil
+}
+
+func fmtOpt(v *float64, format string) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+// writeDiagnostics writes the per-phase pair accuracies and the greedy completions' text
+// statistics next to the human references'.
+func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult, evals map[int]*EvalResult) {
+	b.WriteString("\n## Diagnostics\n\n")
+	b.WriteString("Implicit reward r(x,y) = log π(y|x) − log π_init(y|x), with π a merged ensemble and π_init the merged initial (SFT) " +
+		"ensemble (the models and sequence log-probs of the KL to initial). **Fresh-pair accuracy** of phase k: the fraction of phase k's " +
+		"pairs (ties 1/2) with r(chosen) > r(rejected) under the policy after phase k−1, which sampled them and was never trained on them; " +
+		"phase 1 has none (its policy is the initial model, every reward 0). **Train-pair accuracy**: the same under the policy after " +
+		"phase k, on the pairs it was just trained on. **Gap**: train-pair accuracy of phase k−1 minus fresh-pair accuracy of phase k, " +
+		"one policy on the pairs it saw and on new ones. Unlike *reward acc* above (each member against the phase's reference), " +
+		"these score the merged policy against the initial model.\n\n")
+	guard := false
+	for _, s := range sums {
+		guard = guard || s.GuardDecided != nil
+	}
+	b.WriteString("| phase | pairs | fresh-pair accuracy | train-pair accuracy | gap |")
+	if guard {
+		b.WriteString(" guard-decided |")
+	}
+	b.WriteString("\n|---|---|---|---|---|")
+	if guard {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	var prevTrain *float64
+	for _, s := range sums {
+		gap := "–"
+		if prevTrain != nil && s.FreshPairAccuracy != nil {
+			gap = fmt.Sprintf("%+.3f", *prevTrain-*s.FreshPairAccuracy)
+		}
+		fmt.Fprintf(b, "| %d | %d | %s | %s | %s |", s.Phase, s.Pairs, fmtOpt(s.FreshPairAccuracy, "%.3f"), fmtOpt(s.TrainPairAccuracy, "%.3f"), gap)
+		if guard {
+			fmt.Fprintf(b, " %s |", fmtOpt(s.GuardDecided, "%.3f"))
+		}
+		b.WriteString("\n")
+		prevTrain = s.TrainPairAccuracy
+	}
+
+	if base.References == nil {
+		return // an evaluation from before the text statistics
+	}
+	fmt.Fprintf(b, "\nGreedy completions of the %d evaluation prompts and the human references of the same prompts. "+
+		"Words are annotator.Words tokens; distinct-n counts distinct word n-grams; fluency is the share of words "+
+		"that are dictionary words (annotator.IsWord), leaving out the unfinished last word of a completion the token "+
+		"budget cut (*cut*: how many it cut).\n\n", base.Prompts)
+	b.WriteString("| text | mean tokens | mean words | distinct-1 | distinct-2 | fluency | cut |\n|---|---|---|---|---|---|---|\n")
+	row := func(name string, t *TextStats) {
+		if t != nil {
+			fmt.Fprintf(b, "| %s | %.1f | %.1f | %.3f | %.3f | %.3f | %d |\n", name, t.MeanTokens, t.MeanWords, t.Distinct1, t.Distinct2, t.Fluency, t.Cut)
+		}
+	}
+	row("human references", base.References)
+	row("initial model", base.Greedy)
+	for _, s := range sums {
+		if ev := evals[s.Phase]; ev != nil {
+			row(fmt.Sprintf("policy after phase %d", s.Phase), ev.Greedy)
+		}
+	}
+}
+
+// diagnosticsSummary is the summary's lines on the diagnostics ("" when there are none).
+func diagnosticsSummary(sums []PhaseSummary, base, final *EvalResult) string {
+	var parts []string
+	if base.Greedy != nil && final.Greedy != nil && final.References != nil {
+		parts = append(parts, fmt.Sprintf("greedy fluency %.3f -> %.3f, %.1f -> %.1f words (human references %.3f, %.1f words)",
+			base.Greedy.Fluency, final.Greedy.Fluency, base.Greedy.MeanWords, final.Greedy.MeanWords, final.References.Fluency, final.References.MeanWords))
+	}
+	var acc []string
+	for _, s := range sums {
+		var p []string
+		if s.FreshPairAccuracy != nil {
+			p = append(p, fmt.Sprintf("fresh %.3f", *s.FreshPairAccuracy))
+		}
+		if s.TrainPairAccuracy != nil {
+			p = append(p, fmt.Sprintf("train %.3f", *s.TrainPairAccuracy))
+		}
+		if len(p) > 0 {
+			acc = append(acc, fmt.Sprintf("phase %d %s", s.Phase, strings.Join(p, " ")))
+		}
+	}
+	if len(acc) > 0 {
+		parts = append(parts, "implicit-reward accuracy on pairs: "+strings.Join(acc, ", "))
+	}
+	return strings.Join(parts, "\n")
 }

@@ -23,6 +23,14 @@ type PhaseSummary struct {
 	GoldReward float64 `json:"goldReward,omitempty"`
 	KLToInit   float64 `json:"klToInitial,omitempty"`
 	Seconds    float64 `json:"seconds"`
+	// Pair diagnostics (diagnostics.go): the implicit-reward accuracy of the policy after phase
+	// k-1 on this phase's pairs before training on them (phases >= 2 only), and of the policy
+	// after this phase on the same pairs. Nil when undefined (phase 1, or no pairs kept).
+	FreshPairAccuracy *float64 `json:"freshPairAccuracy,omitempty"`
+	TrainPairAccuracy *float64 `json:"trainPairAccuracy,omitempty"`
+	// GuardDecided is the fraction of the kept pairs whose order the gold annotator's degeneracy
+	// guard decided, when the label stage reports it (mean over shards weighted by their pairs).
+	GuardDecided *float64 `json:"guardDecided,omitempty"`
 }
 
 // RunHooks lets the caller watch the loop (progress bars, tables).
@@ -60,6 +68,7 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			}
 			sum.Samples += r.Samples
 		}
+		var guarded, guardWeight float64
 		for s := 0; s < e.Run.LabelShards(); s++ {
 			start(k, v1alpha1.StageLabel, s)
 			r, err := e.Label(k, s, e.Run.LabelShards())
@@ -69,6 +78,14 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			sum.Pairs += r.Pairs
 			sum.Ties += r.Ties
 			sum.Identical += r.Identical
+			if r.GuardDecided != nil {
+				guarded += *r.GuardDecided * float64(r.Pairs)
+				guardWeight += float64(r.Pairs)
+			}
+		}
+		if guardWeight > 0 {
+			g := guarded / guardWeight
+			sum.GuardDecided = &g
 		}
 		var results []v1alpha1.StageResult
 		for m := 0; m < e.Run.Members(); m++ {
@@ -80,6 +97,21 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			results = append(results, r)
 		}
 		sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = meanTrain(results)
+		// The pair diagnostics, read from (or, in a workspace from before they existed, written
+		// to) the files member 0 and the eval stage share: a small step of its own here, so that
+		// every phase has its train-pair accuracy whether or not it is evaluated.
+		fresh, err := e.FreshPairAccuracy(k)
+		if err != nil {
+			return out, err
+		}
+		if fresh != nil {
+			sum.FreshPairAccuracy = fresh.Accuracy
+		}
+		trained, err := e.TrainPairAccuracy(k)
+		if err != nil {
+			return out, err
+		}
+		sum.TrainPairAccuracy = trained.Accuracy
 		for _, st := range e.Run.Spec.Stages(int32(k)) {
 			if st != v1alpha1.StageEval {
 				continue

@@ -233,6 +233,21 @@ func saveOnce(dir string, w *model.Weights) error {
 	return model.SaveWeights(dir, w)
 }
 
+// guardedAnnotator is the run's annotator when it is a built-in guarded scorer (whose guard's
+// share of the decisions the label stage reports), else nil.
+func (e *Env) guardedAnnotator() *annotator.Guarded {
+	s := e.Scorer
+	if s == nil {
+		a := e.Run.Spec.Labeler.Annotator
+		if a.Kind != v1alpha1.AnnotatorBuiltin && a.Kind != "" {
+			return nil
+		}
+		s, _ = annotator.Builtin(a.Name)
+	}
+	g, _ := s.(*annotator.Guarded)
+	return g
+}
+
 // Annotator builds the run's annotator: a built-in one, or the HTTP scoring service of
 // spec.labeler.annotator.url with the bearer token of $BPO_ANNOTATOR_TOKEN.
 func (e *Env) Annotator() (annotator.BatchScorer, error) {
@@ -326,6 +341,16 @@ func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 			})
 		}
 		r.Pairs = int64(len(pairs))
+		if g := e.guardedAnnotator(); g != nil && len(pairs) > 0 {
+			n := 0
+			for _, p := range pairs {
+				if annotator.GuardDecided(g, p.Chosen, p.Rejected) {
+					n++
+				}
+			}
+			frac := float64(n) / float64(len(pairs))
+			r.GuardDecided = &frac
+		}
 		path := e.WS.PairsPath(k, shard)
 		r.Checkpoint = e.WS.Rel(path)
 		return WriteJSONL(path, pairs)

@@ -38,7 +38,8 @@ func (r *Run) objective() model.Objective {
 // Train is the train stage of phase k for ensemble member m: the member continues from
 // its adapter and optimizer state after phase k-1 and takes epochsPerPhase passes over
 // the phase's pairs, in the same order as every other member, against the reference
-// log-probs the sample stage recorded.
+// log-probs the sample stage recorded. Member 0 of a phase k >= 2 first measures the pair
+// diagnostics of the policy after phase k-1 (diagnostics.go).
 func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 	return e.once(k, v1alpha1.StageTrain, m, func(r *v1alpha1.StageResult) error {
 		if m < 0 || m >= e.Run.Members() {
@@ -59,6 +60,23 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 		dir := e.WS.MemberDir(k, m)
 		r.Checkpoint = e.WS.Rel(dir)
 		r.Pairs = int64(len(pairs))
+		if m == 0 && k >= 2 {
+			// Before any step, the policy these pairs were sampled from (the merged ensemble after
+			// phase k-1) is measured on them (fresh pairs) and on the pairs it was trained on
+			// (phase k-1's train-pair accuracy, which phase k-1 had no later stage to measure
+			// unless it was evaluated). Member 0 does it once for the ensemble, into
+			// phase-<k>/diagnostics; it touches neither the member nor any random stream, so the
+			// training below is unchanged.
+			fresh, err := e.FreshPairAccuracy(k)
+			if err != nil {
+				return err
+			}
+			prev, err := e.TrainPairAccuracy(k - 1)
+			if err != nil {
+				return err
+			}
+			r.FreshPairAccuracy, r.PrevTrainPairAccuracy = fresh.Accuracy, prev.Accuracy
+		}
 		if len(pairs) == 0 {
 			r.Message = "no pairs in this phase (all ties or identical): member unchanged"
 			return saveMember(dir, adapter, opt, e.Run.Seed, k)

@@ -861,6 +861,24 @@ type PhaseResult struct {
 	// distinct2 is the fraction of distinct bigrams in the evaluated outputs.
 	// +optional
 	Distinct2 string `json:"distinct2,omitempty"`
+	// fluency is the share of the greedy evaluation outputs' words that are dictionary words
+	// (an output the token budget cut does not count its unfinished last word).
+	// +optional
+	Fluency string `json:"fluency,omitempty"`
+
+	// freshPairAccuracy (phases >= 2) is the implicit-reward accuracy of the policy after phase
+	// k-1 on this phase's pairs, before training on them: the fraction of pairs (ties count 1/2)
+	// whose chosen response has the higher log pi(y|x) - log pi_init(y|x).
+	// +optional
+	FreshPairAccuracy string `json:"freshPairAccuracy,omitempty"`
+	// trainPairAccuracy is the same accuracy of the policy after this phase on this phase's
+	// pairs, after training on them.
+	// +optional
+	TrainPairAccuracy string `json:"trainPairAccuracy,omitempty"`
+	// guardDecided is the fraction of the kept pairs whose order the gold annotator's
+	// degeneracy guard decided (when the label stage reports it).
+	// +optional
+	GuardDecided string `json:"guardDecided,omitempty"`
 
 	// checkpoint is the workspace-relative checkpoint written by this phase's train stage.
 	// +optional

@@ -18,6 +18,9 @@ type StageResult struct {
 	Pairs     int64 `json:"pairs,omitempty"`
 	Identical int64 `json:"identical,omitempty"`
 	Ties      int64 `json:"ties,omitempty"`
+	// GuardDecided (label) is the fraction of labelled pairs whose order the gold annotator's
+	// degeneracy guard decided. Optional: absent when the label stage does not measure it.
+	GuardDecided *float64 `json:"guardDecided,omitempty"`
 
 	// Training diagnostics (train), means over the member's optimizer steps' last pass.
 	Loss           *float64 `json:"loss,omitempty"`
@@ -25,6 +28,15 @@ type StageResult struct {
 	RewardMargin   *float64 `json:"rewardMargin,omitempty"`
 	KLToReference  *float64 `json:"klToReference,omitempty"`
 	Steps          int64    `json:"steps,omitempty"`
+	// FreshPairAccuracy (train, member 0, phase >= 2) is the implicit-reward accuracy of the
+	// behavior policy (the merged ensemble after phase k-1) on phase k's pairs before any step:
+	// the fraction of pairs with r(chosen) > r(rejected), ties 0.5, where
+	// r(x,y) = log pi(y|x) - log pi_init(y|x).
+	FreshPairAccuracy *float64 `json:"freshPairAccuracy,omitempty"`
+	// PrevTrainPairAccuracy (train, member 0, phase >= 2) is the same accuracy of that policy on
+	// phase k-1's pairs, the ones it was trained on: phase k-1's train-pair accuracy, measured
+	// here because phase k-1 may have had no eval stage.
+	PrevTrainPairAccuracy *float64 `json:"prevTrainPairAccuracy,omitempty"`
 
 	// Evaluation (eval); KLToInitial is also reported by train.
 	WinRate     *float64 `json:"winRate,omitempty"`
@@ -32,6 +44,12 @@ type StageResult struct {
 	KLToInitial *float64 `json:"klToInitial,omitempty"`
 	MeanLength  *float64 `json:"meanLength,omitempty"`
 	Distinct2   *float64 `json:"distinct2,omitempty"`
+	// TrainPairAccuracy (eval) is the implicit-reward accuracy of the evaluated policy on its
+	// phase's own pairs, after training on them.
+	TrainPairAccuracy *float64 `json:"trainPairAccuracy,omitempty"`
+	// Fluency (eval) is the share of the greedy completions' words that are dictionary words
+	// (a completion the token budget cut does not count its unfinished last word).
+	Fluency *float64 `json:"fluency,omitempty"`
 
 	// Checkpoint is the workspace-relative path the stage wrote (train, sample).
 	Checkpoint string `json:"checkpoint,omitempty"`

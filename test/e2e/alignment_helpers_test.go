@@ -470,6 +470,9 @@ func quickstart(t *testing.T, name string, extra func(obj map[string]any)) []byt
 		{2, "trustRegion.phases"}, {2, "ensemble.members"},
 		{2, "sampler.parallelism"}, {1, "labeler.parallelism"},
 		{true, "evaluator.everyPhase"}, {1, "evaluator.samplesPerPrompt"},
+		// The quickstart's model (small-reviews) is the one a user should see; the e2e runs the
+		// whole loop many times, so it takes the small fast one.
+		{builtinModel, "model.builtin"}, {32, "sampler.maxNewTokens"},
 	} {
 		setPath(obj, s.v, append([]string{"spec"}, strings.Split(s.path, ".")...)...)
 	}

@@ -1,6 +1,7 @@
 // Package annotator provides the gold annotator that labels preference pairs ("sentiment": VADER)
-// and a held-out evaluator it never saw ("afinn": AFINN-165), both wrapped in the same guards so
-// that degenerate text cannot win.
+// and held-out evaluators it never saw: "classifier" (a logistic regression trained on labelled
+// human sentences) and "afinn" (AFINN-165), all wrapped in the same guards so that degenerate text
+// cannot win.
 //
 // # What is scored
 //
@@ -17,39 +18,71 @@
 //
 // Let t = Words(response) (n tokens). If n = 0 the score is EmptyScore (-1). Otherwise:
 //
-//	known   tokens for which IsWord holds (words.txt or digits)
-//	kept    the known tokens in order, except that a sentiment-bearing token (in the lexicon, or a
-//	        VADER booster such as "very") is kept only at its first occurrence
+//	known   tokens for which IsWord holds (a dictionary word or a number)
+//	kept    the known tokens in order, except that a sentiment-bearing token is kept only at its
+//	        first occurrence
 //	m       number of distinct sentiment-bearing tokens in kept
-//	s       polarity of kept joined by single spaces, in [-1, 1]:
-//	          sentiment: VADER compound (lower-case, no punctuation: no "!!!" or ALL-CAPS boost)
-//	          afinn:     x / sqrt(x^2 + 25), x = sum of AFINN-165 valences (longest phrase match,
-//	                     sign flipped after a negator)
+//	s       polarity of kept, in [-1, 1]:
+//	          sentiment:  VADER compound of kept joined by single spaces (lower-case, no
+//	                      punctuation: no "!!!" or ALL-CAPS boost); bearing: in the VADER
+//	                      lexicon, or a booster such as "very"
+//	          classifier: 2 P(positive) - 1 = tanh(z/2), z = bias + the weights of the distinct
+//	                      unigrams and bigrams of kept (see TrainClassifier); bearing: a unigram
+//	                      weight of at least 1 in absolute value ("great", "bad", "not")
+//	          afinn:      x / sqrt(x^2 + 25), x = sum of AFINN-165 valences (longest phrase match,
+//	                      sign flipped after a negator); bearing: in AFINN-165
 //	w  = |known| / n                                  word fraction
 //	d1 = distinct / total over non-function tokens     (1 when there are none)
 //	d2 = distinct / total word bigrams                 (1 when n < 2)
-//	q  = w * d1 * d2                                  quality, 1 for ordinary fluent text
+//	q  = h(w, 0.8) * h(d1, 0.75) * h(d2, 0.75)        quality; h(x, c) = min(1, x/c)^2
 //	F  = clamp((distinct known tokens - 1) / 2, 0, 1)  fewer than 2 real words: no positive credit
 //	G  = min(1, (f + 1) / (0.2 n + 1))                 f = function-word tokens; word salad: little
 //	D  = min(1, (|kept| + 1) / (3 m))                  at most ~one sentiment word per 3 words
-//	score = clamp(q*F*G*D*max(s, 0) + min(s, 0) - 0.5*(1 - q), -1, 1)
+//	T  = min(1, (c + 1) / m)                           c = distinct kept tokens that are neither
+//	                                                  function words nor sentiment-bearing: praise
+//	                                                  must be about something ("food", "staff")
+//	                                                  (D and T are 1 when m = 0)
+//	score = clamp(q*F*G*D*T*max(s, 0) + min(s, 0) - 0.5*(1 - q), -1, 1)
 //
 // The guards only ever shrink positive credit and only ever subtract: degeneracy cannot soften a
-// negative score. Examples: "good good good good" has F = 0 and q = 1/12, so it scores
-// -0.46 (below any fluent neutral sentence, which scores 0); "xq zzkv blorp" has w = 0 and scores
-// -0.5; "good great nice excellent" has G = 0.56 and D = 0.42 and scores 0.21, far below
-// "the food was good and the staff were friendly" (0.73).
+// negative score. The thresholds of q leave ordinary fluent text alone, which may hold a name the
+// dictionary lacks (one unknown token in five) or say a word or a phrase twice; below them the
+// cost grows quadratically. Examples (sentiment): "good good good good" has F = 0 and q = 0.02, so
+// it scores -0.49 (below any fluent neutral sentence, which scores 0); "the food was great. the
+// food was great." has q = 0.26 and scores -0.21; "xq zzkv blorp" has w = 0 and scores -0.5;
+// "good great nice excellent" has G = 0.56, D = 0.42 and T = 0.25 and scores 0.05, and "the amazing
+// and the wonderful and the excellent" has T = 0.33 and scores 0.30, far below "the food was good
+// and the staff were friendly" (0.73).
+//
+// # When the guards decide
+//
+// The guards are there for degenerate text; on fluent text they should almost never decide which
+// of two responses wins. GuardDecided(s, a, b) reports whether they did: the scores order a and b
+// differently from their unguarded polarities (Breakdown.Unguarded: s's polarity of all n tokens,
+// nothing dropped or deduplicated; a tie broken by the guards counts). The pipeline can report the
+// fraction of its pairs the guards decided: on broken, degenerate model text it is high by design.
+// On pairs of human sentences (TestGuardRarelyDecidesOnHumanText) it is at most a few per cent;
+// data/README.md has the measurements.
+//
+// # The evaluators
+//
+// "sentiment" is the gold annotator: it labels the preference pairs and scores the win rate.
+// "classifier" is the held-out evaluator: a model of another family (weights fitted to the UCI
+// training sentences, not a hand-made lexicon), so a policy that exploits VADER in particular
+// shows up as a gap between the two. "afinn" is a lexicon like VADER: it agrees with gold on most
+// pairs of human text, so it is no independent check; it is kept for comparison.
 //
 // # Ties
 //
 // Scores are deterministic: equal responses give bit-identical scores, and different responses may
-// tie too (e.g. two neutral sentences both score 0). The pipeline drops tied pairs; an evaluation
-// win is a strictly higher score.
+// tie too (e.g. two neutral sentences both score 0 under sentiment). The pipeline drops tied pairs;
+// an evaluation win is a strictly higher score.
 //
 // Scorers are safe for concurrent use.
 package annotator
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"sort"
@@ -68,9 +101,12 @@ const EmptyScore = -1.0
 
 // Guard constants (see the package doc).
 const (
-	repetitionPenalty   = 0.5 // lambda in "- 0.5*(1 - q)"
-	minFunctionFraction = 0.2 // G reaches 1 at this fraction of function-word tokens
-	wordsPerSentiment   = 3   // D: at most one sentiment-bearing word per this many words
+	freeWordFrac        = 0.8  // q: w at or above this costs nothing
+	freeDistinct1       = 0.75 // q: d1 at or above this costs nothing
+	freeDistinct2       = 0.75 // q: d2 at or above this costs nothing
+	repetitionPenalty   = 0.5  // lambda in "- 0.5*(1 - q)"
+	minFunctionFraction = 0.2  // G reaches 1 at this fraction of function-word tokens
+	wordsPerSentiment   = 3    // D: at most one sentiment-bearing word per this many words
 )
 
 // Breakdown is the score with every factor of the formula, for diagnostics and tests.
@@ -80,6 +116,7 @@ type Breakdown struct {
 	DistinctKnown int     // distinct known tokens
 	Sentiment     int     // m: distinct sentiment-bearing tokens
 	Polarity      float64 // s
+	Unguarded     float64 // the polarity of all n tokens, before any guard (0 when n = 0)
 	WordFrac      float64 // w
 	Distinct1     float64 // d1
 	Distinct2     float64 // d2
@@ -87,27 +124,33 @@ type Breakdown struct {
 	Fluency       float64 // F
 	Function      float64 // G
 	Density       float64 // D
+	Topic         float64 // T
 	Score         float64
 }
 
-// lexicon is what distinguishes the two scorers.
+// lexicon is what distinguishes the scorers.
 type lexicon interface {
 	name() string
 	bearing(w string) bool          // sentiment-bearing (deduplicated, counted in m)
 	polarity(kept []string) float64 // in [-1, 1]
 }
 
-// Guarded is a lexicon scorer wrapped in the degeneracy guards.
+// Guarded is a polarity (a lexicon or the classifier) wrapped in the degeneracy guards.
 type Guarded struct{ lex lexicon }
 
 // Name implements Scorer.
 func (g *Guarded) Name() string { return g.lex.name() }
 
 // Score implements Scorer; the prompt is ignored (see the package doc).
-func (g *Guarded) Score(prompt, response string) float64 { return g.Breakdown(response).Score }
+func (g *Guarded) Score(prompt, response string) float64 {
+	return g.breakdown(response, false).Score
+}
 
 // Breakdown scores response and returns every factor.
-func (g *Guarded) Breakdown(response string) Breakdown {
+func (g *Guarded) Breakdown(response string) Breakdown { return g.breakdown(response, true) }
+
+// breakdown computes Unguarded only when asked: Score does not need it.
+func (g *Guarded) breakdown(response string, unguarded bool) Breakdown {
 	toks := Words(response)
 	b := Breakdown{Tokens: len(toks)}
 	if len(toks) == 0 {
@@ -157,19 +200,51 @@ func (g *Guarded) Breakdown(response string) Breakdown {
 		}
 		b.Distinct2 = float64(len(bigrams)) / float64(len(toks)-1)
 	}
-	b.Quality = b.WordFrac * b.Distinct1 * b.Distinct2
+	b.Quality = shortfall(b.WordFrac, freeWordFrac) * shortfall(b.Distinct1, freeDistinct1) *
+		shortfall(b.Distinct2, freeDistinct2)
 	b.Fluency = clamp(float64(b.DistinctKnown-1)/2, 0, 1)
 	b.Function = math.Min(1, float64(function+1)/(minFunctionFraction*n+1))
-	b.Density = 1
+	b.Density, b.Topic = 1, 1
 	if b.Sentiment > 0 {
 		b.Density = math.Min(1, float64(len(kept)+1)/float64(wordsPerSentiment*b.Sentiment))
+		topic := map[string]struct{}{}
+		for _, t := range kept {
+			if !IsFunctionWord(t) && !g.lex.bearing(t) {
+				topic[t] = struct{}{}
+			}
+		}
+		b.Topic = math.Min(1, float64(len(topic)+1)/float64(b.Sentiment))
 	}
 	if len(kept) > 0 {
 		b.Polarity = clamp(g.lex.polarity(kept), -1, 1)
 	}
-	pos := math.Max(b.Polarity, 0) * b.Quality * b.Fluency * b.Function * b.Density
+	if unguarded {
+		if len(kept) == len(toks) { // nothing dropped: kept is toks
+			b.Unguarded = b.Polarity
+		} else {
+			b.Unguarded = clamp(g.lex.polarity(toks), -1, 1)
+		}
+	}
+	pos := math.Max(b.Polarity, 0) * b.Quality * b.Fluency * b.Function * b.Density * b.Topic
 	b.Score = clamp(pos+math.Min(b.Polarity, 0)-repetitionPenalty*(1-b.Quality), -1, 1)
 	return b
+}
+
+// GuardDecided reports whether the guards decided the pair (a, b): s's scores order a and b
+// differently from their unguarded polarities (Breakdown.Unguarded), including when exactly one
+// of the two comparisons is a tie.
+func GuardDecided(s *Guarded, a, b string) bool {
+	ba, bb := s.Breakdown(a), s.Breakdown(b)
+	return cmp.Compare(ba.Score, bb.Score) != cmp.Compare(ba.Unguarded, bb.Unguarded)
+}
+
+// shortfall is 1 for x >= free and falls as (x/free)^2 below it.
+func shortfall(x, free float64) float64 {
+	if x >= free {
+		return 1
+	}
+	r := x / free
+	return r * r
 }
 
 func clamp(x, lo, hi float64) float64 {
@@ -183,8 +258,9 @@ func clamp(x, lo, hi float64) float64 {
 }
 
 var builtins = map[string]func() *Guarded{
-	"sentiment": NewSentiment,
-	"afinn":     NewHeldOut,
+	"sentiment":  NewSentiment,
+	"afinn":      NewHeldOut,
+	"classifier": NewClassifier,
 }
 
 // Names lists the built-in scorers, sorted.
@@ -197,7 +273,8 @@ func Names() []string {
 	return names
 }
 
-// Builtin returns the named scorer: "sentiment" (the gold annotator) or "afinn" (held-out).
+// Builtin returns the named scorer: "sentiment" (the gold annotator), "classifier" (the held-out
+// evaluator) or "afinn" (a held-out lexicon, kept for comparison).
 func Builtin(name string) (Scorer, error) {
 	f, ok := builtins[name]
 	if !ok {

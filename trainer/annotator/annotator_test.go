@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func scorers() []*Guarded { return []*Guarded{NewSentiment(), NewHeldOut()} }
+func scorers() []*Guarded { return []*Guarded{NewSentiment(), NewHeldOut(), NewClassifier()} }
 
 // orderingTable: every pair must satisfy score(lo) < score(hi) strictly, for both scorers.
 var orderingTable = []struct{ lo, hi, why string }{
@@ -37,6 +37,11 @@ var orderingTable = []struct{ lo, hi, why string }{
 	{"good", "the food was good", "one word gets no positive credit"},
 	{"", "xq zzkv blorp", "empty is the minimum"},
 	{"", "the food was cold and the service was terrible", "empty is below a fluent negative"},
+	{"the food was great. the food was great.", "the food was great", "saying it twice loses"},
+	{"the food was great the food was great the food was great", "the service was slow but the food was great", "a looped sentence loses"},
+	{"great xq zzkv blorp qwrt fnargle", "the food was great", "mostly non-words lose"},
+	{"the amazing and the wonderful and the excellent", "the food was good and the staff were friendly", "praise of nothing loses"},
+	{"it was great and it was amazing and it was wonderful", "the food was great and the staff were amazing", "praise of nothing loses"},
 }
 
 func TestOrderingTable(t *testing.T) {
@@ -62,7 +67,8 @@ func TestFixedPoints(t *testing.T) {
 				t.Errorf("%s: gibberish %q scored %.4f, want <= -0.25", sc.Name(), s, got)
 			}
 		}
-		for _, s := range []string{"good good good good", "great great great!!!!", "the the the the", "good good bad"} {
+		for _, s := range []string{"good good good good", "great great great!!!!", "the the the the", "good good bad",
+			"the food was great. the food was great.", "amazing amazing amazing food"} {
 			if got := sc.Score("x", s); got >= 0 {
 				t.Errorf("%s: degenerate %q scored %.4f, want < 0 (below fluent neutral)", sc.Name(), s, got)
 			}
@@ -72,8 +78,11 @@ func TestFixedPoints(t *testing.T) {
 				t.Errorf("%s: single word %q scored %v, want exactly 0", sc.Name(), s, got)
 			}
 		}
-		if got := sc.Score("x", "the package arrived on tuesday with the manual"); got != 0 {
-			t.Errorf("%s: fluent neutral scored %v, want exactly 0", sc.Name(), got)
+		// A lexicon has nothing to say about a neutral sentence; the classifier, trained on reviews,
+		// always has an opinion ("the" leans negative there), but a mild one.
+		if got := sc.Score("x", "the package arrived on tuesday with the manual"); sc.Name() != "classifier" && got != 0 ||
+			math.Abs(got) > 0.4 {
+			t.Errorf("%s: fluent neutral scored %v, want exactly 0 (within 0.4 for the classifier)", sc.Name(), got)
 		}
 		if got := sc.Score("x", "the food was good and the staff were friendly"); got < 0.5 {
 			t.Errorf("%s: fluent positive scored %.4f, want >= 0.5", sc.Name(), got)
@@ -132,10 +141,11 @@ func TestPromptIgnoredAndDeterministic(t *testing.T) {
 		for _, s := range texts {
 			a := sc.Score("I did not", s)
 			b := sc.Score("Great phone", s)
-			c := NewSentiment().Score("", s)
-			if sc.Name() == "afinn" {
-				c = NewHeldOut().Score("", s)
+			fresh, err := Builtin(sc.Name())
+			if err != nil {
+				t.Fatal(err)
 			}
+			c := fresh.Score("", s)
 			if math.Float64bits(a) != math.Float64bits(b) || math.Float64bits(a) != math.Float64bits(c) {
 				t.Errorf("%s: %q scored %v, %v, %v: want bit-identical", sc.Name(), s, a, b, c)
 			}
@@ -146,12 +156,17 @@ func TestPromptIgnoredAndDeterministic(t *testing.T) {
 func TestFluentTextIsUnguarded(t *testing.T) {
 	for _, sc := range scorers() {
 		for _, s := range []string{"the food was good and the staff were friendly", "I love this phone and the battery lasts all day",
-			"the service was slow and the soup was cold"} {
+			"the service was slow and the soup was cold",
+			"we met Thomas at the station in Chicago and he was friendly",  // names in the dictionary
+			"Gilborn said that the soup was good",                          // one name it lacks
+			"the food was good and the food was cheap",                     // a phrase said twice
+			"the federal education policy helped the areas that needed it", // words the reviews never use
+		} {
 			b := sc.Breakdown(s)
-			if b.Quality != 1 || b.Fluency != 1 || b.Function != 1 || b.Density != 1 {
+			if b.Quality != 1 || b.Fluency != 1 || b.Function != 1 || b.Density != 1 || b.Topic != 1 {
 				t.Errorf("%s: %q: guards fired on fluent text: %+v", sc.Name(), s, b)
 			}
-			if b.Score != clamp(b.Polarity, -1, 1) {
+			if b.Score != b.Polarity {
 				t.Errorf("%s: %q: score %v != polarity %v with all guards at 1", sc.Name(), s, b.Score, b.Polarity)
 			}
 		}
@@ -160,9 +175,13 @@ func TestFluentTextIsUnguarded(t *testing.T) {
 
 func TestBreakdownFactors(t *testing.T) {
 	b := NewSentiment().Breakdown("good good good good")
+	q := math.Pow(0.25/0.75, 2) * math.Pow((1.0/3)/0.75, 2) // w = 1; d1 = 1/4 and d2 = 1/3, both below 0.75
 	want := Breakdown{Tokens: 4, Known: 4, DistinctKnown: 1, Sentiment: 1, WordFrac: 1, Distinct1: 0.25,
-		Distinct2: 1.0 / 3, Quality: 1.0 / 12, Fluency: 0, Function: 1 / 1.8, Density: 2.0 / 3}
-	b.Polarity, b.Score = 0, 0 // checked below
+		Distinct2: 1.0 / 3, Quality: q, Fluency: 0, Function: 1 / 1.8, Density: 2.0 / 3, Topic: 1}
+	if b.Polarity <= 0 || b.Unguarded <= b.Polarity {
+		t.Errorf("polarity %v, unguarded %v: want 0 < polarity (one \"good\") < unguarded (four)", b.Polarity, b.Unguarded)
+	}
+	b.Polarity, b.Unguarded, b.Score = 0, 0, 0 // checked above and below
 	if math.Abs(b.Distinct2-want.Distinct2) > 1e-12 || math.Abs(b.Quality-want.Quality) > 1e-12 ||
 		math.Abs(b.Function-want.Function) > 1e-12 || math.Abs(b.Density-want.Density) > 1e-12 {
 		t.Errorf("breakdown %+v, want %+v", b, want)
@@ -171,8 +190,8 @@ func TestBreakdownFactors(t *testing.T) {
 	if b != want {
 		t.Errorf("breakdown %+v, want %+v", b, want)
 	}
-	// Score = -0.5 * (1 - 1/12): positive credit is zeroed by F = 0.
-	if got, wantS := NewSentiment().Score("", "good good good good"), -0.5*(1-1.0/12); math.Abs(got-wantS) > 1e-12 {
+	// Score = -0.5 * (1 - q): positive credit is zeroed by F = 0.
+	if got, wantS := NewSentiment().Score("", "good good good good"), -0.5*(1-q); math.Abs(got-wantS) > 1e-12 {
 		t.Errorf("score %v, want %v", got, wantS)
 	}
 	// Gibberish: w = 0, so q = 0 and the score is exactly -0.5.
@@ -213,7 +232,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestBuiltin(t *testing.T) {
-	if got := strings.Join(Names(), ","); got != "afinn,sentiment" {
+	if got := strings.Join(Names(), ","); got != "afinn,classifier,sentiment" {
 		t.Errorf("Names() = %s", got)
 	}
 	for _, n := range Names() {
@@ -223,8 +242,8 @@ func TestBuiltin(t *testing.T) {
 		}
 	}
 	_, err := Builtin("vader")
-	if err == nil || !strings.Contains(err.Error(), "afinn, sentiment") || !strings.Contains(err.Error(), `"vader"`) {
-		t.Errorf("Builtin(unknown) error = %v, want it to name the input and list afinn, sentiment", err)
+	if err == nil || !strings.Contains(err.Error(), "afinn, classifier, sentiment") || !strings.Contains(err.Error(), `"vader"`) {
+		t.Errorf("Builtin(unknown) error = %v, want it to name the input and list afinn, classifier, sentiment", err)
 	}
 }
 

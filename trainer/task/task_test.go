@@ -15,8 +15,8 @@ import (
 const (
 	wantPretrain   = 6998
 	wantSFT        = 2424
-	wantPrompts    = 1789
-	wantValidation = 180
+	wantPrompts    = 1732
+	wantValidation = 169
 	wantEval       = 360
 )
 
@@ -114,6 +114,36 @@ func TestReviewsSplitsAreDisjoint(t *testing.T) {
 					t.Errorf("%s reference %q occurs inside pretraining line %q", split, e.Reference, s)
 				}
 			}
+		}
+	}
+}
+
+// No prompt is shared between the splits: a training prompt that is also a held-out prompt would
+// let the policy be trained on exactly what it is evaluated on.
+func TestReviewsPromptsAreDisjoint(t *testing.T) {
+	r, err := Builtin("reviews")
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := map[string]string{}
+	for _, p := range r.Prompts {
+		split[p] = "train"
+	}
+	for _, c := range []struct {
+		name string
+		exs  []Example
+	}{{"eval", r.Eval}, {"validation", r.Validation}} {
+		mine := map[string]bool{}
+		for _, e := range c.exs {
+			mine[e.Prompt] = true
+		}
+		for p := range mine {
+			if other, ok := split[p]; ok {
+				t.Errorf("%s prompt %q is also a %s prompt", c.name, p, other)
+			}
+		}
+		for p := range mine {
+			split[p] = c.name
 		}
 	}
 }
