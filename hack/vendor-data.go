@@ -291,7 +291,11 @@ func run(sentDir, brownDir, dictFile, out, sotuDir, corpusFile string) error {
 	if corpusFile == "" {
 		return nil
 	}
-	return writeCorpus(corpusFile, brownDir, sotuDir, train)
+	var heldOutTexts []string
+	for _, ex := range append(append([]map[string]string{}, evalEx...), valEx...) {
+		heldOutTexts = append(heldOutTexts, ex["prompt"]+ex["reference"], strings.TrimSpace(ex["reference"]))
+	}
+	return writeCorpus(corpusFile, brownDir, sotuDir, train, heldOutTexts)
 }
 
 type uciStats struct{ read, nonASCII, dups, conflicts int }
@@ -533,16 +537,21 @@ func jsonl[V any](rows []map[string]V) []byte {
 // ---- the pretraining corpus of the BPE reviews models (not vendored; `make models` rebuilds it) ----
 
 const (
-	corpusDocBytes = 600  // a document is consecutive sentences of one text, up to this many bytes
+	corpusDocBytes = 400  // a document is consecutive sentences of one text, up to this many bytes
 	sotuFromYear   = 1900 // State of the Union addresses from this year on (modern English)
+	uciRepeat      = 8    // copies of each training UCI sentence: reviews are 2% of the text otherwise
 )
 
 // writeCorpus writes one document per line: the whole Brown corpus (every category, tags removed,
-// detokenised), the State of the Union addresses from sotuFromYear on, and the training UCI
-// sentences (never a held-out one). Documents are runs of consecutive sentences of one source text
-// up to corpusDocBytes, so the model learns to go on for a sentence or two and to stop. Order: by
-// SHA-256 key, like everything else here.
-func writeCorpus(path, brownDir, sotuDir string, train []sentence) error {
+// detokenised), the State of the Union addresses from sotuFromYear on, and uciRepeat copies of each
+// training UCI sentence (never a held-out one), so that the register of the task is not 2% of what
+// the model reads. Documents are runs of consecutive sentences of one source text up to
+// corpusDocBytes (about 100 tokens: two fit a 192-token row), so the model learns to go on for a
+// sentence or two and to stop. Order: by SHA-256 key, like everything else here.
+//
+// No held-out text may be in it: writeCorpus fails if a held-out sentence, or a held-out reference
+// continuation of 30 bytes or more, occurs anywhere in the corpus (case-insensitively).
+func writeCorpus(path, brownDir, sotuDir string, train []sentence, heldOut []string) error {
 	brownDocs, err := brownDocuments(brownDir)
 	if err != nil {
 		return err
@@ -554,9 +563,6 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence) error {
 	var docs []string
 	docs = append(docs, brownDocs...)
 	docs = append(docs, sotuDocs...)
-	for _, s := range train {
-		docs = append(docs, s.text)
-	}
 	seen := map[string]bool{}
 	uniq := docs[:0]
 	for _, d := range docs {
@@ -566,8 +572,24 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence) error {
 		}
 	}
 	docs = uniq
+	uci := 0
+	for _, s := range train {
+		if !seen[s.text] {
+			seen[s.text] = true
+			for range uciRepeat {
+				docs = append(docs, s.text)
+			}
+			uci++
+		}
+	}
 	sort.Slice(docs, func(i, j int) bool { return key("corpus", docs[i]) < key("corpus", docs[j]) })
 	data := lines(docs)
+	lower := strings.ToLower(string(data))
+	for _, h := range heldOut {
+		if len(h) >= 30 && strings.Contains(lower, strings.ToLower(h)) {
+			return fmt.Errorf("corpus: held-out text %q occurs in the pretraining corpus", h)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -581,8 +603,8 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence) error {
 		return n
 	}
 	sum := sha256.Sum256(data)
-	fmt.Printf("corpus: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), SOTU %d addresses -> %d docs (%d bytes), UCI train %d\n",
-		len(docs), len(data), hex.EncodeToString(sum[:8]), len(brownDocs), size(brownDocs), sotuTexts, len(sotuDocs), size(sotuDocs), len(train))
+	fmt.Printf("corpus: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), SOTU %d addresses -> %d docs (%d bytes), UCI train %d x %d\n",
+		len(docs), len(data), hex.EncodeToString(sum[:8]), len(brownDocs), size(brownDocs), sotuTexts, len(sotuDocs), size(sotuDocs), uci, uciRepeat)
 	return nil
 }
 

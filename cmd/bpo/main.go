@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +25,10 @@ func main() {
 	// BPO_THREADS, else GOMAXPROCS, which the Go runtime derives from the container's CPU limit, so
 	// a stage pod's resources.limits.cpu sets it without a flag.
 	var threads int
+	var profile string
+	var profileFile *os.File
 	root.PersistentFlags().IntVar(&threads, "threads", 0, "threads for the trainer's kernels and matrix products (0: $BPO_THREADS, else the CPU limit)")
+	root.PersistentFlags().StringVar(&profile, "profile", "", "write a CPU profile of the whole command to this file (go tool pprof)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if threads < 0 {
 			return fmt.Errorf("--threads must be >= 0, got %d", threads)
@@ -32,7 +36,25 @@ func main() {
 		if threads > 0 {
 			blas.SetThreads(threads)
 		}
+		if profile != "" {
+			f, err := os.Create(profile)
+			if err != nil {
+				return fmt.Errorf("--profile: %w", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("--profile: %w", err)
+			}
+			profileFile = f
+		}
 		return nil
+	}
+	root.PersistentPostRunE = func(*cobra.Command, []string) error {
+		if profileFile == nil {
+			return nil
+		}
+		pprof.StopCPUProfile()
+		return profileFile.Close()
 	}
 	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
 	root.AddCommand(experimentCmd())

@@ -14,7 +14,7 @@ import (
 )
 
 func runCmd() *cobra.Command {
-	var file, workspace string
+	var file, workspace, split string
 	var quiet bool
 	c := &cobra.Command{
 		Use:   "run -f RUN.yaml",
@@ -44,6 +44,10 @@ workspace folder.`,
 			if err != nil {
 				return err
 			}
+			if split != "eval" && split != "validation" {
+				return fmt.Errorf("--split %q: use eval or validation", split)
+			}
+			env.EvalSplit = split
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n%s\n\n", run.Name, run.Describe(), env.WS.Root, engineLine())
 			start := time.Now()
@@ -72,6 +76,7 @@ workspace folder.`,
 	c.Flags().StringVarP(&file, "file", "f", "", "AlignmentRun manifest (YAML)")
 	c.Flags().StringVar(&workspace, "workspace", "", "workspace volume folder (default: spec.workspace.path)")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bars")
+	c.Flags().StringVar(&split, "split", "eval", "held-out prompts to evaluate on: eval, or validation when choosing settings (spec.budget.evalPrompts must fit the split)")
 	_ = c.MarkFlagRequired("file")
 	return c
 }
