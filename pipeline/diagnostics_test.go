@@ -209,6 +209,12 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 	unit("phase 1 train-pair accuracy", sums[0].TrainPairAccuracy)
 	unit("phase 2 fresh-pair accuracy", sums[1].FreshPairAccuracy)
 	unit("phase 2 train-pair accuracy", sums[1].TrainPairAccuracy)
+	// The label stage measures how many pairs the built-in gold annotator's guard decided, and
+	// the stage result (what a pod reports) carries it, not only the shard's marker.
+	unit("phase 1 guard-decided", sums[0].GuardDecided)
+	if r, err := e.Label(1, 0, 1); err != nil || r.GuardDecided == nil || *r.GuardDecided != *sums[0].GuardDecided {
+		t.Errorf("label stage result: guard-decided %v (err %v), summary %v", r.GuardDecided, err, *sums[0].GuardDecided)
+	}
 	// The stage results carry what the files hold: member 0 of phase 2 the fresh-pair accuracy and
 	// phase 1's train-pair accuracy, the other member neither; the eval phase 2's train-pair accuracy.
 	r0, _ := e.Done(2, v1alpha1.StageTrain, 0)

@@ -79,10 +79,15 @@ func (e *Env) runShards(k int, stage string, pod, pods int, one func(j, n int) (
 	if err != nil {
 		return sum, fmt.Errorf("phase %d %s: %w", k, stage, err)
 	}
+	var guarded, guardWeight float64
 	for j := pod; j < n; j += pods {
 		r, err := one(j, n)
 		if err != nil {
 			return r, err
+		}
+		if r.GuardDecided != nil { // a fraction of each shard's pairs: their pair-weighted mean
+			guarded += *r.GuardDecided * float64(r.Pairs)
+			guardWeight += float64(r.Pairs)
 		}
 		sum.Samples += r.Samples
 		sum.Pairs += r.Pairs
@@ -92,6 +97,10 @@ func (e *Env) runShards(k int, stage string, pod, pods int, one func(j, n int) (
 		if sum.Checkpoint == "" {
 			sum.Checkpoint = r.Checkpoint
 		}
+	}
+	if guardWeight > 0 {
+		g := guarded / guardWeight
+		sum.GuardDecided = &g
 	}
 	return sum, nil
 }
