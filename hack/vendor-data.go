@@ -423,22 +423,36 @@ func loadBrown(dir string) ([]string, error) {
 	return out, nil
 }
 
-func brownSentence(line string) (string, bool) {
+// brownWords splits a tagged Brown line into its words (tags dropped); false for an empty line,
+// a token without a tag, or a headline or foreign-word tag anywhere in it.
+func brownWords(line string) ([]string, bool) {
 	toks := strings.Fields(line)
 	if len(toks) == 0 {
+		return nil, false
+	}
+	words := make([]string, len(toks))
+	for i, t := range toks {
+		slash := strings.LastIndexByte(t, '/')
+		if slash <= 0 {
+			return nil, false
+		}
+		w, tag := t[:slash], t[slash+1:]
+		if strings.Contains(tag, "-hl") || strings.Contains(tag, "fw-") { // headlines, foreign words
+			return nil, false
+		}
+		words[i] = w
+	}
+	return words, true
+}
+
+func brownSentence(line string) (string, bool) {
+	toks, ok := brownWords(line)
+	if !ok {
 		return "", false
 	}
 	var b strings.Builder
 	nWords := 0
-	for i, t := range toks {
-		slash := strings.LastIndexByte(t, '/')
-		if slash <= 0 {
-			return "", false
-		}
-		w, tag := t[:slash], t[slash+1:]
-		if strings.Contains(tag, "-hl") || strings.Contains(tag, "fw-") { // headlines, foreign words
-			return "", false
-		}
+	for i, w := range toks {
 		switch w {
 		case ",", ".", ";", ":", "?", "!":
 			if i == 0 {
@@ -671,27 +685,19 @@ func brownDocuments(dir string) ([]string, error) {
 }
 
 // brownDetok turns a tagged Brown sentence into plain text: the quote tokens (two backquotes, two
-// apostrophes) become ", punctuation
-// attaches to the word before it, opening brackets and quotes to the word after. A sentence with a
-// headline or foreign-word tag, or a token that is neither a plain word, a number nor known
-// punctuation, is dropped; so is one of fewer than 3 words or not starting with a capital/quote.
+// apostrophes) become ", punctuation attaches to the word before it, opening brackets and quotes
+// to the word after. A sentence with a headline or foreign-word tag, or a token that is neither a
+// plain word, a number nor known punctuation, is dropped; so is one of fewer than 3 words or not
+// starting with a capital or a quote.
 func brownDetok(line string) (string, bool) {
-	toks := strings.Fields(line)
-	if len(toks) == 0 {
+	toks, ok := brownWords(line)
+	if !ok {
 		return "", false
 	}
 	var b strings.Builder
 	attach := true // no space before the next token
 	words := 0
-	for _, t := range toks {
-		slash := strings.LastIndexByte(t, '/')
-		if slash <= 0 {
-			return "", false
-		}
-		w, tag := t[:slash], t[slash+1:]
-		if strings.Contains(tag, "-hl") || strings.Contains(tag, "fw-") {
-			return "", false
-		}
+	for _, w := range toks {
 		switch w {
 		case ",", ".", ";", ":", "?", "!", ")", "'":
 			if strings.HasSuffix(b.String(), w) && w != "." && w != "!" && w != "?" {
