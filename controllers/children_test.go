@@ -149,15 +149,16 @@ func TestFoldResults(t *testing.T) {
 
 // The pair diagnostics: member 0 of phase k's train reports the fresh-pair accuracy of phase k
 // and the train-pair accuracy of phase k-1, which lands on phase k-1's entry; label shards'
-// guard-decided fractions average weighted by their kept pairs.
+// guard-decided pairs add up to a fraction of the pairs kept.
 func TestFoldPairDiagnostics(t *testing.T) {
 	t.Parallel()
 	f := func(v float64) *float64 { return &v }
+	n := func(v int64) *int64 { return &v }
 	st := &alignv1.AlignmentRunStatus{PhaseResults: []alignv1.PhaseResult{{Phase: 1}, {Phase: 2}}}
 	pr := phaseResult(st, 2, false)
 	foldResults(st, pr, "label", map[int32]alignv1.StageResult{
-		0: {Pairs: 30, GuardDecided: f(0.1)},
-		1: {Pairs: 10, GuardDecided: f(0.5)},
+		0: {Pairs: 30, GuardDecided: n(3)},
+		1: {Pairs: 10, GuardDecided: n(5)},
 	})
 	if pr.PairsKept != 40 || pr.GuardDecided != "0.2" {
 		t.Errorf("label fold: %+v", pr)

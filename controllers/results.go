@@ -167,8 +167,8 @@ func meanOf(results []alignv1.StageResult, pick func(*alignv1.StageResult) *floa
 }
 
 // foldResults folds a stage's StageResults into the phase's result (docs/design.md):
-// sample sums samples/pairs/identical; label sums pairs kept and ties (and averages the shards'
-// guard-decided fractions, weighted by their pairs); train averages its diagnostics over members,
+// sample sums samples/pairs/identical; label sums pairs kept, ties and guard-decided pairs (shown
+// as a fraction of the pairs kept); train averages its diagnostics over members,
 // takes member 0's checkpoint and puts member 0's prevTrainPairAccuracy on the previous phase;
 // eval copies its metrics.
 func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage string, byIndex map[int32]alignv1.StageResult) {
@@ -197,18 +197,17 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 		}
 	case alignv1.StageLabel:
 		pr.PairsKept, pr.Ties = 0, 0
-		var guarded, weight float64
+		var decided, measured int64 // guard-decided pairs, and the pairs of the shards that count them
 		for _, r := range results {
 			pr.PairsKept += r.Pairs
 			pr.Ties += r.Ties
 			if r.GuardDecided != nil {
-				guarded += *r.GuardDecided * float64(r.Pairs)
-				weight += float64(r.Pairs)
+				decided += *r.GuardDecided
+				measured += r.Pairs
 			}
 		}
-		// A fraction of each shard's kept pairs: the phase's is their pair-weighted mean.
-		if weight > 0 {
-			pr.GuardDecided = formatMetric(guarded / weight)
+		if measured > 0 {
+			pr.GuardDecided = formatMetric(float64(decided) / float64(measured))
 		}
 	case alignv1.StageTrain:
 		setIf(meanOfInto(&pr.Loss, results, func(r *alignv1.StageResult) *float64 { return r.Loss }))

@@ -29,7 +29,7 @@ type PhaseSummary struct {
 	FreshPairAccuracy *float64 `json:"freshPairAccuracy,omitempty"`
 	TrainPairAccuracy *float64 `json:"trainPairAccuracy,omitempty"`
 	// GuardDecided is the fraction of the kept pairs whose order the gold annotator's degeneracy
-	// guard decided, when the label stage reports it (mean over shards weighted by their pairs).
+	// guard decided, when the label stage counts them.
 	GuardDecided *float64 `json:"guardDecided,omitempty"`
 }
 
@@ -68,7 +68,7 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			}
 			sum.Samples += r.Samples
 		}
-		var guarded, guardWeight float64
+		var decided *int64
 		for s := 0; s < e.Run.LabelShards(); s++ {
 			start(k, v1alpha1.StageLabel, s)
 			r, err := e.Label(k, s, e.Run.LabelShards())
@@ -78,13 +78,10 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			sum.Pairs += r.Pairs
 			sum.Ties += r.Ties
 			sum.Identical += r.Identical
-			if r.GuardDecided != nil {
-				guarded += *r.GuardDecided * float64(r.Pairs)
-				guardWeight += float64(r.Pairs)
-			}
+			decided = addCount(decided, r.GuardDecided)
 		}
-		if guardWeight > 0 {
-			g := guarded / guardWeight
+		if decided != nil && sum.Pairs > 0 {
+			g := float64(*decided) / float64(sum.Pairs)
 			sum.GuardDecided = &g
 		}
 		var results []v1alpha1.StageResult

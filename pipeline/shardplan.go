@@ -79,16 +79,12 @@ func (e *Env) runShards(k int, stage string, pod, pods int, one func(j, n int) (
 	if err != nil {
 		return sum, fmt.Errorf("phase %d %s: %w", k, stage, err)
 	}
-	var guarded, guardWeight float64
 	for j := pod; j < n; j += pods {
 		r, err := one(j, n)
 		if err != nil {
 			return r, err
 		}
-		if r.GuardDecided != nil { // a fraction of each shard's pairs: their pair-weighted mean
-			guarded += *r.GuardDecided * float64(r.Pairs)
-			guardWeight += float64(r.Pairs)
-		}
+		sum.GuardDecided = addCount(sum.GuardDecided, r.GuardDecided)
 		sum.Samples += r.Samples
 		sum.Pairs += r.Pairs
 		sum.Identical += r.Identical
@@ -98,9 +94,17 @@ func (e *Env) runShards(k int, stage string, pod, pods int, one func(j, n int) (
 			sum.Checkpoint = r.Checkpoint
 		}
 	}
-	if guardWeight > 0 {
-		g := guarded / guardWeight
-		sum.GuardDecided = &g
-	}
 	return sum, nil
+}
+
+// addCount adds an optional count to an optional total: nil while neither is set.
+func addCount(total, n *int64) *int64 {
+	if n == nil {
+		return total
+	}
+	t := *n
+	if total != nil {
+		t += *total
+	}
+	return &t
 }

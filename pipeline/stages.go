@@ -341,15 +341,14 @@ func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 			})
 		}
 		r.Pairs = int64(len(pairs))
-		if g := e.guardedAnnotator(); g != nil && len(pairs) > 0 {
-			n := 0
+		if g := e.guardedAnnotator(); g != nil {
+			var n int64
 			for _, p := range pairs {
 				if annotator.GuardDecided(g, p.Chosen, p.Rejected) {
 					n++
 				}
 			}
-			frac := float64(n) / float64(len(pairs))
-			r.GuardDecided = &frac
+			r.GuardDecided = &n
 		}
 		path := e.WS.PairsPath(k, shard)
 		r.Checkpoint = e.WS.Rel(path)

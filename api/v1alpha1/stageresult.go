@@ -18,9 +18,10 @@ type StageResult struct {
 	Pairs     int64 `json:"pairs,omitempty"`
 	Identical int64 `json:"identical,omitempty"`
 	Ties      int64 `json:"ties,omitempty"`
-	// GuardDecided (label) is the fraction of labelled pairs whose order the gold annotator's
-	// degeneracy guard decided. Optional: absent when the label stage does not measure it.
-	GuardDecided *float64 `json:"guardDecided,omitempty"`
+	// GuardDecided (label) is the number of kept pairs whose order the gold annotator's
+	// degeneracy guard decided: a count, so that shards and pods add up like Pairs. Optional:
+	// absent when the label stage does not measure it (an annotator without a guard).
+	GuardDecided *int64 `json:"guardDecided,omitempty"`
 
 	// Training diagnostics (train), means over the member's optimizer steps' last pass.
 	Loss           *float64 `json:"loss,omitempty"`
