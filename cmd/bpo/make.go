@@ -152,7 +152,7 @@ func pretrainCmd() *cobra.Command {
 		Long: `Pretrain a GPT-2 from scratch (every weight trained) on the task's pretraining texts, or on
 --corpus FILE (one document per line), and write DIR/config.json, DIR/model.safetensors (F32) and
 the tokenizer: byte-level by default (DIR/tokenizer_config.json), or the BPE of --tokenizer TOKDIR
-(its vocab.json and merges.txt are copied into DIR; see bpo tokenizer).
+(its vocab.json and merges.txt are written into DIR; see bpo tokenizer).
 A checkpoint is written every --checkpoint-every steps; rerunning the same command resumes from
 it and continues bit-identically. It is removed after success unless --keep-checkpoint.`,
 		Args: cobra.NoArgs,
@@ -321,12 +321,7 @@ func pretrainTexts(taskName, corpus string) ([]string, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		var texts []string
-		for _, l := range strings.Split(string(raw), "\n") {
-			if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
-				texts = append(texts, l)
-			}
-		}
+		texts := task.Documents(raw)
 		if len(texts) == 0 {
 			return nil, "", fmt.Errorf("--corpus %s: no documents (one per line)", corpus)
 		}

@@ -124,11 +124,7 @@ func load(fsys fs.FS, name, where string, files Files) (*Task, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, l := range strings.Split(string(raw), "\n") {
-			if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
-				t.Pretrain = append(t.Pretrain, l)
-			}
-		}
+		t.Pretrain = Documents(raw)
 	case hasJSONL:
 		if t.Pretrain, err = readField(fsys, "pretrain.jsonl", label("pretrain.jsonl"), "text"); err != nil {
 			return nil, err
@@ -156,6 +152,18 @@ func load(fsys fs.FS, name, where string, files Files) (*Task, error) {
 		return nil, fmt.Errorf("%s: no examples", label(ef))
 	}
 	return t, nil
+}
+
+// Documents splits a one-document-per-line text (pretrain.txt, a pretraining corpus) into its
+// documents: lines without their "\r", blank ones skipped.
+func Documents(raw []byte) []string {
+	var docs []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
+			docs = append(docs, l)
+		}
+	}
+	return docs
 }
 
 func exists(fsys fs.FS, file string) bool {
