@@ -22,9 +22,12 @@ type lmRow struct {
 	mask []bool
 }
 
-// lmPieces tokenises a document and cuts it into pieces of at most T tokens.
-func lmPieces(tok tokenizer.Tokenizer, text string, T int) []lmPiece {
-	ids := append(tok.Encode(text), tok.EOT())
+// docIDs is a document's token ids with its closing EOT.
+func docIDs(tok tokenizer.Tokenizer, text string) []int { return append(tok.Encode(text), tok.EOT()) }
+
+// lmPieces cuts a document's ids (docIDs) into pieces of at most T tokens. The pieces share ids'
+// storage; rows copy them (pieceRow, packRows).
+func lmPieces(ids []int, T int) []lmPiece {
 	if len(ids) < 2 {
 		return nil
 	}
@@ -102,8 +105,6 @@ type lmData struct {
 	T      int
 	layout string
 	seed   uint64
-	tok    tokenizer.Tokenizer
-	texts  []string
 
 	epoch int
 	rows  []lmRow
@@ -111,11 +112,10 @@ type lmData struct {
 }
 
 func newLMData(tok tokenizer.Tokenizer, texts []string, T int, layout string, seed uint64) *lmData {
-	d := &lmData{T: T, layout: layout, seed: seed, tok: tok, epoch: -1}
+	d := &lmData{T: T, layout: layout, seed: seed, epoch: -1}
 	for _, t := range texts {
-		if ids := append(tok.Encode(t), tok.EOT()); len(ids) >= 2 {
+		if ids := docIDs(tok, t); len(ids) >= 2 {
 			d.docs = append(d.docs, ids)
-			d.texts = append(d.texts, t)
 		}
 	}
 	return d
@@ -133,7 +133,7 @@ func (d *lmData) epochRows(e int) []lmRow {
 	}
 	var pieces []lmPiece
 	for _, k := range order {
-		pieces = append(pieces, lmPieces(d.tok, d.texts[k], d.T)...)
+		pieces = append(pieces, lmPieces(d.docs[k], d.T)...)
 	}
 	rows := packRows(pieces, d.T)
 	rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })

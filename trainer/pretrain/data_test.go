@@ -14,7 +14,7 @@ func TestPackingPredictsEveryByteOnce(t *testing.T) {
 	var pieces []lmPiece
 	for _, s := range texts {
 		bytes += len(s)
-		pieces = append(pieces, lmPieces(tok, s, T)...)
+		pieces = append(pieces, lmPieces(docIDs(tok, s), T)...)
 	}
 	rows := packRows(pieces, T)
 	masked, eots := 0, 0

@@ -44,10 +44,11 @@ func newHeldOutSet(tok tokenizer.Tokenizer, texts []string, T int) heldOutSet {
 	var pieces []lmPiece
 	h := heldOutSet{}
 	for _, t := range texts {
-		p := lmPieces(tok, t, T)
+		ids := docIDs(tok, t)
+		p := lmPieces(ids, T)
 		if len(p) > 0 {
 			h.bytes += len(t)
-			h.preds += len(tok.Encode(t))
+			h.preds += len(ids) - 1
 		}
 		pieces = append(pieces, p...)
 	}
