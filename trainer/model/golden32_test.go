@@ -24,20 +24,8 @@ import (
 // g32Ref is a float32 reference file: golden_f32.json (whose pairs, config and adapter are those
 // of golden.json) or golden32/golden.json (self-contained).
 type g32Ref struct {
-	Dtype  string `json:"dtype"`
-	Config Config `json:"config"`
-	LoRA   struct {
-		Rank  int     `json:"rank"`
-		Alpha float64 `json:"alpha"`
-	} `json:"lora"`
-	Beta  float64 `json:"beta"`
-	Pairs []struct {
-		Prompt   []int `json:"prompt"`
-		Chosen   []int `json:"chosen"`
-		Rejected []int `json:"rejected"`
-	} `json:"pairs"`
-	LogPs  map[string][]float64 `json:"logps"`
-	Losses map[string]float64   `json:"losses"`
+	goldenCommon
+	Dtype string `json:"dtype"`
 	// Grads["dpo"][tensor name]: the full gradient, row-major. The values are the shortest
 	// decimals of float32 numbers; g32Load rounds them back to those float32 values.
 	Grads map[string]map[string]struct {

@@ -26,20 +26,8 @@ func TestGoldenTrainingGraph(t *testing.T) {
 		t.Fatal(err)
 	}
 	var gold struct {
-		Config Config `json:"config"`
-		LoRA   struct {
-			Rank  int     `json:"rank"`
-			Alpha float64 `json:"alpha"`
-		} `json:"lora"`
-		Beta  float64 `json:"beta"`
-		Pairs []struct {
-			Prompt   []int `json:"prompt"`
-			Chosen   []int `json:"chosen"`
-			Rejected []int `json:"rejected"`
-		} `json:"pairs"`
-		LogPs  map[string][]float64 `json:"logps"`
-		Losses map[string]float64   `json:"losses"`
-		Grads  map[string][]struct {
+		goldenCommon
+		Grads map[string][]struct {
 			Name  string  `json:"name"`
 			Index []int   `json:"index"`
 			Value float64 `json:"value"`
@@ -184,4 +172,23 @@ func TestGoldenTrainingGraph(t *testing.T) {
 		}
 		t.Logf("%s: %d gradients, max relative difference %.3g", lc.grads, len(entries), worst)
 	}
+}
+
+// goldenCommon is what every golden file of hack/golden.py holds (golden.json and the float32
+// ones): the model config, the LoRA adapter's shape, beta, the preference pairs, and PyTorch's
+// sequence log-probs and losses per loss type.
+type goldenCommon struct {
+	Config Config `json:"config"`
+	LoRA   struct {
+		Rank  int     `json:"rank"`
+		Alpha float64 `json:"alpha"`
+	} `json:"lora"`
+	Beta  float64 `json:"beta"`
+	Pairs []struct {
+		Prompt   []int `json:"prompt"`
+		Chosen   []int `json:"chosen"`
+		Rejected []int `json:"rejected"`
+	} `json:"pairs"`
+	LogPs  map[string][]float64 `json:"logps"`
+	Losses map[string]float64   `json:"losses"`
 }
