@@ -259,6 +259,9 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 						r.Recorder.Eventf(run, e.related, e.eventType, e.reason, e.action, "%s", e.note)
 					}
 				}
+				for _, st := range s.retried {
+					stageRetries.WithLabelValues(st).Inc()
+				}
 				log.V(1).Info("status write conflicted, requeueing", "error", perr.Error())
 				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 			}
@@ -596,7 +599,8 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 			setRunning(s, where+": waiting for a deleted Job to go away")
 			return false, nil
 		}
-		return false, r.startJob(ctx, s, k, stage, attempt, where)
+		_, err := r.startJob(ctx, s, k, stage, attempt, where)
+		return false, err
 
 	case jobComplete(job):
 		pods, err := r.jobPods(ctx, job)
@@ -700,32 +704,45 @@ func (r *AlignmentRunReconciler) retryOrFail(ctx context.Context, s *scope, k in
 	st := &s.run.Status
 	limit := s.run.Spec.BackoffLimitOrDefault()
 	if attempt < limit {
-		s.retried = append(s.retried, stage)
 		s.event(corev1.EventTypeWarning, "StageRetry", "RetryStage", job,
 			"%s attempt %d failed (%s); retrying (%d of %d retries)", where, attempt, msg, attempt+1, limit)
+		retry := len(s.events) - 1
 		st.Retries = attempt + 1
-		return r.startJob(ctx, s, k, stage, attempt+1, where)
+		created, err := r.startJob(ctx, s, k, stage, attempt+1, where)
+		if !created {
+			// Not retried now: either an earlier reconcile created the attempt (and reported
+			// it) or the creation failed (the next reconcile tries again and reports it then).
+			s.events = append(s.events[:retry], s.events[retry+1:]...)
+			return err
+		}
+		// The retry took effect with the Job's creation: it is reported (event and metric)
+		// even if this reconcile's status write conflicts, because the next reconcile finds the
+		// Job and has no failed attempt left to retry.
+		s.events[retry].done = true
+		s.retried = append(s.retried, stage)
+		return err
 	}
 	failMsg := fmt.Sprintf("%s failed after %d attempts (backoffLimit %d): %s", where, attempt+1, limit, msg)
 	s.event(corev1.EventTypeWarning, alignv1.ReasonStageFailed, "Fail", job, "%s", failMsg)
 	return r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
 }
 
-// startJob creates attempt n of a stage Job (idempotently: the name is deterministic).
-func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string) error {
+// startJob creates attempt n of a stage Job (idempotently: the name is deterministic). It reports
+// whether this call created the Job.
+func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string) (created bool, err error) {
 	if why, blocked := r.statusBlocked.Load(client.ObjectKeyFromObject(s.run)); blocked {
 		// The last status write failed (not a conflict): a Job started now would go unrecorded.
-		return fmt.Errorf("%s: not starting a Job while the run's status cannot be written: %v", where, why)
+		return false, fmt.Errorf("%s: not starting a Job while the run's status cannot be written: %v", where, why)
 	}
 	job := r.buildJob(s.run, k, stage, attempt)
 	if err := controllerutil.SetControllerReference(s.run, job, r.Scheme); err != nil {
-		return err
+		return false, err
 	}
 	pr := phaseResult(&s.run.Status, k, true)
 	if pr.StartTime == nil {
 		pr.StartTime = s.now.DeepCopy()
 	}
-	err := r.Create(ctx, job)
+	err = r.Create(ctx, job)
 	switch {
 	case err == nil:
 		s.actionEvent(corev1.EventTypeNormal, "StageStarted", "CreateJob", job, "%s started: Job %s (attempt %d, %d completions)",
@@ -734,18 +751,18 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 		// Created by an earlier reconcile that the cache has not shown yet, or a squatter the
 		// label-scoped cache cannot see (the run would wait for it forever).
 		if conflict, err := r.nameConflict(ctx, s, &batchv1.Job{}, client.ObjectKeyFromObject(job)); conflict || err != nil {
-			return err
+			return false, err
 		}
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
 		msg := fmt.Sprintf("%s: the API server rejected Job %s: %v", where, job.Name, err)
 		s.event(corev1.EventTypeWarning, alignv1.ReasonJobCreationFailed, "CreateJob", nil, "%s", msg)
-		return r.fail(ctx, s, alignv1.ReasonJobCreationFailed, msg)
+		return false, r.fail(ctx, s, alignv1.ReasonJobCreationFailed, msg)
 	default:
-		return fmt.Errorf("creating Job %s: %w", job.Name, err)
+		return false, fmt.Errorf("creating Job %s: %w", job.Name, err)
 	}
 	msg := fmt.Sprintf("%s running (Job %s)", where, job.Name)
 	setRunning(s, msg)
-	return nil
+	return err == nil, nil
 }
 
 // deleteJobs deletes the run's Jobs (only the unfinished ones when activeOnly) with background
