@@ -81,6 +81,10 @@ run-manager: ## run the controller manager against the current kubeconfig
 bench: ## trainer speed vs PyTorch (same run), FLOP/s vs the GEMM peak, sampling rate: prints a table
 	hack/bench.sh
 
+.PHONY: bench-operator
+bench-operator: ## the operator under load: 1,000 AlignmentRuns, one manager, a real kube-apiserver (RSS, latency, API requests)
+	KUBEBUILDER_ASSETS="$$(hack/k8s-binaries.sh --only envtest | tail -1)" $(GO) run ./hack/bench-operator $(BENCH_OPERATOR_FLAGS)
+
 .PHONY: run
 run: ## the quickstart: a whole BPO alignment locally on the bundled model and task (bpo run)
 	$(GO) run ./cmd/bpo run -f config/samples/quickstart.yaml

@@ -31,6 +31,8 @@ func main() {
 		stageImage, stagePullPolicy string
 		watchNamespaces             string
 		maxConcurrentReconciles     int
+		apiQPS                      float64
+		apiBurst                    int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -40,6 +42,8 @@ func main() {
 	flag.StringVar(&stagePullPolicy, "stage-image-pull-policy", string(corev1.PullIfNotPresent), "imagePullPolicy of stage containers when the stage spec sets none (Always, IfNotPresent, Never).")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (default: all namespaces).")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 1, "Number of AlignmentRuns reconciled in parallel.")
+	flag.Float64Var(&apiQPS, "kube-api-qps", 20, "Sustained requests per second to the API server (client-side rate limit; make bench-operator shows where it binds).")
+	flag.IntVar(&apiBurst, "kube-api-burst", 30, "Requests the client may send in a burst above --kube-api-qps.")
 	var allowedImages string
 	var policy controllers.StagePolicy
 	flag.StringVar(&allowedImages, "allowed-stage-images", "", "Comma-separated image prefixes a run's stages may use besides --stage-image's repository (\"*\": any image). Default: none.")
@@ -78,7 +82,13 @@ func main() {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	if apiQPS <= 0 || apiBurst <= 0 {
+		fmt.Fprintf(os.Stderr, "--kube-api-qps and --kube-api-burst must be > 0, got %v and %d\n", apiQPS, apiBurst)
+		os.Exit(2)
+	}
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(apiQPS), apiBurst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -302,10 +303,10 @@ func wioSave(path string, tensors map[string]*Tensor, metadata map[string]string
 
 // ---- reading ----
 
-func wioReadSafetensors(path string) (safetensors.SafeTensors, map[string]string, error) {
+func wioReadSafetensors(path string) (wioFile, map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return safetensors.SafeTensors{}, nil, err
+		return wioFile{}, nil, err
 	}
 	return wioParse(path, data)
 }
@@ -317,11 +318,63 @@ type wioHeaderEntry struct {
 	DataOffsets [2]uint64 `json:"data_offsets"`
 }
 
-// wioParse checks the header of a safetensors file (naming the file and the tensor on
-// failure) and hands it to the library.
-func wioParse(name string, data []byte) (safetensors.SafeTensors, map[string]string, error) {
-	fail := func(format string, args ...any) (safetensors.SafeTensors, map[string]string, error) {
-		return safetensors.SafeTensors{}, nil, fmt.Errorf("%s: "+format, append([]any{name}, args...)...)
+// wioFile is a parsed safetensors file: views of its tensors over the file's bytes, in data
+// order. It has the reading methods of the library's SafeTensors.
+type wioFile struct {
+	tensors []wioNamedTensor
+}
+
+// wioTensor is one tensor's dtype, shape and bytes (a slice of the file). The library's
+// TensorView cannot hold a scalar (shape []: it counts 0 elements, the format says 1).
+type wioTensor struct {
+	dtype safetensors.DType
+	shape []uint64
+	data  []byte
+}
+
+func (t wioTensor) DType() safetensors.DType { return t.dtype }
+func (t wioTensor) Shape() []uint64          { return t.shape }
+func (t wioTensor) Data() []byte             { return t.data }
+
+// wioNamedTensor is a tensor with its name.
+type wioNamedTensor struct {
+	Name       string
+	TensorView wioTensor
+}
+
+// Tensors lists the tensors in data order.
+func (f wioFile) Tensors() []wioNamedTensor { return f.tensors }
+
+// Len is the number of tensors.
+func (f wioFile) Len() int { return len(f.tensors) }
+
+// Names lists the tensor names in data order.
+func (f wioFile) Names() []string {
+	names := make([]string, len(f.tensors))
+	for i, t := range f.tensors {
+		names[i] = t.Name
+	}
+	return names
+}
+
+// Tensor is the named tensor's view.
+func (f wioFile) Tensor(name string) (wioTensor, bool) {
+	for _, t := range f.tensors {
+		if t.Name == name {
+			return t.TensorView, true
+		}
+	}
+	return wioTensor{}, false
+}
+
+// wioParse parses and checks a safetensors file, naming the file and the tensor on failure.
+// The header is decoded once, entry by entry, and the tensors are views of data: a header
+// costs a few times its size in memory (the library's own parser, through map[string]any
+// and a second pass, cost about 15 times; BenchmarkParseHeader measures it). Duplicate names
+// are refused rather than resolved to whichever came last.
+func wioParse(name string, data []byte) (wioFile, map[string]string, error) {
+	fail := func(format string, args ...any) (wioFile, map[string]string, error) {
+		return wioFile{}, nil, fmt.Errorf("%s: "+format, append([]any{name}, args...)...)
 	}
 	size := uint64(len(data))
 	if size < 8 {
@@ -334,34 +387,59 @@ func wioParse(name string, data []byte) (safetensors.SafeTensors, map[string]str
 	if n > size-8 {
 		return fail("header length %d exceeds the file size %d (truncated or not a safetensors file)", n, size)
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data[8:8+n], &raw); err != nil {
-		return fail("header is not valid JSON (corrupt or not a safetensors file): %v", err)
-	}
 	type entry struct {
 		name string
 		wioHeaderEntry
 	}
-	entries := make([]entry, 0, len(raw))
-	var meta map[string]string
-	for k, v := range raw {
+	var (
+		entries []entry
+		meta    map[string]string
+		seen    = map[string]bool{}
+	)
+	notJSON := func(err error) (wioFile, map[string]string, error) {
+		return fail("header is not valid JSON (corrupt or not a safetensors file): %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data[8 : 8+n]))
+	if tok, err := dec.Token(); err != nil {
+		return notJSON(err)
+	} else if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fail("header is not a JSON object (corrupt or not a safetensors file)")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return notJSON(err)
+		}
+		k := tok.(string) // an object's keys are strings, or Token fails
+		if seen[k] {
+			return fail("header names %q twice (corrupt file)", k)
+		}
+		seen[k] = true
 		if k == "__metadata__" {
-			if err := json.Unmarshal(v, &meta); err != nil {
+			if err := dec.Decode(&meta); err != nil {
 				return fail("__metadata__ must map strings to strings: %v", err)
 			}
 			continue
 		}
 		var e wioHeaderEntry
-		if err := json.Unmarshal(v, &e); err != nil {
+		if err := dec.Decode(&e); err != nil {
 			return fail("tensor %s: bad header entry: %v", k, err)
 		}
 		entries = append(entries, entry{k, e})
 	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return notJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fail("header has data after its JSON object (corrupt file)")
+	}
 	dataLen := size - 8 - n
+	body := data[8+n:]
 	sort.Slice(entries, func(i, j int) bool {
 		a, b := entries[i].DataOffsets, entries[j].DataOffsets
 		return a[0] < b[0] || (a[0] == b[0] && (a[1] < b[1] || (a[1] == b[1] && entries[i].name < entries[j].name)))
 	})
+	out := wioFile{tensors: make([]wioNamedTensor, 0, len(entries))}
 	var pos uint64
 	for _, e := range entries {
 		dt, err := safetensors.ParseDType(e.DType)
@@ -394,16 +472,13 @@ func wioParse(name string, data []byte) (safetensors.SafeTensors, map[string]str
 		case end-start != nbytes:
 			return fail("tensor %s: data_offsets [%d %d] hold %d bytes, but %s%v needs %d", e.name, start, end, end-start, e.DType, e.Shape, nbytes)
 		}
+		out.tensors = append(out.tensors, wioNamedTensor{e.name, wioTensor{dt, e.Shape, body[start:end:end]}})
 		pos = end
 	}
 	if pos != dataLen {
 		return fail("%d trailing bytes after the last tensor (corrupt file)", dataLen-pos)
 	}
-	st, err := safetensors.Deserialize(data)
-	if err != nil {
-		return fail("%v", err)
-	}
-	return st, meta, nil
+	return out, meta, nil
 }
 
 func wioIntShape(s []uint64) []int {
@@ -415,7 +490,7 @@ func wioIntShape(s []uint64) []int {
 }
 
 // wioToTensor converts a float tensor view to float64.
-func wioToTensor(v safetensors.TensorView) (*Tensor, error) {
+func wioToTensor(v wioTensor) (*Tensor, error) {
 	shape := wioIntShape(v.Shape())
 	t := NewTensor(shape...)
 	b := v.Data()

@@ -409,6 +409,27 @@ func TestLoadWeightsCorruptFilesFailLoudly(t *testing.T) {
 			want string
 		}{"bad json", append(append(append([]byte(nil), good[:8]...), '!'), good[9:]...), "not valid JSON"},
 	)
+	// Raw header edits a JSON map cannot express: a name given twice (the library kept the
+	// last one), and a second JSON value after the object.
+	raw := func(header string) []byte {
+		out := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+		return append(append(out, header...), good[8+hlen:]...)
+	}
+	header := strings.TrimRight(string(good[8:8+hlen]), " ")
+	var h map[string]json.RawMessage
+	json.Unmarshal([]byte(header), &h)
+	dup := `{"wte.weight":` + string(h["wte.weight"]) + "," + header[1:]
+	for _, c := range []struct{ name, header, want string }{
+		{"duplicate name", dup, `names "wte.weight" twice`},
+		{"data after the header object", header + ` {}`, "data after its JSON object"},
+		{"header not an object", `[1, 2]`, "not a JSON object"},
+	} {
+		cases = append(cases, struct {
+			name string
+			data []byte
+			want string
+		}{c.name, raw(c.header), c.want})
+	}
 	for _, c := range cases {
 		if err := os.WriteFile(path, c.data, 0o644); err != nil {
 			t.Fatal(err)
