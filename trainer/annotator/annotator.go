@@ -78,6 +78,19 @@
 // tie too (e.g. two neutral sentences both score 0 under sentiment). The pipeline drops tied pairs;
 // an evaluation win is a strictly higher score.
 //
+// # Remote annotators
+//
+// BatchScorer is the interface of annotators that may fail: Batch wraps a built-in one, and
+// three speak to a service over HTTP. HTTP speaks this package's own JSON protocol; RewardModel
+// a reward model served by OpenRLHF (POST /get_reward) or vLLM (POST /pooling), scoring
+// prompt+response; OpenAIJudge asks an LLM behind any OpenAI-compatible chat-completions API
+// which of two responses is better, in both orders (its doc has the rules: position swap, ties,
+// invalid answers, structured output, the verdict cache). All three share one retrying client
+// (Retry: jittered exponential backoff, Retry-After, per-attempt timeout), Limits (concurrency,
+// requests and tokens per minute, a budget that fails with ErrBudgetExceeded), Accounting, and a
+// bearer token that never appears in an error. Package annotatortest serves all three protocols
+// with a deterministic rule and injectable faults, for tests.
+//
 // Scorers are safe for concurrent use.
 package annotator
 

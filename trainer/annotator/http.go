@@ -1,16 +1,14 @@
 package annotator
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -44,7 +42,7 @@ func (b batched) ScoreBatch(_ context.Context, items []Item) ([][]float64, error
 	return out, nil
 }
 
-// HTTP scores through an external service (a reward model, an LLM judge). The protocol:
+// HTTP scores through an external service that speaks this package's own protocol:
 //
 //	POST <URL>   Content-Type: application/json   [Authorization: Bearer <Token>]
 //	{"items": [{"prompt": "...", "responses": ["...", "..."]}, ...]}
@@ -52,19 +50,28 @@ func (b batched) ScoreBatch(_ context.Context, items []Item) ([][]float64, error
 //
 // Text goes as JSON strings, so bytes that are not valid UTF-8 (a byte-level model can emit
 // them) arrive as U+FFFD, one per byte: the service scores that text (see ValidUTF8).
-// Requests carry at most BatchSize items. Connection errors, 429 and 5xx are retried with
-// exponential backoff; any other status fails at once with the service's message.
+// Requests carry at most BatchSize items, one at a time. Connection errors, 429 and 5xx are
+// retried (see Retry); any other status fails at once with the service's message.
 type HTTP struct {
 	URL       string
 	Token     string
-	Client    *http.Client  // default http.DefaultClient (Timeout bounds each request)
+	Client    *http.Client  // default: a plain client (its Timeout, if set, also bounds each request)
 	BatchSize int           // default 64
 	Attempts  int           // default 4 (0 or less: the default)
-	Backoff   time.Duration // first retry delay, doubled each time; default 1s
+	Backoff   time.Duration // first retry delay, doubled each time (jittered); default 1s
 	Timeout   time.Duration // per request; default 60s
+	Limits    Limits        // rate and budget (MaxTokens and TokensPerMinute do not apply: no usage)
+
+	once   sync.Once
+	remote *remote
+	err    error
+	ledger ledger
 }
 
 func (h *HTTP) Name() string { return "http:" + h.URL }
+
+// Accounting is what h has spent so far (Requests).
+func (h *HTTP) Accounting() Accounting { return h.ledger.get() }
 
 type httpRequest struct {
 	Items []Item `json:"items"`
@@ -76,6 +83,16 @@ type httpResponse struct {
 
 // ScoreBatch scores items in requests of BatchSize.
 func (h *HTTP) ScoreBatch(ctx context.Context, items []Item) ([][]float64, error) {
+	h.once.Do(func() {
+		if h.Limits.usesTokens() {
+			h.err = errors.New("limits: the HTTP protocol reports no token usage, so TokensPerMinute and MaxTokens cannot apply; set MaxRequests or RequestsPerMinute instead")
+			return
+		}
+		h.remote, h.err = newRemote(h.Token, h.Client, Retry{Attempts: h.Attempts, Backoff: h.Backoff, Timeout: h.Timeout}, h.Limits, &h.ledger)
+	})
+	if h.err != nil {
+		return nil, fmt.Errorf("annotator %s: %w", h.URL, h.err)
+	}
 	size := h.BatchSize
 	if size <= 0 {
 		size = 64
@@ -92,74 +109,17 @@ func (h *HTTP) ScoreBatch(ctx context.Context, items []Item) ([][]float64, error
 	return out, nil
 }
 
-// errPermanent marks an answer that retrying cannot fix.
-type errPermanent struct{ error }
-
 func (h *HTTP) post(ctx context.Context, items []Item) ([][]float64, error) {
 	body, err := json.Marshal(httpRequest{Items: items})
 	if err != nil {
 		return nil, err
 	}
-	attempts, delay := h.Attempts, cmp.Or(h.Backoff, time.Second)
-	if attempts <= 0 {
-		attempts = 4
-	}
-	var last error
-	for a := 0; a < attempts; a++ {
-		if a > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(delay):
-			}
-			delay *= 2
-		}
-		scores, err := h.once(ctx, body, items)
-		if err == nil {
-			return scores, nil
-		}
-		var p errPermanent
-		if errors.As(err, &p) {
-			return nil, p.error
-		}
-		last = err
-	}
-	return nil, fmt.Errorf("%d attempts failed, the last: %w", attempts, last)
-}
-
-func (h *HTTP) once(ctx context.Context, body []byte, items []Item) ([][]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, cmp.Or(h.Timeout, 60*time.Second))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
-	if err != nil {
-		return nil, errPermanent{err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if h.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.Token)
-	}
-	resp, err := cmp.Or(h.Client, http.DefaultClient).Do(req)
-	if err != nil {
-		return nil, err // connection trouble: retry
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := h.remote.post(ctx, h.URL, body)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, excerpt(data))
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-			return nil, err
-		}
-		return nil, errPermanent{err}
-	}
 	scores, err := decodeAnswer(data, items)
-	if err != nil {
-		return nil, errPermanent{err}
-	}
-	return scores, nil
+	return scores, h.remote.redact(err)
 }
 
 // decodeAnswer parses a 200 answer's body and checks its shape against the request's
