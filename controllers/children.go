@@ -150,8 +150,11 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	}
 	// label scores pairs and eval scores outputs with the same annotator.
 	scores := stage == alignv1.StageLabel || stage == alignv1.StageEval
-	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind == alignv1.AnnotatorHTTP && a.SecretRef != nil {
+	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind.IsRemote() && a.SecretRef != nil {
 		env = append(env, corev1.EnvVar{Name: EnvAnnotatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: a.SecretRef.DeepCopy()}})
+	}
+	if j := spec.Evaluator.Judge; stage == alignv1.StageEval && j != nil && j.Kind.IsRemote() && j.SecretRef != nil {
+		env = append(env, corev1.EnvVar{Name: alignv1.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
 	}
 	for _, e := range tmpl.Env {
 		env = append(env, *e.DeepCopy())

@@ -119,7 +119,7 @@ func TestHTTPAnnotatorTokenNeedsHTTPS(t *testing.T) {
 	b.ar.Spec.Labeler.Annotator = &v1alpha1.AnnotatorSpec{Kind: v1alpha1.AnnotatorHTTP, URL: srv.URL}
 	e := b.Env(t, newVolume(t))
 	e.Scorer = nil
-	if _, err := e.Annotator(); err == nil || !strings.Contains(err.Error(), "allowInsecureHTTP") {
+	if _, err := e.Annotator(1, v1alpha1.StageLabel, 0); err == nil || !strings.Contains(err.Error(), "allowInsecureHTTP") {
 		t.Fatalf("Annotator() over http with a token: err = %v, want one naming allowInsecureHTTP", err)
 	}
 	if calls.Load() != 0 {

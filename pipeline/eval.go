@@ -38,6 +38,15 @@ type EvalResult struct {
 	// in results written before they existed.
 	Greedy     *TextStats `json:"greedy,omitempty"`
 	References *TextStats `json:"references,omitempty"`
+	// JudgeWinRate and JudgeTieRate are spec.evaluator.judge's verdicts on the greedy
+	// completions against the human references (a win counts only when the completion won in
+	// both orders); absent without a judge.
+	JudgeWinRate *float64 `json:"judgeWinRate,omitempty"`
+	JudgeTieRate *float64 `json:"judgeTieRate,omitempty"`
+	// Annotation and JudgeAnnotation are what this evaluation spent on a remote gold annotator
+	// and on the judge (absent when built in / absent).
+	Annotation      *v1alpha1.AnnotationAccounting `json:"annotation,omitempty"`
+	JudgeAnnotation *v1alpha1.AnnotationAccounting `json:"judgeAnnotation,omitempty"`
 	// Examples is the legacy record of the first dozen greedy completions; results now keep
 	// every prompt's completion in PerPrompt instead and leave it empty. Read both through
 	// GreedyRecords.
@@ -76,6 +85,9 @@ type PromptOutcome struct {
 	// comparison is about. Pointers because results written before they existed lack them.
 	SampleGold    *float64 `json:"sampleGold,omitempty"`
 	SampleHeldOut *float64 `json:"sampleHeldOut,omitempty"`
+	// JudgeWin is spec.evaluator.judge's outcome for the greedy completion against the
+	// reference: 1 win, 0.5 tie, 0 loss (absent without a judge).
+	JudgeWin *float64 `json:"judgeWin,omitempty"`
 }
 
 // GreedyRecords returns the evaluation's greedy completions with their gold scores, prompt by
@@ -125,6 +137,7 @@ func (e *Env) Eval(k int) (v1alpha1.StageResult, error) {
 		r.WinRate, r.GoldReward, r.KLToInitial = &res.WinRate, &res.GoldReward, &res.KLToInitial
 		r.MeanLength, r.Distinct2 = &res.MeanLength, &res.Distinct2
 		r.Samples = int64(res.Samples)
+		r.JudgeWinRate, r.Annotation = res.JudgeWinRate, res.Annotation
 		if res.Greedy != nil {
 			r.Fluency = &res.Greedy.Fluency
 		}
@@ -167,7 +180,11 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	gold, err := e.Annotator()
+	gold, err := e.Annotator(k, v1alpha1.StageEval, 0)
+	if err != nil {
+		return nil, err
+	}
+	judge, err := e.EvalJudge(k)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +241,11 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 		res.ReferenceScore += rs / n
 		res.PerPrompt = append(res.PerPrompt, o)
 	}
+	if judge != nil {
+		if err := judgeGreedy(judge, greedyItems, res); err != nil {
+			return nil, err
+		}
+	}
 	greedyStats, refStats := textStats(greedyTexts, greedyTokens, cut), textStats(refTexts, refTokens, nil)
 	res.Greedy, res.References = &greedyStats, &refStats
 
@@ -255,6 +277,7 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eval: spec.labeler.annotator: %w", err)
 	}
+	res.Annotation = gold.Spent()
 	m := float64(len(samples))
 	sg, sh := make([]float64, len(examples)), make([]float64, len(examples))
 	for i, text := range texts {
@@ -274,4 +297,27 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	res.Distinct1 = annotator.Distinct(texts, 1)
 	res.Distinct2 = annotator.Distinct(texts, 2)
 	return res, nil
+}
+
+// judgeGreedy has spec.evaluator.judge compare each greedy completion with its human reference
+// (items [completion, reference]) and records the outcomes in res.
+func judgeGreedy(judge *Scoring, items []annotator.Item, res *EvalResult) error {
+	scores, err := judge.ScoreBatch(context.Background(), items)
+	if err != nil {
+		return fmt.Errorf("eval: spec.evaluator.judge: %w", err)
+	}
+	var win, tie float64
+	n := float64(len(items))
+	for i, s := range scores {
+		w := 0.0
+		switch {
+		case s[0] > s[1]:
+			w, win = 1, win+1/n
+		case s[0] == s[1]:
+			w, tie = 0.5, tie+1/n
+		}
+		res.PerPrompt[i].JudgeWin = &w
+	}
+	res.JudgeWinRate, res.JudgeTieRate, res.JudgeAnnotation = &win, &tie, judge.Spent()
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
@@ -248,34 +247,6 @@ func (e *Env) guardedAnnotator() *annotator.Guarded {
 	return g
 }
 
-// Annotator builds the run's annotator: a built-in one, or the HTTP scoring service of
-// spec.labeler.annotator.url with the bearer token of $BPO_ANNOTATOR_TOKEN.
-func (e *Env) Annotator() (annotator.BatchScorer, error) {
-	if e.Scorer != nil {
-		return annotator.Batch(e.Scorer), nil
-	}
-	a := e.Run.Spec.Labeler.Annotator
-	switch a.Kind {
-	case v1alpha1.AnnotatorBuiltin, "":
-		s, err := annotator.Builtin(a.Name)
-		if err != nil {
-			return nil, fmt.Errorf("spec.labeler.annotator.name: %w", err)
-		}
-		return annotator.Batch(s), nil
-	case v1alpha1.AnnotatorHTTP:
-		if a.URL == "" {
-			return nil, errors.New("spec.labeler.annotator.url: kind HTTP needs the scoring service's url")
-		}
-		token := os.Getenv(v1alpha1.EnvAnnotatorToken)
-		if token != "" && strings.HasPrefix(a.URL, "http://") && !a.AllowInsecureHTTP {
-			return nil, fmt.Errorf("spec.labeler.annotator.url %s: the token of $%s is only sent over https://; use an https url, or set spec.labeler.annotator.allowInsecureHTTP: true for an in-cluster service without TLS", a.URL, v1alpha1.EnvAnnotatorToken)
-		}
-		return &annotator.HTTP{URL: a.URL, Token: token}, nil
-	default:
-		return nil, fmt.Errorf("spec.labeler.annotator.kind %q is not known: use Builtin or HTTP", a.Kind)
-	}
-}
-
 // Label is the label stage of phase k, shard `shard`: the annotator scores every
 // response of the matching sample shard; the best and worst responses become a pair;
 // identical samples and ties (best score == worst score) are dropped and counted.
@@ -290,7 +261,7 @@ func (e *Env) Label(k, shard, shards int) (v1alpha1.StageResult, error) {
 // labelShard labels shard `shard` of `shards` (the recorded count) of phase k's sample rows.
 func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 	return e.once(k, v1alpha1.StageLabel, shard, func(r *v1alpha1.StageResult) error {
-		scorer, err := e.Annotator()
+		scorer, err := e.Annotator(k, v1alpha1.StageLabel, shard)
 		if err != nil {
 			return err
 		}
@@ -309,6 +280,7 @@ func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		if err != nil {
 			return fmt.Errorf("spec.labeler.annotator: %w", err)
 		}
+		r.Annotation = scorer.Spent()
 		var pairs []Pair
 		for i, row := range rows[lo:hi] {
 			e.progress(v1alpha1.StageLabel, i+1, hi-lo)

@@ -55,14 +55,52 @@ const (
 )
 
 // AnnotatorKind selects where preference labels come from.
-// +kubebuilder:validation:Enum=Builtin;HTTP
+// +kubebuilder:validation:Enum=Builtin;HTTP;OpenAIJudge;RewardModel
 type AnnotatorKind string
 
 const (
 	// AnnotatorBuiltin is an annotator compiled into the stage image (e.g. "sentiment").
 	AnnotatorBuiltin AnnotatorKind = "Builtin"
-	// AnnotatorHTTP calls an external scoring service.
+	// AnnotatorHTTP calls an external scoring service speaking our own JSON protocol.
 	AnnotatorHTTP AnnotatorKind = "HTTP"
+	// AnnotatorOpenAIJudge asks an LLM behind an OpenAI-compatible chat-completions API which
+	// of two responses is better, in both orders.
+	AnnotatorOpenAIJudge AnnotatorKind = "OpenAIJudge"
+	// AnnotatorRewardModel scores each response with a served reward model.
+	AnnotatorRewardModel AnnotatorKind = "RewardModel"
+)
+
+// IsRemote reports whether the annotator is a service reached over HTTP (it may take a
+// secretRef and limits).
+func (k AnnotatorKind) IsRemote() bool {
+	return k == AnnotatorHTTP || k == AnnotatorOpenAIJudge || k == AnnotatorRewardModel
+}
+
+// RewardProtocol is the request/response shape of a served reward model.
+// +kubebuilder:validation:Enum=OpenRLHF;VLLMPooling
+type RewardProtocol string
+
+const (
+	// RewardOpenRLHF is OpenRLHF's remote reward model: POST {"query": [text, ...]} ->
+	// {"rewards": [...]}.
+	RewardOpenRLHF RewardProtocol = "OpenRLHF"
+	// RewardVLLMPooling is vLLM's pooling endpoint for reward models: POST {"model", "input":
+	// [text, ...]} -> {"data": [{"data": ...}, ...]}.
+	RewardVLLMPooling RewardProtocol = "VLLMPooling"
+)
+
+// JudgeOutput is how a judge is asked to format its verdict.
+// +kubebuilder:validation:Enum=Auto;JSON;Text
+type JudgeOutput string
+
+const (
+	// JudgeOutputAuto asks for structured output (a JSON schema) and falls back to plain text
+	// when the server rejects it.
+	JudgeOutputAuto JudgeOutput = "Auto"
+	// JudgeOutputJSON always asks for structured output.
+	JudgeOutputJSON JudgeOutput = "JSON"
+	// JudgeOutputText never asks for structured output; the answer is read as text.
+	JudgeOutputText JudgeOutput = "Text"
 )
 
 // Stage names, in the order they run within a phase.
@@ -572,12 +610,18 @@ type LabelerSpec struct {
 	Annotator *AnnotatorSpec `json:"annotator,omitempty"`
 }
 
-// AnnotatorSpec selects the annotator: kind Builtin with a name, or kind HTTP with a url.
-// +kubebuilder:validation:XValidation:rule="(!has(self.kind) || self.kind == 'Builtin') ? (has(self.name) && !has(self.url) && !has(self.secretRef)) : true",message="spec.labeler.annotator: kind Builtin needs name (e.g. sentiment) and no url or secretRef"
-// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'HTTP') ? (has(self.url) && !has(self.name)) : true",message="spec.labeler.annotator: kind HTTP needs url (http:// or https://) and no name"
-// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || !has(self.url) || self.url.startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="spec.labeler.annotator: a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"
+// AnnotatorSpec selects the annotator: kind Builtin with a name; HTTP with a url; OpenAIJudge with
+// a url and a model; RewardModel with a url and a protocol.
+// +kubebuilder:validation:XValidation:rule="(!has(self.kind) || self.kind == 'Builtin') ? (has(self.name) && !has(self.url) && !has(self.secretRef) && !has(self.limits)) : true",message="annotator kind Builtin needs name (e.g. sentiment) and no url, secretRef or limits"
+// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind != 'Builtin') ? (has(self.url) && !has(self.name)) : true",message="annotator kinds HTTP, OpenAIJudge and RewardModel need url (http:// or https://) and no name"
+// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'OpenAIJudge') ? has(self.model) : true",message="annotator kind OpenAIJudge needs model (the name the server serves)"
+// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'RewardModel') ? has(self.protocol) : !has(self.protocol)",message="annotator protocol (OpenRLHF or VLLMPooling) is required with kind RewardModel and only allowed there"
+// +kubebuilder:validation:XValidation:rule="(has(self.promptTemplate) || has(self.output)) ? (has(self.kind) && self.kind == 'OpenAIJudge') : true",message="annotator promptTemplate and output are only for kind OpenAIJudge"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || !has(self.url) || self.url.startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="annotator: a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"
 type AnnotatorSpec struct {
-	// kind is Builtin (an annotator in the stage image) or HTTP (an external scoring service).
+	// kind is Builtin (an annotator in the stage image), HTTP (an external scoring service with
+	// our JSON protocol), OpenAIJudge (a pairwise LLM judge over an OpenAI-compatible API) or
+	// RewardModel (a served reward model, see protocol).
 	// +optional
 	// +kubebuilder:default=Builtin
 	Kind AnnotatorKind `json:"kind,omitempty"`
@@ -589,17 +633,20 @@ type AnnotatorSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	Name string `json:"name,omitempty"`
 
-	// url of the scoring service. Only with kind HTTP. The label and eval stages POST
+	// url of the service. kind HTTP: the endpoint, to which the label and eval stages POST
 	// {"items": [{"prompt", "responses": [...]}]} and expect {"scores": [[...]]}, one number
-	// per response (higher is better); see docs/design.md.
+	// per response (higher is better). kind OpenAIJudge: the API base, e.g.
+	// http://vllm:8000/v1 (requests go to <url>/chat/completions). kind RewardModel: the
+	// endpoint, e.g. http://rm:5000/get_reward (OpenRLHF) or http://vllm:8000/pooling. See
+	// docs/design.md.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="spec.labeler.annotator.url must start with http:// or https://"
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="annotator url must start with http:// or https://"
 	URL string `json:"url,omitempty"`
 
 	// secretRef selects a key of a Secret in the run's namespace holding the service's
-	// credentials; it reaches the label pods only as the environment variable
-	// BPO_ANNOTATOR_TOKEN (never in the spec ConfigMap). Only with kind HTTP.
+	// credentials (sent as a bearer token); it reaches the label and eval pods only as an
+	// environment variable (never in the spec ConfigMap). Not with kind Builtin.
 	// +optional
 	SecretRef *corev1.SecretKeySelector `json:"secretRef,omitempty"`
 
@@ -608,6 +655,67 @@ type AnnotatorSpec struct {
 	// mesh). By default a token is only sent over https://.
 	// +optional
 	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
+
+	// model is the served model's name: required with kind OpenAIJudge, and sent in vLLM
+	// pooling requests with kind RewardModel.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Model string `json:"model,omitempty"`
+
+	// protocol of a reward model (kind RewardModel only): OpenRLHF or VLLMPooling.
+	// +optional
+	Protocol RewardProtocol `json:"protocol,omitempty"`
+
+	// promptTemplate is the judge's prompt (kind OpenAIJudge only), a Go text/template over
+	// .Prompt, .A and .B that asks which continuation is better, answered "A", "B" or "tie".
+	// Default: a prompt for the built-in reviews task (docs/design.md shows it).
+	// +optional
+	// +kubebuilder:validation:MaxLength=16384
+	PromptTemplate string `json:"promptTemplate,omitempty"`
+
+	// output is how the judge is asked to answer (kind OpenAIJudge only): Auto (the default:
+	// a JSON schema, plain text if the server refuses it), JSON or Text.
+	// +optional
+	Output JudgeOutput `json:"output,omitempty"`
+
+	// limits bound what the run spends on the service: concurrency, rates and a budget for the
+	// whole run. Not with kind Builtin.
+	// +optional
+	Limits *AnnotatorLimits `json:"limits,omitempty"`
+}
+
+// AnnotatorLimits bound the requests a run sends to a remote annotator. Rates and concurrency
+// apply per pod; the budget applies to the whole run (every phase, shard and retry), which
+// stops with a clear error instead of spending more.
+type AnnotatorLimits struct {
+	// maxConcurrency is the number of requests in flight per pod (default 4).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=256
+	MaxConcurrency int32 `json:"maxConcurrency,omitempty"`
+
+	// requestsPerMinute caps the request rate per pod (0: no cap).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RequestsPerMinute int32 `json:"requestsPerMinute,omitempty"`
+
+	// tokensPerMinute caps the tokens per minute per pod, as the service reports them in its
+	// answers' usage (0: no cap; only for services that report usage: kind OpenAIJudge, or
+	// RewardModel with protocol VLLMPooling).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TokensPerMinute int64 `json:"tokensPerMinute,omitempty"`
+
+	// maxRequests is the run's budget of requests, retries included (0: unlimited).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxRequests int64 `json:"maxRequests,omitempty"`
+
+	// maxTokens is the run's budget of tokens, as the service reports them (0: unlimited).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxTokens int64 `json:"maxTokens,omitempty"`
 }
 
 // TrainerSpec is the train stage: one Indexed Job completion per ensemble member. Its
@@ -650,6 +758,14 @@ type EvaluatorSpec struct {
 	// +kubebuilder:validation:Maximum=16
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.samplesPerPrompt is immutable: create a new AlignmentRun to change the recipe"
 	SamplesPerPrompt int32 `json:"samplesPerPrompt,omitempty"`
+
+	// judge is a further evaluator next to the gold annotator and the held-out classifier,
+	// typically an OpenAIJudge: the eval stage reports its win rate of the policy's greedy
+	// completions against the human references, so a run can be judged by something other than
+	// what labelled its pairs. Its secretRef reaches eval pods as BPO_EVALUATOR_TOKEN.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.judge is immutable: create a new AlignmentRun to change the recipe"
+	Judge *AnnotatorSpec `json:"judge,omitempty"`
 }
 
 // WorkspaceSpec is the volume shared by all stages. In a cluster persistentVolumeClaim is
@@ -879,6 +995,14 @@ type PhaseResult struct {
 	// degeneracy guard decided (when the label stage reports it).
 	// +optional
 	GuardDecided string `json:"guardDecided,omitempty"`
+	// annotation is what the phase's label stage spent on a remote annotator (judge or reward
+	// model): judged pairs, ties, invalid answers, position flips, requests and tokens.
+	// +optional
+	Annotation *AnnotationAccounting `json:"annotation,omitempty"`
+	// judgeWinRate is the evaluator judge's win rate of the greedy completions against the
+	// human references (spec.evaluator.judge).
+	// +optional
+	JudgeWinRate string `json:"judgeWinRate,omitempty"`
 
 	// checkpoint is the workspace-relative checkpoint written by this phase's train stage.
 	// +optional

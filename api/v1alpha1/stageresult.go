@@ -22,6 +22,8 @@ type StageResult struct {
 	// degeneracy guard decided: a count, so that shards and pods add up like Pairs. Optional:
 	// absent when the label stage does not measure it (an annotator without a guard).
 	GuardDecided *int64 `json:"guardDecided,omitempty"`
+	// Annotation (label) is what a remote annotator cost this shard; shards and pods add up.
+	Annotation *AnnotationAccounting `json:"annotation,omitempty"`
 
 	// Training diagnostics (train), means over the member's optimizer steps' last pass.
 	Loss           *float64 `json:"loss,omitempty"`
@@ -51,6 +53,9 @@ type StageResult struct {
 	// Fluency (eval) is the share of the greedy completions' words that are dictionary words
 	// (a completion the token budget cut does not count its unfinished last word).
 	Fluency *float64 `json:"fluency,omitempty"`
+	// JudgeWinRate (eval) is spec.evaluator.judge's win rate of the greedy completions against
+	// the human references.
+	JudgeWinRate *float64 `json:"judgeWinRate,omitempty"`
 
 	// Checkpoint is the workspace-relative path the stage wrote (train, sample).
 	Checkpoint string `json:"checkpoint,omitempty"`
@@ -60,6 +65,52 @@ type StageResult struct {
 	Message string `json:"message,omitempty"`
 }
 
+// AnnotationAccounting counts what a remote annotator was asked and answered. Every field is a
+// count, so shards, pods and phases add up.
+type AnnotationAccounting struct {
+	// pairs a judge decided (each asked in both orders).
+	// +optional
+	Pairs int64 `json:"pairs,omitempty"`
+	// ties among them, whatever the cause (a tie verdict, a position flip, an invalid answer).
+	// +optional
+	Ties int64 `json:"ties,omitempty"`
+	// invalid answers, unreadable after every retry (each makes its pair a tie).
+	// +optional
+	Invalid int64 `json:"invalid,omitempty"`
+	// positionFlips is the number of pairs whose verdict changed with the order of the two
+	// responses.
+	// +optional
+	PositionFlips int64 `json:"positionFlips,omitempty"`
+	// requests sent, retries included.
+	// +optional
+	Requests int64 `json:"requests,omitempty"`
+	// promptTokens and completionTokens the service reported.
+	// +optional
+	PromptTokens int64 `json:"promptTokens,omitempty"`
+	// +optional
+	CompletionTokens int64 `json:"completionTokens,omitempty"`
+	// cacheHits is the number of verdicts read from the workspace's verdict cache (a retried
+	// or resumed stage) instead of asked again.
+	// +optional
+	CacheHits int64 `json:"cacheHits,omitempty"`
+	// texts a reward model scored.
+	// +optional
+	Texts int64 `json:"texts,omitempty"`
+}
+
+// Add adds b's counts to a.
+func (a *AnnotationAccounting) Add(b AnnotationAccounting) {
+	a.Pairs += b.Pairs
+	a.Ties += b.Ties
+	a.Invalid += b.Invalid
+	a.PositionFlips += b.PositionFlips
+	a.Requests += b.Requests
+	a.PromptTokens += b.PromptTokens
+	a.CompletionTokens += b.CompletionTokens
+	a.CacheHits += b.CacheHits
+	a.Texts += b.Texts
+}
+
 // MaxStageResultBytes is the kubelet's termination-message limit.
 const MaxStageResultBytes = 4096
 
@@ -67,3 +118,6 @@ const MaxStageResultBytes = 4096
 // into the pods that score (label and eval); the stage passes it to an HTTP annotator as a
 // bearer token.
 const EnvAnnotatorToken = "BPO_ANNOTATOR_TOKEN"
+
+// EnvEvaluatorToken carries spec.evaluator.judge.secretRef into eval pods.
+const EnvEvaluatorToken = "BPO_EVALUATOR_TOKEN"

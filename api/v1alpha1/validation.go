@@ -198,34 +198,7 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 	lbp := p.Child("labeler")
 	errs = append(errs, validateStage(lbp, &s.Labeler.StageTemplate)...)
 	errs = append(errs, validateParallelism(lbp.Child("parallelism"), s.Labeler.Parallelism)...)
-	ap := lbp.Child("annotator")
-	a := annotatorOrDefault(s.Labeler.Annotator)
-	switch a.Kind {
-	case AnnotatorBuiltin:
-		if a.Name == "" {
-			errs = append(errs, field.Required(ap.Child("name"), "kind Builtin needs a name, e.g. sentiment"))
-		} else if !nameRE.MatchString(a.Name) {
-			errs = append(errs, field.Invalid(ap.Child("name"), a.Name, "must be a lower-case annotator name such as sentiment"))
-		}
-		if a.URL != "" || a.SecretRef != nil {
-			errs = append(errs, field.Forbidden(ap, "kind Builtin takes no url or secretRef: remove them or use kind HTTP"))
-		}
-	case AnnotatorHTTP:
-		if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
-			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, "kind HTTP needs a url starting with http:// or https://"))
-		}
-		if a.Name != "" {
-			errs = append(errs, field.Forbidden(ap.Child("name"), "kind HTTP takes no name: remove it or use kind Builtin"))
-		}
-		if a.SecretRef != nil && (a.SecretRef.Name == "" || a.SecretRef.Key == "") {
-			errs = append(errs, field.Required(ap.Child("secretRef"), "set both name and key of the Secret"))
-		}
-		if a.SecretRef != nil && strings.HasPrefix(a.URL, "http://") && !a.AllowInsecureHTTP {
-			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, "a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"))
-		}
-	default:
-		errs = append(errs, field.NotSupported(ap.Child("kind"), a.Kind, []AnnotatorKind{AnnotatorBuiltin, AnnotatorHTTP}))
-	}
+	errs = append(errs, validateAnnotator(lbp.Child("annotator"), annotatorOrDefault(s.Labeler.Annotator))...)
 
 	trp := p.Child("trainer")
 	errs = append(errs, validateStage(trp, &s.Trainer.StageTemplate)...)
@@ -235,6 +208,9 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 	evp := p.Child("evaluator")
 	errs = append(errs, validateStage(evp, &s.Evaluator.StageTemplate)...)
 	errs = append(errs, validateRange(evp.Child("samplesPerPrompt"), int64(s.Evaluator.SamplesPerPrompt), 1, 16)...)
+	if j := s.Evaluator.Judge; j != nil {
+		errs = append(errs, validateAnnotator(evp.Child("judge"), annotatorOrDefault(j))...)
+	}
 
 	// workspace
 	wp := p.Child("workspace")
@@ -268,6 +244,75 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 }
 
 // annotatorOrDefault returns the annotator, or the default one when unset.
+// validateAnnotator checks an annotator spec (spec.labeler.annotator, spec.evaluator.judge) as
+// the CRD's CEL rules do, for runs that never met the API server (bpo run -f).
+func validateAnnotator(ap *field.Path, a AnnotatorSpec) field.ErrorList {
+	var errs field.ErrorList
+	if a.Kind == "" {
+		a.Kind = AnnotatorBuiltin
+	}
+	switch a.Kind {
+	case AnnotatorBuiltin:
+		if a.Name == "" {
+			errs = append(errs, field.Required(ap.Child("name"), "kind Builtin needs a name, e.g. sentiment"))
+		} else if !nameRE.MatchString(a.Name) {
+			errs = append(errs, field.Invalid(ap.Child("name"), a.Name, "must be a lower-case annotator name such as sentiment"))
+		}
+		if a.URL != "" || a.SecretRef != nil || a.Limits != nil {
+			errs = append(errs, field.Forbidden(ap, "kind Builtin takes no url, secretRef or limits: remove them or use a remote kind (HTTP, OpenAIJudge, RewardModel)"))
+		}
+	case AnnotatorHTTP, AnnotatorOpenAIJudge, AnnotatorRewardModel:
+		if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
+			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, fmt.Sprintf("kind %s needs a url starting with http:// or https://", a.Kind)))
+		}
+		if a.Name != "" {
+			errs = append(errs, field.Forbidden(ap.Child("name"), fmt.Sprintf("kind %s takes no name: remove it or use kind Builtin", a.Kind)))
+		}
+		if a.SecretRef != nil && (a.SecretRef.Name == "" || a.SecretRef.Key == "") {
+			errs = append(errs, field.Required(ap.Child("secretRef"), "set both name and key of the Secret"))
+		}
+		if a.SecretRef != nil && strings.HasPrefix(a.URL, "http://") && !a.AllowInsecureHTTP {
+			errs = append(errs, field.Invalid(ap.Child("url"), a.URL, "a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(ap.Child("kind"), a.Kind, []AnnotatorKind{AnnotatorBuiltin, AnnotatorHTTP, AnnotatorOpenAIJudge, AnnotatorRewardModel}))
+	}
+	if a.Kind == AnnotatorOpenAIJudge && a.Model == "" {
+		errs = append(errs, field.Required(ap.Child("model"), "kind OpenAIJudge needs the name of the model the server serves"))
+	}
+	switch {
+	case a.Kind == AnnotatorRewardModel && a.Protocol == "":
+		errs = append(errs, field.Required(ap.Child("protocol"), "kind RewardModel needs a protocol: OpenRLHF or VLLMPooling"))
+	case a.Kind == AnnotatorRewardModel && a.Protocol != RewardOpenRLHF && a.Protocol != RewardVLLMPooling:
+		errs = append(errs, field.NotSupported(ap.Child("protocol"), a.Protocol, []RewardProtocol{RewardOpenRLHF, RewardVLLMPooling}))
+	case a.Kind != AnnotatorRewardModel && a.Protocol != "":
+		errs = append(errs, field.Forbidden(ap.Child("protocol"), "protocol is only for kind RewardModel"))
+	}
+	if a.Kind != AnnotatorOpenAIJudge && (a.PromptTemplate != "" || a.Output != "") {
+		errs = append(errs, field.Forbidden(ap, "promptTemplate and output are only for kind OpenAIJudge"))
+	}
+	switch a.Output {
+	case "", JudgeOutputAuto, JudgeOutputJSON, JudgeOutputText:
+	default:
+		errs = append(errs, field.NotSupported(ap.Child("output"), a.Output, []JudgeOutput{JudgeOutputAuto, JudgeOutputJSON, JudgeOutputText}))
+	}
+	if l := a.Limits; l != nil {
+		lp := ap.Child("limits")
+		if l.MaxConcurrency != 0 {
+			errs = append(errs, validateRange(lp.Child("maxConcurrency"), int64(l.MaxConcurrency), 1, 256)...)
+		}
+		for _, v := range []struct {
+			name string
+			v    int64
+		}{{"requestsPerMinute", int64(l.RequestsPerMinute)}, {"tokensPerMinute", l.TokensPerMinute}, {"maxRequests", l.MaxRequests}, {"maxTokens", l.MaxTokens}} {
+			if v.v < 0 {
+				errs = append(errs, field.Invalid(lp.Child(v.name), v.v, "must be >= 0 (0: no limit)"))
+			}
+		}
+	}
+	return errs
+}
+
 func annotatorOrDefault(a *AnnotatorSpec) AnnotatorSpec {
 	if a == nil {
 		return AnnotatorSpec{Kind: AnnotatorBuiltin, Name: DefaultAnnotator}

@@ -72,14 +72,14 @@ var InvalidCases = []InvalidCase{
 		"spec.trainer.learningRate", "spec.trainer.learningRate"},
 	{"HTTP annotator without url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP}
-	}, "spec.labeler.annotator: kind HTTP needs url", "spec.labeler.annotator.url"},
+	}, "annotator kinds HTTP, OpenAIJudge and RewardModel need url", "spec.labeler.annotator.url"},
 	{"annotator token over plain http", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP, URL: "http://rm.example/score",
 			SecretRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "rm"}, Key: "token"}}
 	}, "set allowInsecureHTTP: true", "spec.labeler.annotator.url"},
 	{"Builtin annotator with a url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorBuiltin, Name: "sentiment", URL: "https://rm.example"}
-	}, "spec.labeler.annotator: kind Builtin needs name", "spec.labeler.annotator"},
+	}, "annotator kind Builtin needs name", "spec.labeler.annotator"},
 	{"workspace without a PVC", func(r *alignv1.AlignmentRun) {
 		r.Spec.Workspace = alignv1.WorkspaceSpec{Path: "/tmp/ws"}
 	}, "spec.workspace.persistentVolumeClaim is required in a cluster", "spec.workspace.persistentVolumeClaim"},
