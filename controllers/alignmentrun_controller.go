@@ -229,7 +229,7 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	run := &alignv1.AlignmentRun{}
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
 		if apierrors.IsNotFound(err) {
-			tracker.set(req.NamespacedName, "", true)
+			tracker.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -247,6 +247,8 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			s.run.Status.Conditions[i].ObservedGeneration = run.Generation
 		}
 	}
+	// Derived from the conditions as they will be written, in the same status write.
+	s.run.Status.State = alignv1.StateOf(s.run.Status.Conditions)
 	if !equality.Semantic.DeepEqual(run.Status, s.run.Status) {
 		patch := client.MergeFromWithOptions(run, client.MergeFromWithOptimisticLock{})
 		if perr := r.Status().Patch(ctx, s.run, patch); perr != nil {
@@ -273,7 +275,7 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	r.statusBlocked.Delete(req.NamespacedName)
 	r.report(s)
-	tracker.set(req.NamespacedName, trueCondition(&s.run.Status), false)
+	tracker.set(req.NamespacedName, sampleRun(&s.run.Status))
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -534,9 +536,10 @@ func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) 
 				pr.DurationSeconds = int64(pr.CompletionTime.Sub(pr.StartTime.Time).Seconds())
 			}
 			s.phasesDone++
-			s.event(corev1.EventTypeNormal, "PhaseCompleted", "CompletePhase", nil,
-				"phase %d/%d completed: %d pairs kept, loss %s, win rate %s", k, spec.TrustRegion.Phases,
-				pr.PairsKept, orDash(pr.Loss), orDash(pr.WinRate))
+			// Tied to this status change (completionTime): a conflicting write drops it with the
+			// status and the next reconcile, which completes the phase again, queues it again;
+			// once written, completionTime is set and the event is never queued again.
+			s.event(corev1.EventTypeNormal, "PhaseCompleted", "CompletePhase", nil, "%s", phaseSummary(pr, spec.TrustRegion.Phases))
 		}
 	}
 	st.CompletionTime = s.now.DeepCopy()
@@ -834,16 +837,6 @@ func isTrue(st *alignv1.AlignmentRunStatus, t string) bool {
 	return meta.IsStatusConditionTrue(st.Conditions, t)
 }
 
-// trueCondition is the condition that is True ("" if none), for the runs gauge.
-func trueCondition(st *alignv1.AlignmentRunStatus) string {
-	for _, t := range trackedConditions {
-		if isTrue(st, t) {
-			return t
-		}
-	}
-	return ""
-}
-
 // ---- helpers ----
 
 // phaseResult returns the status entry of phase k, adding it when create is set.
@@ -881,6 +874,17 @@ func stageSummary(pr *alignv1.PhaseResult, stage string) string {
 	default:
 		return fmt.Sprintf(": win rate %s, gold reward %s", orDash(pr.WinRate), orDash(pr.GoldReward))
 	}
+}
+
+// phaseSummary is the one-line note of a PhaseCompleted event: the phase's numbers, with the
+// win rate only when the phase was evaluated.
+func phaseSummary(pr *alignv1.PhaseResult, phases int32) string {
+	msg := fmt.Sprintf("phase %d/%d completed: %d pairs kept, %d ties, loss %s, reward accuracy %s, KL to reference %s, KL to initial %s",
+		pr.Phase, phases, pr.PairsKept, pr.Ties, orDash(pr.Loss), orDash(pr.RewardAccuracy), orDash(pr.KLToReference), orDash(pr.KLToInitial))
+	if pr.HasCompleted(alignv1.StageEval) {
+		msg += ", win rate " + orDash(pr.WinRate)
+	}
+	return msg
 }
 
 func orDash(s string) string {

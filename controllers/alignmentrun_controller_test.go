@@ -101,9 +101,9 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 				eventually(t, waitTimeout, "status of "+name, func() string {
 					r = getRun(t, ns, run.Name)
 					c := meta.FindStatusCondition(r.Status.Conditions, alignv1.ConditionRunning)
-					if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, name) ||
+					if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, name) || r.Status.State != alignv1.StateRunning ||
 						r.Status.Stage != job.Labels[alignv1.LabelStage] || strconv.Itoa(int(r.Status.Phase)) != job.Labels[alignv1.LabelPhase] {
-						return fmt.Sprintf("stage %s phase %d Running %+v", r.Status.Stage, r.Status.Phase, c)
+						return fmt.Sprintf("state %s stage %s phase %d Running %+v", r.Status.State, r.Status.Stage, r.Status.Phase, c)
 					}
 					return ""
 				})
@@ -122,7 +122,7 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 				}
 			}
 			st := r.Status
-			if st.ObservedGeneration != r.Generation || st.Phase != tc.phases || st.Phases != tc.phases ||
+			if st.ObservedGeneration != r.Generation || st.State != alignv1.StateSucceeded || st.Phase != tc.phases || st.Phases != tc.phases ||
 				st.Progress != fmt.Sprintf("%d/%d", tc.phases, tc.phases) || st.Stage != "eval" ||
 				st.StartTime == nil || st.CompletionTime == nil || st.Retries != 0 {
 				t.Errorf("status = %+v", st)
@@ -168,6 +168,21 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 				}
 				return ""
 			})
+			// One PhaseCompleted per phase, with the phase's numbers (win rate when evaluated).
+			var wantNotes []string
+			for _, pr := range st.PhaseResults {
+				wantNotes = append(wantNotes, phaseSummary(&pr, tc.phases))
+			}
+			if wantNotes[0] != fmt.Sprintf("phase 1/%d completed: 7 pairs kept, 1 ties, loss 0.65, reward accuracy 0.55, KL to reference 0.015, KL to initial %s%s",
+				tc.phases, map[bool]string{true: "0.2", false: "0.1"}[tc.everyPhase || tc.phases == 1], map[bool]string{true: ", win rate 0.6", false: ""}[tc.everyPhase || tc.phases == 1]) {
+				t.Errorf("phase 1 summary %q", wantNotes[0])
+			}
+			consistently(t, time.Second, "one PhaseCompleted event per phase", func() string {
+				if got := eventNotes(t, ns, run.Name, "PhaseCompleted"); !slices.Equal(sortedCopy(got), sortedCopy(wantNotes)) {
+					return fmt.Sprintf("PhaseCompleted notes %q, want %q", got, wantNotes)
+				}
+				return ""
+			})
 
 			// The spec ConfigMap: run.yaml with apiVersion, kind, metadata and the spec.
 			cm := &corev1.ConfigMap{}
@@ -193,12 +208,24 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			}
 
 			// Metrics: the runs gauge of this namespace, and the phase/stage series.
-			if v := metricValue(t, "bpo_alignmentruns", map[string]string{"namespace": ns, "condition": "Succeeded"}); v != 1 {
-				t.Errorf("bpo_alignmentruns{condition=Succeeded} = %v, want 1", v)
+			if v := metricValue(t, "bpo_alignmentruns", map[string]string{"namespace": ns, "state": "Succeeded"}); v != 1 {
+				t.Errorf("bpo_alignmentruns{state=Succeeded} = %v, want 1", v)
 			}
-			if v := metricValue(t, "bpo_alignmentruns", map[string]string{"namespace": ns, "condition": "Running"}); v != 0 {
-				t.Errorf("bpo_alignmentruns{condition=Running} = %v, want 0", v)
+			if v := metricValue(t, "bpo_alignmentruns", map[string]string{"namespace": ns, "state": "Running"}); v != 0 {
+				t.Errorf("bpo_alignmentruns{state=Running} = %v, want 0", v)
 			}
+			// Per-run series, from the folded phase results: sums over phases, newest values.
+			F := float64(tc.phases)
+			wantSeries := map[string]float64{
+				"bpo_alignmentrun_state{Succeeded}": 1, "bpo_alignmentrun_phase": F, "bpo_alignmentrun_phases": F,
+				"bpo_alignmentrun_pairs_sampled_total": 17 * F, "bpo_alignmentrun_pairs_kept_total": 7 * F, "bpo_alignmentrun_ties_total": F,
+				"bpo_alignmentrun_train_loss": 0.65, "bpo_alignmentrun_reward_accuracy": 0.55, "bpo_alignmentrun_kl_to_reference": 0.015,
+				"bpo_alignmentrun_kl_to_initial": 0.2, "bpo_alignmentrun_win_rate": 0.5 + 0.1*F,
+			}
+			if got := runSeries(t, ns, run.Name); !mapsEqual(got, wantSeries) {
+				t.Errorf("per-run series:\n got  %v\n want %v", got, wantSeries)
+			}
+			checkGatheredFamiliesListed(t)
 			if v := metricValue(t, "bpo_alignmentrun_phases_completed_total", map[string]string{"loss_type": "DPO", "reference": "Behavior"}); v < float64(tc.phases) {
 				t.Errorf("phases completed = %v, want >= %d", v, tc.phases)
 			}
@@ -207,9 +234,13 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			}
 
 			// kubectl get ar: the printer columns.
-			if cols := printerColumns(t, ns, run.Name); cols["Stage"] != "eval" || cols["Phase"] != r.Status.Progress ||
-				cols["WinRate"] != wantWin || cols["State"] != "Succeeded" {
+			cols, names := printerColumns(t, ns, run.Name)
+			if cols["Stage"] != "eval" || cols["Phase"] != r.Status.Progress || cols["WinRate"] != wantWin || cols["State"] != "Succeeded" {
 				t.Errorf("printer columns %v", cols)
+			}
+			// kubectl get ar: NAME STATE PHASE STAGE WINRATE AGE (-o wide adds the rest).
+			if !slices.Equal(names[:6], []string{"Name", "State", "Phase", "Stage", "WinRate", "Age"}) {
+				t.Errorf("column order %v", names)
 			}
 		})
 	}
@@ -319,8 +350,9 @@ func checkJobSpec(t *testing.T, run *alignv1.AlignmentRun, job *batchv1.Job) {
 	}
 }
 
-// printerColumns returns the `kubectl get` columns of a run (the server-side Table).
-func printerColumns(t *testing.T, ns, name string) map[string]string {
+// printerColumns returns the `kubectl get` columns of a run (the server-side Table), and the
+// column names in order.
+func printerColumns(t *testing.T, ns, name string) (map[string]string, []string) {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
@@ -335,12 +367,14 @@ func printerColumns(t *testing.T, ns, name string) map[string]string {
 		t.Fatalf("table rows %+v", table.Rows)
 	}
 	cols := map[string]string{}
+	var names []string
 	for i, c := range table.ColumnDefinitions {
+		names = append(names, c.Name)
 		if v := table.Rows[0].Cells[i]; v != nil {
 			cols[c.Name] = fmt.Sprint(v)
 		}
 	}
-	return cols
+	return cols, names
 }
 
 // sampleRuns reads every AlignmentRun in config/samples (the quickstart, IPO, online-DPO and
@@ -405,7 +439,7 @@ func TestStageRetry(t *testing.T) {
 					t.Errorf("Failed message %q, want the stage's message %q", c.Message, wantMsg)
 				}
 				if r.Status.CompletionTime == nil || meta.IsStatusConditionTrue(r.Status.Conditions, alignv1.ConditionRunning) ||
-					r.Status.Stage != "label" || r.Status.Retries != tc.backoffLimit {
+					r.Status.State != alignv1.StateFailed || r.Status.Stage != "label" || r.Status.Retries != tc.backoffLimit {
 					t.Errorf("status %+v", r.Status)
 				}
 				waitEvents(t, ns, run.Name, alignv1.ReasonStageFailed)
@@ -482,7 +516,7 @@ func TestSuspendResume(t *testing.T) {
 		}
 		return ""
 	})
-	if cols := printerColumns(t, ns, run.Name); cols["State"] != "Suspended" {
+	if cols, _ := printerColumns(t, ns, run.Name); cols["State"] != "Suspended" || getRun(t, ns, run.Name).Status.State != alignv1.StateSuspended {
 		t.Errorf("printer columns while suspended %v", cols)
 	}
 
@@ -492,8 +526,8 @@ func TestSuspendResume(t *testing.T) {
 		t.Errorf("the deleted Job came back with the same uid")
 	}
 	r = waitCondition(t, ns, run.Name, alignv1.ConditionSuspended, metav1.ConditionFalse, alignv1.ReasonResumed)
-	if r.Status.Phase != 1 || r.Status.Stage != "label" || r.Status.Retries != 1 {
-		t.Errorf("resumed at phase %d stage %s retries %d", r.Status.Phase, r.Status.Stage, r.Status.Retries)
+	if r.Status.Phase != 1 || r.Status.Stage != "label" || r.Status.Retries != 1 || r.Status.State != alignv1.StateRunning {
+		t.Errorf("resumed at phase %d stage %s retries %d, state %s", r.Status.Phase, r.Status.Stage, r.Status.Retries, r.Status.State)
 	}
 	if got, _ := getJob(ns, "sus-p1-sample"); got.UID != sample.UID {
 		t.Errorf("the completed sample Job was recreated")
@@ -559,10 +593,26 @@ func TestDeletion(t *testing.T) {
 	if len(run.Finalizers) != 0 {
 		t.Errorf("finalizers %v", run.Finalizers)
 	}
+	eventually(t, waitTimeout, "the run's series", func() string {
+		if got := runSeries(t, ns, run.Name); got["bpo_alignmentrun_state{Running}"] != 1 || got["bpo_alignmentrun_phases"] != 2 {
+			return fmt.Sprintf("series %v", got)
+		}
+		return ""
+	})
 	must(t, k8sClient.Delete(ctx, run))
 	eventually(t, waitTimeout, "run deleted", func() string {
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(run), &alignv1.AlignmentRun{}); !apierrors.IsNotFound(err) {
 			return fmt.Sprintf("still there: %v", err)
+		}
+		return ""
+	})
+	// No series is left behind for the deleted run (nor a count for its emptied namespace).
+	eventually(t, waitTimeout, "the run's series deleted", func() string {
+		if got := runSeries(t, ns, run.Name); len(got) > 0 {
+			return fmt.Sprintf("series left: %v", got)
+		}
+		if v := metricValue(t, "bpo_alignmentruns", map[string]string{"namespace": ns}); v != -1 {
+			return fmt.Sprintf("bpo_alignmentruns of the emptied namespace = %v", v)
 		}
 		return ""
 	})
@@ -667,8 +717,8 @@ func TestActiveDeadline(t *testing.T) {
 		if c := meta.FindStatusCondition(r.Status.Conditions, alignv1.ConditionFailed); !strings.Contains(c.Message, "activeDeadlineSeconds") {
 			t.Errorf("message %q", c.Message)
 		}
-		if meta.IsStatusConditionTrue(r.Status.Conditions, alignv1.ConditionRunning) {
-			t.Errorf("Running still True")
+		if meta.IsStatusConditionTrue(r.Status.Conditions, alignv1.ConditionRunning) || r.Status.State != alignv1.StateFailed {
+			t.Errorf("Running still True, or state %s", r.Status.State)
 		}
 		eventually(t, waitTimeout, "running Job deleted", func() string {
 			if _, err := getJob(ns, job.Name); !apierrors.IsNotFound(err) {

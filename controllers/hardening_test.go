@@ -133,23 +133,7 @@ func TestRetryReportedDespiteStatusConflict(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// job reads a Job and defaults its selector as the API server would (the fake does not), so
-	// the reconciler finds the pods testutil makes for it.
-	job := func(name string) *batchv1.Job {
-		t.Helper()
-		j := &batchv1.Job{}
-		must(t, c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: name}, j))
-		if j.Spec.Selector == nil {
-			uid := map[string]string{batchv1.ControllerUidLabel: name}
-			j.Spec.Selector = &metav1.LabelSelector{MatchLabels: uid}
-			if j.Spec.Template.Labels == nil {
-				j.Spec.Template.Labels = map[string]string{}
-			}
-			j.Spec.Template.Labels[batchv1.ControllerUidLabel] = name
-			must(t, c.Update(ctx, j))
-		}
-		return j
-	}
+	job := func(name string) *batchv1.Job { t.Helper(); return fakeJob(t, c, "ns", name) }
 	retries := 0
 	drain := func() {
 		for len(rec.Events) > 0 {
@@ -191,4 +175,23 @@ func getStatus(t *testing.T, c client.Client, run *alignv1.AlignmentRun) alignv1
 	got := &alignv1.AlignmentRun{}
 	must(t, c.Get(context.Background(), client.ObjectKeyFromObject(run), got))
 	return got.Status
+}
+
+// fakeJob reads a Job from a fake client and defaults its selector as the API server would (the
+// fake does not), so the reconciler finds the pods testutil makes for it.
+func fakeJob(t *testing.T, c client.Client, ns, name string) *batchv1.Job {
+	t.Helper()
+	ctx := context.Background()
+	j := &batchv1.Job{}
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, j))
+	if j.Spec.Selector == nil {
+		uid := map[string]string{batchv1.ControllerUidLabel: name}
+		j.Spec.Selector = &metav1.LabelSelector{MatchLabels: uid}
+		if j.Spec.Template.Labels == nil {
+			j.Spec.Template.Labels = map[string]string{}
+		}
+		j.Spec.Template.Labels[batchv1.ControllerUidLabel] = name
+		must(t, c.Update(ctx, j))
+	}
+	return j
 }

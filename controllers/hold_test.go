@@ -62,7 +62,7 @@ func TestKueueQueuedStages(t *testing.T) {
 	if c := meta.FindStatusCondition(r.Status.Conditions, alignv1.ConditionRunning); !strings.Contains(c.Message, `LocalQueue "team-a"`) {
 		t.Errorf("queued message %q", c.Message)
 	}
-	if cols := printerColumns(t, ns, run.Name); cols["State"] != alignv1.ConditionRunning {
+	if cols, _ := printerColumns(t, ns, run.Name); cols["State"] != string(alignv1.StateRunning) {
 		t.Errorf("printer columns while queued %v", cols)
 	}
 	waitEvents(t, ns, run.Name, alignv1.ReasonStageQueued)

@@ -292,3 +292,17 @@ func waitEvents(t *testing.T, ns, name string, reasons ...string) {
 		return ""
 	})
 }
+
+// eventNotes lists the notes of the run's events with the given reason.
+func eventNotes(t *testing.T, ns, name, reason string) []string {
+	t.Helper()
+	var list eventsv1.EventList
+	must(t, k8sClient.List(context.Background(), &list, client.InNamespace(ns)))
+	var notes []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "AlignmentRun" && e.Regarding.Name == name && e.Reason == reason {
+			notes = append(notes, e.Note)
+		}
+	}
+	return notes
+}

@@ -158,14 +158,13 @@ const (
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ar,categories=bpo
-// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`,description="Current stage (sample, label, train, eval)"
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`,description="Pending, Running, Suspended, Succeeded or Failed (derived from the conditions)"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.progress`,description="Current phase k of F"
+// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`,description="Current stage (sample, label, train, eval)"
 // +kubebuilder:printcolumn:name="WinRate",type=string,JSONPath=`.status.latestWinRate`,description="Win rate of the latest evaluation"
-// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.conditions[?(@.status=="True")].type`,description="The condition that is True: Running, Suspended, Succeeded or Failed"
-// +kubebuilder:printcolumn:name="Succeeded",type=string,JSONPath=`.status.conditions[?(@.type=="Succeeded")].status`,priority=1
-// +kubebuilder:printcolumn:name="Failed",type=string,JSONPath=`.status.conditions[?(@.type=="Failed")].status`,priority=1
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status=="True")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Retries",type=integer,JSONPath=`.status.retries`,priority=1,description="Failed attempts of the current stage"
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status=="True")].reason`,priority=1,description="Reason of the condition that is True"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="metadata.name must be at most 40 characters so that child Job names (<run>-p<k>-<stage>-a<n>) stay within 63: use a shorter name"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be an RFC 1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit) because it prefixes child Job names and label values: rename the run"
 type AlignmentRun struct {
@@ -870,6 +869,13 @@ type AlignmentRunStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// state summarises the conditions in one word: Pending (none True yet), Running,
+	// Suspended, Succeeded or Failed. It is derived from the conditions, which are the source
+	// of truth, and written with them in the same status update; for scripts and tools that
+	// read one field (e.g. an Argo Workflows successCondition "status.state == Succeeded").
+	// +optional
+	State RunState `json:"state,omitempty"`
 
 	// phase is the current (or, once finished, last) phase k, 1-based.
 	// +optional

@@ -157,6 +157,13 @@ var matrix = []chartCase{
 		},
 	},
 	{
+		// The dashboard ConfigMap: sidecar label, valid JSON, every query against the
+		// controller's registered metrics (dashboard_test.go).
+		name:  "grafana-dashboard",
+		args:  renderArgs{values: "metrics:\n  grafanaDashboard:\n    enabled: true\n    annotations: {grafana_folder: BPO}\n"},
+		check: checkDashboard,
+	},
+	{
 		name: "custom-stage-image",
 		args: renderArgs{set: []string{"stageImage.repository=registry.example.com/ml/bpo", "stageImage.tag=v9.1", "stageImage.pullPolicy=Always",
 			"image.repository=registry.example.com/ml/bpo-manager", "image.tag=v9.1"}},
@@ -542,6 +549,8 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 		"bad namespace name":            {renderArgs{set: []string{"watchNamespaces={Team_A}"}}, "watchNamespaces"},
 		"serviceMonitor without metrics": {renderArgs{set: []string{"metrics.enabled=false", "metrics.serviceMonitor.enabled=true"}},
 			"metrics.serviceMonitor.enabled needs metrics.enabled"},
+		"dashboard without metrics": {renderArgs{set: []string{"metrics.enabled=false", "metrics.grafanaDashboard.enabled=true"}},
+			"metrics.grafanaDashboard.enabled needs metrics.enabled"},
 		"no service account name":  {renderArgs{set: []string{"serviceAccount.create=false"}}, "serviceAccount.name is required"},
 		"extra arg without dashes": {renderArgs{set: []string{"manager.extraArgs={zap-devel}"}}, "extraArgs"},
 		"replicas without leader election": {renderArgs{set: []string{"replicaCount=2", "leaderElection.enabled=false"}},

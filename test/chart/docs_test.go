@@ -281,6 +281,7 @@ func TestDocsReferences(t *testing.T) {
 	for _, doc := range []string{
 		filepath.Join(repoRoot, "docs", "deploy.md"),
 		filepath.Join(repoRoot, "docs", "gitops.md"),
+		filepath.Join(repoRoot, "docs", "observability.md"),
 		filepath.Join(chartDir, "README.md"),
 		filepath.Join(chartDir, "templates", "NOTES.txt"),
 		filepath.Join(chartDir, "values.yaml"),

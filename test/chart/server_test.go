@@ -427,6 +427,13 @@ func checkGitOpsContract(t *testing.T, c client.Client, ns string) {
 			t.Errorf("recipe change %s: %v\nwant an Invalid error with %q", p, err, want)
 		}
 	}
+	// The run the Argo Workflows example of docs/gitops.md creates is accepted (schema and CEL).
+	for _, u := range argoWorkflowCreatedRuns(t, ns) {
+		if err := dryRun(ctx, c, u); err != nil {
+			t.Errorf("server-side dry-run of the AlignmentRun the docs' Workflow creates: %v", err)
+		}
+	}
+
 	// The documentation quotes the server's exact wording (what kubectl prints after "is invalid: ").
 	err = patch(`{"spec":{"loss":{"beta":"0.2"}}}`)
 	_, detail, ok := strings.Cut(fmt.Sprint(err), "is invalid: ")
