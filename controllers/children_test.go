@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -176,5 +177,42 @@ func TestFoldPairDiagnostics(t *testing.T) {
 	foldResults(st, p1, "train", map[int32]alignv1.StageResult{0: {Loss: f(0.5)}})
 	if p1.FreshPairAccuracy != "" || p1.GuardDecided != "" || p1.TrainPairAccuracy != "0.75" {
 		t.Errorf("phase 1: %+v", p1)
+	}
+}
+
+// TestJudgeTokensReachOnlyScoringPods: an OpenAIJudge labeler's token reaches the label and eval
+// pods, the evaluator judge's token only the eval pods, and neither a built-in annotator's run.
+func TestJudgeTokensReachOnlyScoringPods(t *testing.T) {
+	t.Parallel()
+	r := &AlignmentRunReconciler{StageImage: "img:default"}
+	secret := func(name string) *corev1.SecretKeySelector {
+		return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "token"}
+	}
+	judged := testutil.MakeRun("ns", "judged").Mutate(func(a *alignv1.AlignmentRun) {
+		a.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorOpenAIJudge, URL: "https://judge.example/v1", Model: "m", SecretRef: secret("gold")}
+		a.Spec.Evaluator.Judge = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorRewardModel, URL: "https://rm.example/pooling", Protocol: alignv1.RewardVLLMPooling, SecretRef: secret("judge")}
+	}).Defaulted()
+	builtin := testutil.MakeRun("ns", "builtin").Defaulted()
+	for _, tc := range []struct {
+		run   *alignv1.AlignmentRun
+		stage string
+		want  map[string]string // env var -> Secret name
+	}{
+		{judged, "sample", map[string]string{}},
+		{judged, "label", map[string]string{EnvAnnotatorToken: "gold"}},
+		{judged, "train", map[string]string{}},
+		{judged, "eval", map[string]string{EnvAnnotatorToken: "gold", alignv1.EnvEvaluatorToken: "judge"}},
+		{builtin, "label", map[string]string{}},
+		{builtin, "eval", map[string]string{}},
+	} {
+		got := map[string]string{}
+		for _, e := range r.buildJob(tc.run, 1, tc.stage, 0).Spec.Template.Spec.Containers[0].Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				got[e.Name] = e.ValueFrom.SecretKeyRef.Name
+			}
+		}
+		if !maps.Equal(got, tc.want) {
+			t.Errorf("%s %s: secret env %v, want %v", tc.run.Name, tc.stage, got, tc.want)
+		}
 	}
 }

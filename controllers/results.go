@@ -167,8 +167,8 @@ func meanOf(results []alignv1.StageResult, pick func(*alignv1.StageResult) *floa
 }
 
 // foldResults folds a stage's StageResults into the phase's result (docs/design.md):
-// sample sums samples/pairs/identical; label sums pairs kept, ties and guard-decided pairs (shown
-// as a fraction of the pairs kept); train averages its diagnostics over members,
+// sample sums samples/pairs/identical; label sums pairs kept, ties, a remote annotator's
+// accounting and guard-decided pairs (shown as a fraction of the pairs kept); train averages its diagnostics over members,
 // takes member 0's checkpoint and puts member 0's prevTrainPairAccuracy on the previous phase;
 // eval copies its metrics.
 func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage string, byIndex map[int32]alignv1.StageResult) {
@@ -196,11 +196,17 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 			pr.Identical += r.Identical
 		}
 	case alignv1.StageLabel:
-		pr.PairsKept, pr.Ties = 0, 0
+		pr.PairsKept, pr.Ties, pr.Annotation = 0, 0, nil
 		var decided, measured int64 // guard-decided pairs, and the pairs of the shards that count them
 		for _, r := range results {
 			pr.PairsKept += r.Pairs
 			pr.Ties += r.Ties
+			if r.Annotation != nil {
+				if pr.Annotation == nil {
+					pr.Annotation = &alignv1.AnnotationAccounting{}
+				}
+				pr.Annotation.Add(*r.Annotation)
+			}
 			if r.GuardDecided != nil {
 				decided += *r.GuardDecided
 				measured += r.Pairs
@@ -248,6 +254,9 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 			}
 			if r.TrainPairAccuracy != nil {
 				pr.TrainPairAccuracy = formatMetric(*r.TrainPairAccuracy)
+			}
+			if r.JudgeWinRate != nil {
+				pr.JudgeWinRate = formatMetric(*r.JudgeWinRate)
 			}
 		}
 	}

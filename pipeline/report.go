@@ -82,6 +82,7 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 		return nil, err
 	}
 	writeDiagnostics(&b, sums, base, evals)
+	writeAnnotation(&b, sums, base, evals)
 
 	plots, err := e.writePlots(sums, base)
 	if err != nil {

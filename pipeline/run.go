@@ -31,6 +31,10 @@ type PhaseSummary struct {
 	// GuardDecided is the fraction of the kept pairs whose order the gold annotator's degeneracy
 	// guard decided, when the label stage counts them.
 	GuardDecided *float64 `json:"guardDecided,omitempty"`
+	// Annotation is what the label stage spent on a remote annotator (nil when built in).
+	Annotation *v1alpha1.AnnotationAccounting `json:"annotation,omitempty"`
+	// JudgeWinRate is spec.evaluator.judge's win rate against the references, when evaluated.
+	JudgeWinRate *float64 `json:"judgeWinRate,omitempty"`
 }
 
 // RunHooks lets the caller watch the loop (progress bars, tables).
@@ -79,6 +83,7 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			sum.Ties += r.Ties
 			sum.Identical += r.Identical
 			decided = addCount(decided, r.GuardDecided)
+			sum.Annotation = addAccounting(sum.Annotation, r.Annotation)
 		}
 		if decided != nil && sum.Pairs > 0 {
 			g := float64(*decided) / float64(sum.Pairs)
@@ -120,6 +125,7 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 			}
 			sum.Evaluated = true
 			sum.WinRate, sum.GoldReward, sum.KLToInit = val(r.WinRate), val(r.GoldReward), val(r.KLToInitial)
+			sum.JudgeWinRate = r.JudgeWinRate
 		}
 		sum.Seconds = time.Since(t0).Seconds()
 		out = append(out, sum)

@@ -85,6 +85,7 @@ func (e *Env) runShards(k int, stage string, pod, pods int, one func(j, n int) (
 			return r, err
 		}
 		sum.GuardDecided = addCount(sum.GuardDecided, r.GuardDecided)
+		sum.Annotation = addAccounting(sum.Annotation, r.Annotation)
 		sum.Samples += r.Samples
 		sum.Pairs += r.Pairs
 		sum.Identical += r.Identical
@@ -107,4 +108,16 @@ func addCount(total, n *int64) *int64 {
 		t += *total
 	}
 	return &t
+}
+
+// addAccounting adds an optional accounting to an optional total: nil while neither is set.
+func addAccounting(sum, a *v1alpha1.AnnotationAccounting) *v1alpha1.AnnotationAccounting {
+	if a == nil {
+		return sum
+	}
+	out := *a
+	if sum != nil {
+		out.Add(*sum)
+	}
+	return &out
 }

@@ -280,6 +280,9 @@ func validateAnnotator(ap *field.Path, a AnnotatorSpec) field.ErrorList {
 	if a.Kind == AnnotatorOpenAIJudge && a.Model == "" {
 		errs = append(errs, field.Required(ap.Child("model"), "kind OpenAIJudge needs the name of the model the server serves"))
 	}
+	if a.Model != "" && a.Kind != AnnotatorOpenAIJudge && !(a.Kind == AnnotatorRewardModel && a.Protocol == RewardVLLMPooling) {
+		errs = append(errs, field.Forbidden(ap.Child("model"), "model is only for kind OpenAIJudge, or kind RewardModel with protocol VLLMPooling (OpenRLHF's server serves one model)"))
+	}
 	switch {
 	case a.Kind == AnnotatorRewardModel && a.Protocol == "":
 		errs = append(errs, field.Required(ap.Child("protocol"), "kind RewardModel needs a protocol: OpenRLHF or VLLMPooling"))

@@ -80,6 +80,27 @@ var InvalidCases = []InvalidCase{
 	{"Builtin annotator with a url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorBuiltin, Name: "sentiment", URL: "https://rm.example"}
 	}, "annotator kind Builtin needs name", "spec.labeler.annotator"},
+	{"OpenAIJudge without a model", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorOpenAIJudge, URL: "https://judge.example/v1"}
+	}, "annotator kind OpenAIJudge needs model", "spec.labeler.annotator.model"},
+	{"RewardModel without a protocol", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorRewardModel, URL: "https://rm.example/get_reward"}
+	}, "annotator protocol (OpenRLHF or VLLMPooling) is required with kind RewardModel", "spec.labeler.annotator.protocol"},
+	{"protocol on an HTTP annotator", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorHTTP, URL: "https://rm.example/score", Protocol: alignv1.RewardOpenRLHF}
+	}, "only allowed there", "spec.labeler.annotator.protocol"},
+	{"model on an OpenRLHF reward model", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorRewardModel, URL: "https://rm.example/get_reward", Protocol: alignv1.RewardOpenRLHF, Model: "rm"}
+	}, "annotator model is only for kind OpenAIJudge", "spec.labeler.annotator.model"},
+	{"promptTemplate on a reward model", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorRewardModel, URL: "https://rm.example/pooling", Protocol: alignv1.RewardVLLMPooling, PromptTemplate: "{{.A}}"}
+	}, "annotator promptTemplate and output are only for kind OpenAIJudge", "spec.labeler.annotator"},
+	{"limits on a built-in annotator", func(r *alignv1.AlignmentRun) {
+		r.Spec.Labeler.Annotator = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorBuiltin, Name: "sentiment", Limits: &alignv1.AnnotatorLimits{MaxRequests: 5}}
+	}, "annotator kind Builtin needs name (e.g. sentiment) and no url, secretRef or limits", "spec.labeler.annotator"},
+	{"evaluator judge without a url", func(r *alignv1.AlignmentRun) {
+		r.Spec.Evaluator.Judge = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorOpenAIJudge, Model: "m"}
+	}, "spec.evaluator.judge", "spec.evaluator.judge.url"},
 	{"workspace without a PVC", func(r *alignv1.AlignmentRun) {
 		r.Spec.Workspace = alignv1.WorkspaceSpec{Path: "/tmp/ws"}
 	}, "spec.workspace.persistentVolumeClaim is required in a cluster", "spec.workspace.persistentVolumeClaim"},
