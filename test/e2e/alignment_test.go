@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/trainer/annotator/annotatortest"
 )
 
 // The scaled-down quickstart (see quickstart()): what the assertions expect.
@@ -191,12 +193,23 @@ func quickstartRun(ctx context.Context, t *testing.T, tl *report) *alignv1.Align
 // not exist yet. Its first stage pod cannot start (the agent, like a kubelet, reports
 // CreateContainerConfigError and retries), the run says so in its Running condition
 // (StagePodsPending) and in a Warning event; once the ConfigMap is created the same pod
-// starts and the run succeeds.
+// starts and the run succeeds. Its labeler is an OpenAI-compatible judge (the rule-based test
+// judge, served on loopback by this test, behind a token from a Secret): the label pods reach it
+// through BPO_ANNOTATOR_TOKEN and the status carries what they spent.
 func stuckRun(ctx context.Context, t *testing.T, tl *report) {
-	const name, cmName = "quickstart-data", "quickstart-data-prompts"
+	const name, cmName, judgeSecret, judgeToken = "quickstart-data", "quickstart-data-prompts", "quickstart-data-judge", "e2e-judge-token-1234"
+	judge := &annotatortest.Judge{Common: annotatortest.Common{Token: judgeToken}}
+	judgeSrv := httptest.NewServer(judge)
+	defer judgeSrv.Close()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: judgeSecret, Namespace: namespace}, StringData: map[string]string{"token": judgeToken}}
+	if _, err := env.cs.CoreV1().Secrets(namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	applyManifest(ctx, t, name+".yaml", quickstart(t, name, func(obj map[string]any) {
 		setPath(obj, map[string]any{"configMap": map[string]any{
 			"name": cmName, "promptsKey": "train-prompts.jsonl", "evalKey": "held-out.jsonl"}}, "spec", "data")
+		setPath(obj, map[string]any{"kind": "OpenAIJudge", "url": judgeSrv.URL + "/v1", "model": "rule", "allowInsecureHTTP": true,
+			"secretRef": map[string]any{"name": judgeSecret, "key": "token"}}, "spec", "labeler", "annotator")
 	}))
 	t0 := time.Now()
 	var msg string
@@ -246,6 +259,19 @@ func stuckRun(ctx context.Context, t *testing.T, tl *report) {
 	if n := len(run.Status.PhaseResults); n != qsPhases {
 		t.Errorf("%d phase results, want %d", n, qsPhases)
 	}
+	for _, pr := range run.Status.PhaseResults {
+		a := pr.Annotation
+		if a == nil || a.Requests < 2*a.Pairs || a.Pairs != pr.PairsKept+pr.Ties || a.PositionFlips != 0 {
+			t.Errorf("phase %d: judge accounting %+v for %d pairs kept and %d ties", pr.Phase, a, pr.PairsKept, pr.Ties)
+		}
+	}
+	if judge.Requests() == 0 {
+		t.Error("the judge was never asked")
+	}
+	if b, _ := json.Marshal(run.Status); strings.Contains(string(b), judgeToken) {
+		t.Error("the judge's token is in the run's status")
+	}
+	tl.add("judge labeller: %d requests over %d phases", judge.Requests(), len(run.Status.PhaseResults))
 	tl.add("stuck pod: ConfigMap missing -> StagePodsPending %.1fs; created -> Succeeded %.1fs", stuck.Seconds(), time.Since(t1).Seconds())
 }
 
