@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/experiment"
 )
 
 // experimentCmd is `bpo experiment`: a grid of AlignmentRuns (arms × seeds) from one file,
@@ -39,14 +39,14 @@ func (f *experimentFlags) register(c *cobra.Command, split bool) {
 }
 
 // load reads the file and resolves seeds, arms and split.
-func (f *experimentFlags) load() (*pipeline.Experiment, []int64, []string, string, error) {
-	x, err := pipeline.LoadExperiment(f.file)
+func (f *experimentFlags) load() (*experiment.Experiment, []int64, []string, string, error) {
+	x, err := experiment.Load(f.file)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
 	var seeds []int64
 	if f.seeds != "" {
-		if seeds, err = pipeline.ParseSeeds(f.seeds); err != nil {
+		if seeds, err = experiment.ParseSeeds(f.seeds); err != nil {
 			return nil, nil, nil, "", err
 		}
 	}
@@ -115,9 +115,9 @@ DIR/runs/<run>/timing.json. Every manifest is validated before anything runs.`,
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "experiment %s: %d arm(s) × %d seed(s) = %d runs on the %s split, %d at a time, into %s\n",
-				x.Name, len(arms), len(seeds), len(arms)*len(seeds), split, max(parallel, 1), pipeline.RunsDir(out))
+				x.Name, len(arms), len(seeds), len(arms)*len(seeds), split, max(parallel, 1), experiment.RunsDir(out))
 			start := time.Now()
-			outcomes, err := pipeline.RunExperiment(x, pipeline.ExperimentRunOptions{
+			outcomes, err := experiment.RunGrid(x, experiment.RunOptions{
 				Out: out, Seeds: seeds, Arms: arms, Split: split, Parallel: parallel,
 				Command: command, Stdout: w, Log: cmd.ErrOrStderr(),
 			})
@@ -150,7 +150,7 @@ func experimentRenderCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(pipeline.Render(runs))
+			_, err = cmd.OutOrStdout().Write(experiment.Render(runs))
 			return err
 		},
 	}
@@ -166,13 +166,13 @@ func experimentReportCmd() *cobra.Command {
 		Short: "Aggregate the runs of DIR into a results page with plots (mean ± std over seeds, paired bootstrap CIs, matched-KL frontiers)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			x, err := pipeline.LoadExperiment(f.file)
+			x, err := experiment.Load(f.file)
 			if err != nil {
 				return err
 			}
 			var seeds []int64
 			if f.seeds != "" {
-				if seeds, err = pipeline.ParseSeeds(f.seeds); err != nil {
+				if seeds, err = experiment.ParseSeeds(f.seeds); err != nil {
 					return err
 				}
 			}
@@ -186,7 +186,7 @@ func experimentReportCmd() *cobra.Command {
 			if notes != "" {
 				command += " --notes " + notes
 			}
-			rep, err := pipeline.ReportExperiment(x, pipeline.ExperimentReportOptions{
+			rep, err := experiment.BuildReport(x, experiment.ReportOptions{
 				Out: out, Doc: doc, PlotDir: plots, Seeds: seeds, Command: command, Notes: notes,
 			})
 			if err != nil {

@@ -1,29 +1,31 @@
-package pipeline
+package experiment
 
 import (
 	"fmt"
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/bpo-dev/bpo/experiment/stats"
 )
 
 // TestFrontierGroups checks the pooled frontiers against values worked out by hand.
 func TestFrontierGroups(t *testing.T) {
 	run := func(seed int64, pts ...float64) *expRun {
-		var ps []KLPoint
+		var ps []stats.KLPoint
 		for i := 0; i < len(pts); i += 2 {
 			r := pts[i+1]
 			// two prompts whose mean is the reward
-			ps = append(ps, KLPoint{KL: pts[i], Reward: r, perPrompt: []float64{r - 0.1*pts[i], r + 0.1*pts[i]}})
+			ps = append(ps, stats.KLPoint{KL: pts[i], Reward: r, PerPrompt: []float64{r - 0.1*pts[i], r + 0.1*pts[i]}})
 		}
-		return &expRun{Seed: seed, Front: Frontier(ps)}
+		return &expRun{Seed: seed, Front: stats.Frontier(ps)}
 	}
-	x := &Experiment{ExperimentFile: ExperimentFile{
+	x := &Experiment{File: File{
 		Baseline:  "b",
 		MatchedKL: []float64{0.5, 2},
-		Arms:      []ExperimentArm{{Name: "b"}, {Name: "a-lo", Group: "a"}, {Name: "a-hi", Group: "a"}},
+		Arms:      []Arm{{Name: "b"}, {Name: "a-lo", Group: "a"}, {Name: "a-hi", Group: "a"}},
 	}}
-	rep := &ExperimentReport{Baseline: "b", Seeds: []int64{1, 2}, CommonKL: math.NaN(), Arms: []ArmStats{
+	rep := &Report{Baseline: "b", Seeds: []int64{1, 2}, CommonKL: math.NaN(), Arms: []ArmStats{
 		{Arm: "b", runs: []*expRun{run(1, 0, -0.2, 2, -0.1), run(2, 0, -0.2, 1, -0.1)}},
 		{Arm: "a-lo", runs: []*expRun{run(1, 0, -0.2, 1, -0.1), run(2, 0, -0.2, 1, -0.15)}},
 		{Arm: "a-hi", runs: []*expRun{run(1, 0, -0.2, 4, 0), run(2, 0, -0.2, 4, -0.05)}},
@@ -63,8 +65,8 @@ func TestFrontierGroups(t *testing.T) {
 	}
 	for _, s := range []int64{1, 2} {
 		for _, kl := range []float64{0, 0.5, 1, 2.5, 4} {
-			v, ok := FrontierPerPrompt(a.fronts[s], kl)
-			m, _ := FrontierAt(a.fronts[s], kl)
+			v, ok := stats.FrontierPerPrompt(a.fronts[s], kl)
+			m, _ := stats.FrontierAt(a.fronts[s], kl)
 			if !ok || !near((v[0]+v[1])/2, m, 1e-12) {
 				t.Errorf("seed %d KL %g: per-prompt %v, frontier %g", s, kl, v, m)
 			}
@@ -104,7 +106,7 @@ func TestExperimentFileFrontierFields(t *testing.T) {
 		{base + "matchedKL: [-1]\narms: [{name: a}]\n", "matchedKL[0]"},
 		{base + "arms: [{name: a, group: Bad_Group}]\n", "group"},
 	} {
-		if _, err := DecodeExperiment([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Decode([]byte(c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want one naming %q", c.yaml, err, c.want)
 		}
 	}
@@ -116,15 +118,15 @@ func fmtSprintf(f string, args ...any) string { return fmt.Sprintf(f, args...) }
 // single arm with the baseline arm alone (pooling can only raise a frontier).
 func TestFrontierGroupsYardstick(t *testing.T) {
 	run := func(kl, r float64) *expRun {
-		return &expRun{Seed: 1, Front: Frontier([]KLPoint{{KL: 0, Reward: -0.2, perPrompt: []float64{-0.2}}, {KL: kl, Reward: r, perPrompt: []float64{r}}})}
+		return &expRun{Seed: 1, Front: stats.Frontier([]stats.KLPoint{{KL: 0, Reward: -0.2, PerPrompt: []float64{-0.2}}, {KL: kl, Reward: r, PerPrompt: []float64{r}}})}
 	}
-	x := &Experiment{ExperimentFile: ExperimentFile{
+	x := &Experiment{File: File{
 		Baseline:  "b",
 		MatchedKL: []float64{1},
-		Arms: []ExperimentArm{{Name: "b", Group: "b"}, {Name: "b-lo", Group: "b"},
+		Arms: []Arm{{Name: "b", Group: "b"}, {Name: "b-lo", Group: "b"},
 			{Name: "a", Group: "a"}, {Name: "a-lo", Group: "a"}, {Name: "c"}},
 	}}
-	rep := &ExperimentReport{Baseline: "b", Seeds: []int64{1}, CommonKL: math.NaN(), Arms: []ArmStats{
+	rep := &Report{Baseline: "b", Seeds: []int64{1}, CommonKL: math.NaN(), Arms: []ArmStats{
 		{Arm: "b", runs: []*expRun{run(4, 0)}}, {Arm: "b-lo", runs: []*expRun{run(1, -0.05)}},
 		{Arm: "a", runs: []*expRun{run(4, 0)}}, {Arm: "a-lo", runs: []*expRun{run(1, -0.1)}},
 		{Arm: "c", runs: []*expRun{run(2, -0.1)}},

@@ -1,0 +1,68 @@
+package experiment
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/bpo-dev/bpo/trainer/model"
+)
+
+// modelInfo describes the base models of the arms from their config.json.
+func modelInfo(volume string, arms []ArmStats) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, st := range arms {
+		if len(st.runs) == 0 {
+			continue
+		}
+		r := st.runs[0]
+		m := r.Spec.Model
+		label, dir := "", ""
+		if m.Path != "" {
+			label, dir = "path "+m.Path, filepath.Join(volume, m.Path)
+		} else {
+			label, dir = "built-in "+m.Builtin, filepath.Join(r.Root, "base")
+		}
+		if seen[label] {
+			continue
+		}
+		seen[label] = true
+		cfg, err := model.ReadConfig(filepath.Join(dir, "config.json"))
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s (config.json unreadable: %v)", label, err))
+			continue
+		}
+		total := 0
+		for _, shape := range cfg.ParamShapes() {
+			n := 1
+			for _, d := range shape {
+				n *= d
+			}
+			total += n
+		}
+		rank, lora := int(r.Spec.Ensemble.Rank), 0
+		for _, t := range model.LoRATargets {
+			if in, o, ok := cfg.TargetShape(t); ok {
+				lora += rank * (in + o)
+			}
+		}
+		lora *= cfg.NLayer
+		out = append(out, fmt.Sprintf("%s: GPT-2 architecture, %d layers, width %d, %d heads, context %d, vocabulary %d: **%s parameters**; LoRA rank %d adds %s per ensemble member",
+			label, cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.NPositions, cfg.VocabSize, groupDigits(total), rank, groupDigits(lora)))
+	}
+	return out
+}
+
+func groupDigits(n int) string {
+	s := strconv.Itoa(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,340 @@
+package experiment
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/experiment/stats"
+	"github.com/bpo-dev/bpo/pipeline"
+)
+
+// ReportOptions configure BuildReport.
+type ReportOptions struct {
+	Out string // DIR of `experiment run`
+	// Doc is the markdown page to write (empty: none); PlotDir is where the PNGs go
+	// (default: the doc's path without .md, e.g. docs/results/).
+	Doc, PlotDir string
+	// Seeds restricts the report to these seeds (default: every seed found in DIR/runs).
+	Seeds []int64
+	// Notes is a hand-written markdown file included as the page's Findings section
+	// (empty: none): interpretation lives next to the generated tables, not in them.
+	Notes string
+	// Command is the exact command line that regenerates the page.
+	Command string
+	// Resamples of the paired bootstrap (default stats.BootstrapResamples).
+	Resamples int
+}
+
+// Report is the aggregate of an experiment's runs (also written as DIR/report.json).
+type Report struct {
+	Name      string     `json:"name"`
+	Split     string     `json:"split"`
+	Baseline  string     `json:"baseline"`
+	Seeds     []int64    `json:"seeds"`
+	Arms      []ArmStats `json:"arms"`
+	Initial   ArmStats   `json:"initial"` // phase 0 (the initial model) of the baseline's runs
+	CommonKL  float64    `json:"commonKL"`
+	KLLimiter string     `json:"klLimitedBy"` // the run whose max KL sets CommonKL
+	// MatchedKL are the KL levels the groups' pooled frontiers are read at.
+	MatchedKL []float64            `json:"matchedKL"`
+	Groups    []FrontierGroupStats `json:"groups"`
+	// baselineGroup is the group of the baseline arm.
+	baselineGroup string
+	// WallSeconds is the sum of the runs' wall times.
+	WallSeconds  float64            `json:"wallSeconds"`
+	StageSeconds map[string]float64 `json:"stageSeconds"`
+	Checks       []string           `json:"checks"`
+	Markdown     string             `json:"-"`
+	Files        []string           `json:"files"`
+}
+
+// ArmStats are one arm's numbers: means ± std over seeds unless noted.
+type ArmStats struct {
+	Arm         string  `json:"arm"`
+	Description string  `json:"description,omitempty"`
+	Main        bool    `json:"main"`
+	Seeds       []int64 `json:"seeds"`
+	Phases      int     `json:"phases"`
+	Reference   string  `json:"reference"`
+	Loss        string  `json:"loss"`
+	Members     int     `json:"members"`
+	Pairs       int     `json:"budgetPairs"`
+
+	WinRate        stats.Stat `json:"winRate"`
+	HeldOutWinRate stats.Stat `json:"heldOutWinRate"`
+	GoldReward     stats.Stat `json:"goldReward"`    // sampled decoding
+	GreedyReward   stats.Stat `json:"greedyReward"`  // greedy decoding, gold annotator
+	HeldOutReward  stats.Stat `json:"heldOutReward"` // sampled decoding, held-out evaluator
+	RefTieRate     stats.Stat `json:"referenceTieRate"`
+	KL             stats.Stat `json:"klToInitial"`
+	MeanLength     stats.Stat `json:"meanLength"`
+	Distinct1      stats.Stat `json:"distinct1"`
+	Distinct2      stats.Stat `json:"distinct2"`
+	TieRate        stats.Stat `json:"labelTieRate"` // label ties / labelled comparisons
+	PairsKept      stats.Stat `json:"pairsKept"`
+	Identical      stats.Stat `json:"identical"`
+	WallSeconds    stats.Stat `json:"wallSeconds"`
+
+	// Paired differences against the baseline (nil for the baseline itself).
+	DeltaWin     *stats.BootstrapCI `json:"deltaWinRate,omitempty"`
+	DeltaGreedy  *stats.BootstrapCI `json:"deltaGreedyReward,omitempty"`
+	DeltaHeldOut *stats.BootstrapCI `json:"deltaHeldOutGreedy,omitempty"`
+	// On the samples (nil when a run's evaluation predates per-prompt sample rewards).
+	DeltaSampleGold    *stats.BootstrapCI `json:"deltaGoldSamples,omitempty"`
+	DeltaSampleHeldOut *stats.BootstrapCI `json:"deltaHeldOutSamples,omitempty"`
+
+	MaxKL      stats.Stat `json:"maxKL"`
+	RewardAtKL stats.Stat `json:"rewardAtCommonKL"`
+
+	PerPhase []PhaseStats `json:"perPhase"`
+
+	runs []*expRun
+}
+
+// PhaseStats are one phase's numbers over seeds (phase 0 is the initial model).
+type PhaseStats struct {
+	Phase      int        `json:"phase"`
+	PairsSoFar int        `json:"pairsSoFar"` // annotation budget spent after this phase
+	Evaluated  bool       `json:"evaluated"`
+	GoldReward stats.Stat `json:"goldReward"`
+	KL         stats.Stat `json:"klToInitial"`
+	WinRate    stats.Stat `json:"winRate"`
+	PairsKept  stats.Stat `json:"pairsKept"`
+	Ties       stats.Stat `json:"ties"`
+	KLToRef    stats.Stat `json:"klToReference"`
+	Margin     stats.Stat `json:"rewardMargin"`
+}
+
+// expRun is one finished run as read back from its workspace.
+type expRun struct {
+	Arm    string
+	Seed   int64
+	Name   string
+	Root   string
+	Spec   v1alpha1.AlignmentRunSpec
+	Evals  []*pipeline.EvalResult // by phase, nil when the phase was not evaluated
+	Sums   []pipeline.PhaseSummary
+	Timing RunTiming
+	Front  []stats.KLPoint
+}
+
+func (r *expRun) final() *pipeline.EvalResult { return r.Evals[len(r.Evals)-1] }
+
+var runDirRE = regexp.MustCompile(`^(.+)-s([0-9]+)$`)
+
+// BuildReport reads the runs of DIR/runs, aggregates them per arm, and writes the
+// page, its plots and DIR/report.json.
+func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
+	volume := RunsDir(opt.Out)
+	rec, err := ReadRecord(opt.Out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no experiment record (run `bpo experiment run` with this --out first): %w", opt.Out, err)
+	}
+	seeds := opt.Seeds
+	if len(seeds) == 0 {
+		if seeds, err = discoverSeeds(x, volume); err != nil {
+			return nil, err
+		}
+	}
+	rep := &Report{Name: x.Name, Split: rec.Split, Baseline: x.Baseline, Seeds: seeds, StageSeconds: map[string]float64{}}
+	// What the file gives today, to flag runs made from an older recipe.
+	current := map[string]*v1alpha1.AlignmentRun{}
+	if rs, err := x.Runs(x.ArmNames(), seeds[:1], rec.Split, false); err == nil {
+		for _, r := range rs {
+			current[r.Arm] = r.AR
+		}
+	}
+	var missing []string
+	for _, a := range x.Arms {
+		st := ArmStats{Arm: a.Name, Description: a.Description}
+		for _, s := range seeds {
+			r, err := loadExpRun(volume, a.Name, s)
+			if errors.Is(err, os.ErrNotExist) {
+				missing = append(missing, RunName(a.Name, s))
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			st.runs = append(st.runs, r)
+			st.Seeds = append(st.Seeds, s)
+		}
+		if len(st.runs) == 0 {
+			rep.Arms = append(rep.Arms, st)
+			continue
+		}
+		spec := st.runs[0].Spec
+		st.Phases, st.Reference, st.Loss = int(spec.TrustRegion.Phases), string(spec.TrustRegion.Reference), string(spec.Loss.Type)
+		if spec.TrustRegion.EMAAlpha != nil {
+			st.Reference += " α=" + string(*spec.TrustRegion.EMAAlpha)
+		}
+		st.Members, st.Pairs = int(spec.Ensemble.Members), int(spec.Budget.Pairs)
+		if cur, ok := current[a.Name]; ok && !sameRecipe(cur.Spec, spec) {
+			rep.Checks = append(rep.Checks, fmt.Sprintf("arm %s: its runs were made from a different recipe than %s gives now; rerun them (delete their folders) before trusting this page", a.Name, x.Path))
+		}
+		for _, r := range st.runs {
+			if r.Evals[0] == nil {
+				return nil, fmt.Errorf("run %s has no evaluation of the initial model (phase 0)", r.Name)
+			}
+			if r.final().Split != rec.Split {
+				return nil, fmt.Errorf("run %s was evaluated on the %s split, the experiment on %s", r.Name, r.final().Split, rec.Split)
+			}
+			rep.WallSeconds += r.Timing.WallSeconds
+			for k, v := range r.Timing.StageSeconds {
+				rep.StageSeconds[k] += v
+			}
+		}
+		fillArmStats(&st)
+		rep.Arms = append(rep.Arms, st)
+	}
+	for i := range rep.Arms {
+		rep.Arms[i].Main = slices.Contains(x.MainArms(), rep.Arms[i].Arm)
+	}
+	base := rep.arm(x.Baseline)
+	if base == nil || len(base.runs) == 0 {
+		return nil, fmt.Errorf("baseline arm %s has no finished runs in %s", x.Baseline, volume)
+	}
+	rep.Initial = initialStats(base)
+	resamples := opt.Resamples
+	if resamples <= 0 {
+		resamples = stats.BootstrapResamples
+	}
+	for i := range rep.Arms {
+		st := &rep.Arms[i]
+		if st.Arm == x.Baseline || len(st.runs) == 0 {
+			continue
+		}
+		if err := pairedDiffs(st, base, resamples); err != nil {
+			return nil, err
+		}
+	}
+	rep.matchedKL()
+	if err := rep.frontierGroups(x, resamples); err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		rep.Checks = append([]string{fmt.Sprintf("%d run(s) not finished and left out: %s", len(missing), strings.Join(missing, ", "))}, rep.Checks...)
+	}
+	rep.addChecks()
+
+	if opt.Doc != "" {
+		plotDir := opt.PlotDir
+		if plotDir == "" {
+			plotDir = strings.TrimSuffix(opt.Doc, filepath.Ext(opt.Doc))
+		}
+		files, err := rep.writeExperimentPlots(plotDir)
+		if err != nil {
+			return nil, err
+		}
+		rep.Files = files
+		md, err := rep.markdown(x, opt, rec, volume, files)
+		if err != nil {
+			return nil, err
+		}
+		rep.Markdown = md
+		if err := writeFileAtomic(opt.Doc, []byte(md)); err != nil {
+			return nil, err
+		}
+	}
+	// A standard deviation over one seed is NaN, which encoding/json refuses: write it as null.
+	if err := writeJSONAtomic(filepath.Join(opt.Out, "report.json"), jsonSafe(reflect.ValueOf(rep))); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+func (rep *Report) arm(name string) *ArmStats {
+	for i := range rep.Arms {
+		if rep.Arms[i].Arm == name {
+			return &rep.Arms[i]
+		}
+	}
+	return nil
+}
+
+func sameRecipe(a, b v1alpha1.AlignmentRunSpec) bool {
+	a.Workspace, b.Workspace = v1alpha1.WorkspaceSpec{}, v1alpha1.WorkspaceSpec{}
+	a.Seed, b.Seed = 0, 0
+	return reflect.DeepEqual(a, b)
+}
+
+// discoverSeeds finds the seeds of the arms' run folders.
+func discoverSeeds(x *Experiment, volume string) ([]int64, error) {
+	entries, err := os.ReadDir(volume)
+	if err != nil {
+		return nil, fmt.Errorf("no runs: %w", err)
+	}
+	var seeds []int64
+	for _, e := range entries {
+		m := runDirRE.FindStringSubmatch(e.Name())
+		if !e.IsDir() || m == nil {
+			continue
+		}
+		s, err := strconv.ParseInt(m[2], 10, 64)
+		if err != nil {
+			continue
+		}
+		for _, a := range x.Arms {
+			if RunName(a.Name, s) == e.Name() && !slices.Contains(seeds, s) {
+				seeds = append(seeds, s)
+			}
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, fmt.Errorf("no runs of %s in %s", x.Name, volume)
+	}
+	slices.Sort(seeds)
+	return seeds, nil
+}
+
+// loadExpRun reads a finished run; os.ErrNotExist when it has not finished.
+func loadExpRun(volume, arm string, seed int64) (*expRun, error) {
+	name := RunName(arm, seed)
+	root := filepath.Join(volume, name)
+	data, err := os.ReadFile(filepath.Join(root, RunManifestFile))
+	if err != nil {
+		return nil, err
+	}
+	ar, err := pipeline.DecodeRun(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(root, RunManifestFile), err)
+	}
+	ws := &pipeline.Workspace{Root: root}
+	F := int(ar.Spec.TrustRegion.Phases)
+	r := &expRun{Arm: arm, Seed: seed, Name: name, Root: root, Spec: ar.Spec, Evals: make([]*pipeline.EvalResult, F+1)}
+	for k := 0; k <= F; k++ {
+		var ev pipeline.EvalResult
+		err := readJSON(filepath.Join(ws.EvalDir(k), "result.json"), &ev)
+		switch {
+		case err == nil:
+			r.Evals[k] = &ev
+			// KL >= 0; a negative estimate is sampling noise around a policy at the initial model.
+			r.Front = append(r.Front, stats.KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward, PerPrompt: sampleGoldPerPrompt(&ev)})
+		case errors.Is(err, os.ErrNotExist):
+			if k == F {
+				return nil, err // not finished
+			}
+		default:
+			return nil, err
+		}
+	}
+	r.Front = stats.Frontier(r.Front)
+	if err := readJSON(filepath.Join(root, RunSummaryFile), &r.Sums); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("run %s: %s is missing (run `bpo experiment run` again to finish it)", name, RunSummaryFile)
+		}
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(root, RunTimingFile), &r.Timing); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return r, nil
+}
