@@ -21,22 +21,22 @@ func statOf(runs []*expRun, f func(*expRun) float64) stats.Stat {
 
 func fillArmStats(st *ArmStats) {
 	rs := st.runs
-	fin := func(f func(*pipeline.EvalResult) float64) stats.Stat {
+	fin := func(f func(*EvalRecord) float64) stats.Stat {
 		return statOf(rs, func(r *expRun) float64 { return f(r.final()) })
 	}
-	st.WinRate = fin(func(e *pipeline.EvalResult) float64 { return e.WinRate })
-	st.HeldOutWinRate = fin(func(e *pipeline.EvalResult) float64 { return e.HeldOutWinRate })
-	st.GoldReward = fin(func(e *pipeline.EvalResult) float64 { return e.GoldReward })
-	st.GreedyReward = fin(func(e *pipeline.EvalResult) float64 { return e.GreedyReward })
-	st.HeldOutReward = fin(func(e *pipeline.EvalResult) float64 { return e.HeldOutReward })
-	st.RefTieRate = fin(func(e *pipeline.EvalResult) float64 { return e.TieRate })
-	st.KL = fin(func(e *pipeline.EvalResult) float64 { return e.KLToInitial })
-	st.MeanLength = fin(func(e *pipeline.EvalResult) float64 { return e.MeanLength })
-	st.Distinct1 = fin(func(e *pipeline.EvalResult) float64 { return e.Distinct1 })
-	st.Distinct2 = fin(func(e *pipeline.EvalResult) float64 { return e.Distinct2 })
+	st.WinRate = fin(func(e *EvalRecord) float64 { return e.WinRate })
+	st.HeldOutWinRate = fin(func(e *EvalRecord) float64 { return e.HeldOutWinRate })
+	st.GoldReward = fin(func(e *EvalRecord) float64 { return e.GoldReward })
+	st.GreedyReward = fin(func(e *EvalRecord) float64 { return e.GreedyReward })
+	st.HeldOutReward = fin(func(e *EvalRecord) float64 { return e.HeldOutReward })
+	st.RefTieRate = fin(func(e *EvalRecord) float64 { return e.TieRate })
+	st.KL = fin(func(e *EvalRecord) float64 { return e.KLToInitial })
+	st.MeanLength = fin(func(e *EvalRecord) float64 { return e.MeanLength })
+	st.Distinct1 = fin(func(e *EvalRecord) float64 { return e.Distinct1 })
+	st.Distinct2 = fin(func(e *EvalRecord) float64 { return e.Distinct2 })
 	st.TieRate = statOf(rs, func(r *expRun) float64 {
 		var ties, kept int64
-		for _, s := range r.Sums {
+		for _, s := range r.Phases {
 			ties += s.Ties
 			kept += s.Pairs
 		}
@@ -47,19 +47,19 @@ func fillArmStats(st *ArmStats) {
 	})
 	st.PairsKept = statOf(rs, func(r *expRun) float64 {
 		var kept int64
-		for _, s := range r.Sums {
+		for _, s := range r.Phases {
 			kept += s.Pairs
 		}
 		return float64(kept)
 	})
 	st.Identical = statOf(rs, func(r *expRun) float64 {
 		var n int64
-		for _, s := range r.Sums {
+		for _, s := range r.Phases {
 			n += s.Identical
 		}
 		return float64(n)
 	})
-	st.WallSeconds = statOf(rs, func(r *expRun) float64 { return r.Timing.WallSeconds })
+	st.WallSeconds = statOf(rs, func(r *expRun) float64 { return r.WallSeconds })
 	st.MaxKL = statOf(rs, func(r *expRun) float64 { return stats.MaxKL(r.Front) })
 	perPhase := st.Pairs / max(st.Phases, 1)
 	for k := 0; k <= st.Phases; k++ {
@@ -79,8 +79,8 @@ func fillArmStats(st *ArmStats) {
 		if k > 0 {
 			sum := func(f func(pipeline.PhaseSummary) float64) stats.Stat {
 				return statOf(rs, func(r *expRun) float64 {
-					if k-1 < len(r.Sums) {
-						return f(r.Sums[k-1])
+					if k-1 < len(r.Phases) {
+						return f(r.Phases[k-1])
 					}
 					return math.NaN()
 				})
@@ -98,19 +98,19 @@ func fillArmStats(st *ArmStats) {
 func initialStats(base *ArmStats) ArmStats {
 	st := ArmStats{Arm: "initial model", Seeds: base.Seeds}
 	rs := base.runs
-	ini := func(f func(*pipeline.EvalResult) float64) stats.Stat {
+	ini := func(f func(*EvalRecord) float64) stats.Stat {
 		return statOf(rs, func(r *expRun) float64 { return f(r.Evals[0]) })
 	}
-	st.WinRate = ini(func(e *pipeline.EvalResult) float64 { return e.WinRate })
-	st.HeldOutWinRate = ini(func(e *pipeline.EvalResult) float64 { return e.HeldOutWinRate })
-	st.GoldReward = ini(func(e *pipeline.EvalResult) float64 { return e.GoldReward })
-	st.GreedyReward = ini(func(e *pipeline.EvalResult) float64 { return e.GreedyReward })
-	st.HeldOutReward = ini(func(e *pipeline.EvalResult) float64 { return e.HeldOutReward })
-	st.RefTieRate = ini(func(e *pipeline.EvalResult) float64 { return e.TieRate })
-	st.KL = ini(func(e *pipeline.EvalResult) float64 { return e.KLToInitial })
-	st.MeanLength = ini(func(e *pipeline.EvalResult) float64 { return e.MeanLength })
-	st.Distinct1 = ini(func(e *pipeline.EvalResult) float64 { return e.Distinct1 })
-	st.Distinct2 = ini(func(e *pipeline.EvalResult) float64 { return e.Distinct2 })
+	st.WinRate = ini(func(e *EvalRecord) float64 { return e.WinRate })
+	st.HeldOutWinRate = ini(func(e *EvalRecord) float64 { return e.HeldOutWinRate })
+	st.GoldReward = ini(func(e *EvalRecord) float64 { return e.GoldReward })
+	st.GreedyReward = ini(func(e *EvalRecord) float64 { return e.GreedyReward })
+	st.HeldOutReward = ini(func(e *EvalRecord) float64 { return e.HeldOutReward })
+	st.RefTieRate = ini(func(e *EvalRecord) float64 { return e.TieRate })
+	st.KL = ini(func(e *EvalRecord) float64 { return e.KLToInitial })
+	st.MeanLength = ini(func(e *EvalRecord) float64 { return e.MeanLength })
+	st.Distinct1 = ini(func(e *EvalRecord) float64 { return e.Distinct1 })
+	st.Distinct2 = ini(func(e *EvalRecord) float64 { return e.Distinct2 })
 	return st
 }
 
@@ -124,33 +124,24 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		if i < 0 {
 			continue
 		}
-		a, b := r.final().PerPrompt, base.runs[i].final().PerPrompt
-		if len(a) != len(b) || len(a) == 0 {
+		a, b := r.final(), base.runs[i].final()
+		if len(a.Win) != len(b.Win) || len(a.Win) == 0 {
 			return fmt.Errorf("arm %s seed %d: %d evaluated prompts, baseline %s has %d: the paired bootstrap needs the same prompts (same spec.budget.evalPrompts)",
-				st.Arm, r.Seed, len(a), base.Arm, len(b))
+				st.Arm, r.Seed, len(a.Win), base.Arm, len(b.Win))
 		}
-		w, wb := make([]float64, len(a)), make([]float64, len(a))
-		g, gb := make([]float64, len(a)), make([]float64, len(a))
-		h, hb := make([]float64, len(a)), make([]float64, len(a))
-		x, xb := make([]float64, len(a)), make([]float64, len(a))
-		y, yb := make([]float64, len(a)), make([]float64, len(a))
-		for j := range a {
+		w, wb := make([]float64, len(a.Win)), make([]float64, len(a.Win))
+		for j := range a.Win {
 			// A win is a strictly higher score than the reference, as in pipeline.EvalResult.WinRate.
-			w[j], wb[j] = indicator(a[j].Win == 1), indicator(b[j].Win == 1)
-			g[j], gb[j] = a[j].GoldReward, b[j].GoldReward
-			h[j], hb[j] = a[j].HeldOut, b[j].HeldOut
-			if a[j].SampleGold == nil || b[j].SampleGold == nil || a[j].SampleHeldOut == nil || b[j].SampleHeldOut == nil {
-				samples = false
-				continue
-			}
-			x[j], xb[j] = *a[j].SampleGold, *b[j].SampleGold
-			y[j], yb[j] = *a[j].SampleHeldOut, *b[j].SampleHeldOut
+			w[j], wb[j] = indicator(a.Win[j] == 1), indicator(b.Win[j] == 1)
 		}
-		sg, sgB = append(sg, x), append(sgB, xb)
-		sh, shB = append(sh, y), append(shB, yb)
 		win, winB = append(win, w), append(winB, wb)
-		gold, goldB = append(gold, g), append(goldB, gb)
-		held, heldB = append(held, h), append(heldB, hb)
+		gold, goldB = append(gold, a.Gold), append(goldB, b.Gold)
+		held, heldB = append(held, a.HeldOut), append(heldB, b.HeldOut)
+		if a.SampleGold == nil || b.SampleGold == nil || a.SampleHeldOut == nil || b.SampleHeldOut == nil {
+			samples = false
+		}
+		sg, sgB = append(sg, a.SampleGold), append(sgB, b.SampleGold)
+		sh, shB = append(sh, a.SampleHeldOut), append(shB, b.SampleHeldOut)
 	}
 	if len(win) == 0 {
 		return nil
@@ -171,22 +162,6 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		*c.dst = &ci
 	}
 	return nil
-}
-
-// sampleGoldPerPrompt is the evaluation's per-prompt mean gold reward of samples, nil when
-// it was not recorded (evaluations made before it was).
-func sampleGoldPerPrompt(ev *pipeline.EvalResult) []float64 {
-	if len(ev.PerPrompt) == 0 {
-		return nil
-	}
-	out := make([]float64, len(ev.PerPrompt))
-	for i, o := range ev.PerPrompt {
-		if o.SampleGold == nil {
-			return nil
-		}
-		out[i] = *o.SampleGold
-	}
-	return out
 }
 
 func indicator(b bool) float64 {

@@ -28,6 +28,9 @@ func (prefixScorer) Score(_, r string) float64 {
 	return float64(strings.Count(p, "e")) + float64(h.Sum32()%1000)/1000
 }
 
+// smokePatch points experiments/smoke.yaml at the tiny random model of newVolume.
+const smokePatch = "spec: {model: {builtin: null, path: models/tiny}, workspace: {path: .}}"
+
 // smokeExperiment loads experiments/smoke.yaml pointed at a tiny random model in out/runs.
 func smokeExperiment(t *testing.T) (*Experiment, string) {
 	t.Helper()
@@ -35,7 +38,7 @@ func smokeExperiment(t *testing.T) (*Experiment, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := x.PatchBase([]byte("spec: {model: {builtin: null, path: models/tiny}, workspace: {path: .}}")); err != nil {
+	if err := x.PatchBase([]byte(smokePatch)); err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
@@ -50,6 +53,10 @@ func smokeExperiment(t *testing.T) (*Experiment, string) {
 // the runs' eval files.
 func TestSmokeExperiment(t *testing.T) {
 	x, out := smokeExperiment(t)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stdout bytes.Buffer
 	opt := RunOptions{Out: out, Seeds: []int64{1, 2}, Parallel: 2, Scorer: prefixScorer{}, Stdout: &stdout,
 		Command: "bpo experiment run -f experiments/smoke.yaml --seeds 1,2 --out OUT --split eval --parallel 2"}
@@ -106,7 +113,9 @@ func TestSmokeExperiment(t *testing.T) {
 	if err := os.WriteFile(notes, []byte("BPO loses here, and this is why.\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := BuildReport(x, ReportOptions{Out: out, Doc: doc, Command: cmd, Notes: notes})
+	// The records go next to the page, as a repository keeps them (a relative --records-out).
+	t.Chdir(out)
+	rep, err := BuildReport(x, ReportOptions{Out: out, RecordsOut: filepath.Join("docs", "records.json"), Doc: doc, Command: cmd, Notes: notes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +249,32 @@ func TestSmokeExperiment(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "report.json")); err != nil {
 		t.Fatal(err)
+	}
+
+	// The records alone regenerate the same page, without the run folders.
+	records := filepath.Join("docs", "records.json")
+	if rep.Records != records || rep.RecordsBytes <= 0 || !strings.Contains(md, "`docs/records.json`") {
+		t.Fatalf("records %q (%d bytes) not named on the page", rep.Records, rep.RecordsBytes)
+	}
+	if err := os.Rename(volume, volume+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	again2, err := BuildReport(x, ReportOptions{Records: records, Doc: doc, Command: cmd, Notes: notes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again2.Markdown != md {
+		t.Fatalf("the page from the records differs from the page from the runs:\n%s", textDiff(md, again2.Markdown))
+	}
+	if *update {
+		data, err := os.ReadFile(records)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(wd, "testdata", "smoke-records.json"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote testdata/smoke-records.json (%d bytes): now run TestCommittedPagesUpToDate -update", len(data))
 	}
 	if testing.Verbose() {
 		t.Logf("page:\n%s", md)

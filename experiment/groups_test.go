@@ -18,7 +18,7 @@ func TestFrontierGroups(t *testing.T) {
 			// two prompts whose mean is the reward
 			ps = append(ps, stats.KLPoint{KL: pts[i], Reward: r, PerPrompt: []float64{r - 0.1*pts[i], r + 0.1*pts[i]}})
 		}
-		return &expRun{Seed: seed, Front: stats.Frontier(ps)}
+		return &expRun{RunRecord: &RunRecord{Seed: seed}, Front: stats.Frontier(ps)}
 	}
 	x := &Experiment{File: File{
 		Baseline:  "b",
@@ -118,7 +118,7 @@ func fmtSprintf(f string, args ...any) string { return fmt.Sprintf(f, args...) }
 // single arm with the baseline arm alone (pooling can only raise a frontier).
 func TestFrontierGroupsYardstick(t *testing.T) {
 	run := func(kl, r float64) *expRun {
-		return &expRun{Seed: 1, Front: stats.Frontier([]stats.KLPoint{{KL: 0, Reward: -0.2, PerPrompt: []float64{-0.2}}, {KL: kl, Reward: r, PerPrompt: []float64{r}}})}
+		return &expRun{RunRecord: &RunRecord{Seed: 1}, Front: stats.Frontier([]stats.KLPoint{{KL: 0, Reward: -0.2, PerPrompt: []float64{-0.2}}, {KL: kl, Reward: r, PerPrompt: []float64{r}}})}
 	}
 	x := &Experiment{File: File{
 		Baseline:  "b",

@@ -9,21 +9,18 @@ import (
 	"github.com/bpo-dev/bpo/trainer/model"
 )
 
-// modelInfo describes the base models of the arms from their config.json.
-func modelInfo(volume string, arms []ArmStats) []string {
+// modelInfo describes the base models of the runs from their config.json (a built-in model is
+// copied into each run's folder, roots[run name]).
+func modelInfo(volume string, runs []RunRecord, roots map[string]string) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, st := range arms {
-		if len(st.runs) == 0 {
-			continue
-		}
-		r := st.runs[0]
+	for _, r := range runs {
 		m := r.Spec.Model
 		label, dir := "", ""
 		if m.Path != "" {
 			label, dir = "path "+m.Path, filepath.Join(volume, m.Path)
 		} else {
-			label, dir = "built-in "+m.Builtin, filepath.Join(r.Root, "base")
+			label, dir = "built-in "+m.Builtin, filepath.Join(roots[r.Name], "base")
 		}
 		if seen[label] {
 			continue

@@ -12,7 +12,7 @@ import (
 )
 
 // markdown renders the results page.
-func (rep *Report) markdown(x *Experiment, opt ReportOptions, rec *Record, volume string, plots []string) (string, error) {
+func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plots []string) (string, error) {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	base := rep.arm(rep.Baseline)
@@ -26,9 +26,9 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, rec *Record, volum
 	if x.Description != "" {
 		w("%s\n\n", strings.TrimSpace(x.Description))
 	}
-	w("Regenerate this page (and its plots) from the runs with:\n\n```\n%s\n```\n\n", opt.Command)
-	if len(rec.Commands) > 0 {
-		w("The runs were made with:\n\n```\n%s\n```\n\n", strings.Join(rec.Commands, "\n"))
+	w("Regenerate this page (and its plots) from its records with:\n\n```\n%s\n```\n\n", opt.Command)
+	if len(recs.Commands) > 0 {
+		w("The runs were made with (`$OUT` is the experiment folder):\n\n```\n%s\n```\n\n", strings.Join(recs.Commands, "\n"))
 	}
 
 	if opt.Notes != "" {
@@ -41,7 +41,7 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, rec *Record, volum
 	w("## Setup\n\n| | |\n|---|---|\n")
 	w("| experiment file | `%s` (%d arms, baseline **%s**) |\n", x.Path, len(x.Arms), rep.Baseline)
 	w("| task | %s |\n", describeData(spec.Data))
-	for _, m := range modelInfo(volume, rep.Arms) {
+	for _, m := range recs.Models {
 		w("| model | %s |\n", m)
 	}
 	w("| annotation budget | **%d labelled pairs per run** (each prompt used once), %d pairs per optimizer step, %d epoch(s) per phase, %d samples per prompt |\n",
@@ -173,10 +173,10 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, rec *Record, volum
 			w("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, ps.Phase, ps.PairsSoFar, rw, kl, win, kept, ties, klr, mar)
 		}
 	}
-	w("\nEach run's workspace (`%s/<arm>-s<seed>/`) keeps its manifest (`run.yaml`, which `bpo run -f` takes as it is), "+
-		"`timing.json`, `summary.json`, its own `report.md`, and every phase's samples, pairs, checkpoints and evaluation. "+
-		"The numbers of this page are also in `%s`.\n",
-		filepath.ToSlash(volume), filepath.ToSlash(filepath.Join(opt.Out, "report.json")))
+	w("\nThis page is computed from the per-run records in `%s` alone (per phase: the evaluation's numbers and per-prompt outcomes, "+
+		"pairs kept, fresh-pair accuracy, optimizer steps; per run: the spec and timing). "+
+		"Each run's workspace (`$OUT/runs/<arm>-s<seed>/`, not kept in the repository) also holds its manifest (`run.yaml`, which `bpo run -f` takes as it is), "+
+		"its own `report.md`, and every phase's samples, pairs, checkpoints and evaluation.\n", filepath.ToSlash(rep.Records))
 	return b.String(), nil
 }
 

@@ -1,6 +1,8 @@
 package experiment
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,12 +16,14 @@ import (
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/experiment/stats"
-	"github.com/bpo-dev/bpo/pipeline"
 )
 
 // ReportOptions configure BuildReport.
 type ReportOptions struct {
-	Out string // DIR of `experiment run`
+	Out string // DIR of `experiment run` (or Records)
+	// Records is a records file to report from instead of DIR (see records.go); RecordsOut is
+	// where a report from DIR writes its records (default DIR/records.json).
+	Records, RecordsOut string
 	// Doc is the markdown page to write (empty: none); PlotDir is where the PNGs go
 	// (default: the doc's path without .md, e.g. docs/results/).
 	Doc, PlotDir string
@@ -28,7 +32,7 @@ type ReportOptions struct {
 	// Notes is a hand-written markdown file included as the page's Findings section
 	// (empty: none): interpretation lives next to the generated tables, not in them.
 	Notes string
-	// Command is the exact command line that regenerates the page.
+	// Command is the exact command line that regenerates the page (default: ReportCommand).
 	Command string
 	// Resamples of the paired bootstrap (default stats.BootstrapResamples).
 	Resamples int
@@ -54,7 +58,11 @@ type Report struct {
 	StageSeconds map[string]float64 `json:"stageSeconds"`
 	Checks       []string           `json:"checks"`
 	Markdown     string             `json:"-"`
-	Files        []string           `json:"files"`
+	// Records is the records file the report was computed from (the experiment folder written
+	// as $OUT); RecordsBytes its size when this report wrote it.
+	Records      string   `json:"records"`
+	RecordsBytes int      `json:"recordsBytes,omitempty"`
+	Files        []string `json:"files"`
 }
 
 // ArmStats are one arm's numbers: means ± std over seeds unless noted.
@@ -114,41 +122,136 @@ type PhaseStats struct {
 	Margin     stats.Stat `json:"rewardMargin"`
 }
 
-// expRun is one finished run as read back from its workspace.
+// expRun is one finished run: its record and its reward-KL frontier.
 type expRun struct {
-	Arm    string
-	Seed   int64
-	Name   string
-	Root   string
-	Spec   v1alpha1.AlignmentRunSpec
-	Evals  []*pipeline.EvalResult // by phase, nil when the phase was not evaluated
-	Sums   []pipeline.PhaseSummary
-	Timing RunTiming
-	Front  []stats.KLPoint
+	*RunRecord
+	Front []stats.KLPoint
 }
 
-func (r *expRun) final() *pipeline.EvalResult { return r.Evals[len(r.Evals)-1] }
+func (r *expRun) final() *EvalRecord { return r.Evals[len(r.Evals)-1] }
+
+// newExpRun computes the run's frontier from its evaluations.
+func newExpRun(r *RunRecord) *expRun {
+	e := &expRun{RunRecord: r}
+	for _, ev := range r.Evals {
+		if ev != nil {
+			// KL >= 0; a negative estimate is sampling noise around a policy at the initial model.
+			e.Front = append(e.Front, stats.KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward, PerPrompt: ev.SampleGold})
+		}
+	}
+	e.Front = stats.Frontier(e.Front)
+	return e
+}
 
 var runDirRE = regexp.MustCompile(`^(.+)-s([0-9]+)$`)
 
-// BuildReport reads the runs of DIR/runs, aggregates them per arm, and writes the
-// page, its plots and DIR/report.json.
+// BuildReport aggregates an experiment's runs per arm and writes the page and its plots. With
+// opt.Out it reads the runs of DIR/runs, writes their records (opt.RecordsOut, default
+// DIR/records.json) and DIR/report.json; with opt.Records it reads a records file instead and
+// needs no run folder. Either way the numbers are computed from the records as read back from
+// their file.
 func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
-	volume := RunsDir(opt.Out)
-	rec, err := ReadRecord(opt.Out)
-	if err != nil {
-		return nil, fmt.Errorf("%s: no experiment record (run `bpo experiment run` with this --out first): %w", opt.Out, err)
+	var recs *Records
+	var recordsPath string
+	recordsBytes := 0
+	switch {
+	case opt.Out != "" && opt.Records != "":
+		return nil, errors.New("give --out (the runs' folder) or --records (a records file), not both")
+	case opt.Records != "":
+		var err error
+		if recs, err = ReadRecords(opt.Records); err != nil {
+			return nil, err
+		}
+		recordsPath = opt.Records
+	case opt.Out != "":
+		collected, err := collectRecords(x, opt.Out, opt.Seeds)
+		if err != nil {
+			return nil, err
+		}
+		path := opt.RecordsOut
+		if path == "" {
+			path = filepath.Join(opt.Out, RecordsFile)
+		}
+		if recordsPath, recordsBytes, err = WriteRecords(path, collected); err != nil {
+			return nil, err
+		}
+		if recs, err = ReadRecords(recordsPath); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("give --out (the runs' folder) or --records (a records file)")
 	}
-	seeds := opt.Seeds
-	if len(seeds) == 0 {
-		if seeds, err = discoverSeeds(x, volume); err != nil {
+	rep, err := reportFromRecords(x, recs, opt.Seeds, opt.Resamples)
+	if err != nil {
+		return nil, err
+	}
+	rep.Records, rep.RecordsBytes = hideOut(recordsPath, opt.Out), recordsBytes
+	if opt.Command == "" {
+		opt.Command = ReportCommand(x.Path, rep.Records, opt)
+	}
+	if opt.Doc != "" {
+		plotDir := opt.PlotDir
+		if plotDir == "" {
+			plotDir = strings.TrimSuffix(opt.Doc, filepath.Ext(opt.Doc))
+		}
+		files, err := rep.writeExperimentPlots(plotDir)
+		if err != nil {
+			return nil, err
+		}
+		rep.Files = files
+		md, err := rep.markdown(x, opt, recs, files)
+		if err != nil {
+			return nil, err
+		}
+		rep.Markdown = md
+		if err := writeFileAtomic(opt.Doc, []byte(md)); err != nil {
 			return nil, err
 		}
 	}
-	rep := &Report{Name: x.Name, Split: rec.Split, Baseline: x.Baseline, Seeds: seeds, StageSeconds: map[string]float64{}}
+	if opt.Out != "" {
+		// A standard deviation over one seed is NaN, which encoding/json refuses: write it as null.
+		if err := writeJSONAtomic(filepath.Join(opt.Out, "report.json"), jsonSafe(reflect.ValueOf(rep))); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// ReportCommand is the command that regenerates a page from its records file alone.
+func ReportCommand(file, records string, opt ReportOptions) string {
+	c := fmt.Sprintf("bpo experiment report -f %s --records %s --doc %s", file, records, opt.Doc)
+	if len(opt.Seeds) > 0 {
+		c += " --seeds " + joinSeeds(opt.Seeds)
+	}
+	if opt.PlotDir != "" {
+		c += " --plots " + opt.PlotDir
+	}
+	if opt.Notes != "" {
+		c += " --notes " + opt.Notes
+	}
+	return c
+}
+
+func joinSeeds(seeds []int64) string {
+	s := make([]string, len(seeds))
+	for i, v := range seeds {
+		s[i] = strconv.FormatInt(v, 10)
+	}
+	return strings.Join(s, ",")
+}
+
+// reportFromRecords aggregates the records of the given seeds (default: the records' seeds).
+func reportFromRecords(x *Experiment, recs *Records, seeds []int64, resamples int) (*Report, error) {
+	if len(seeds) == 0 {
+		seeds = recs.Seeds
+	}
+	if len(seeds) == 0 {
+		return nil, fmt.Errorf("the records of %s hold no seeds", recs.Name)
+	}
+	rep := &Report{Name: x.Name, Split: recs.Split, Baseline: x.Baseline, Seeds: seeds, StageSeconds: map[string]float64{}}
 	// What the file gives today, to flag runs made from an older recipe.
 	current := map[string]*v1alpha1.AlignmentRun{}
-	if rs, err := x.Runs(x.ArmNames(), seeds[:1], rec.Split, false); err == nil {
+	if rs, err := x.Runs(x.ArmNames(), seeds[:1], recs.Split, false); err == nil {
 		for _, r := range rs {
 			current[r.Arm] = r.AR
 		}
@@ -157,14 +260,12 @@ func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
 	for _, a := range x.Arms {
 		st := ArmStats{Arm: a.Name, Description: a.Description}
 		for _, s := range seeds {
-			r, err := loadExpRun(volume, a.Name, s)
-			if errors.Is(err, os.ErrNotExist) {
+			r := recs.run(a.Name, s)
+			if r == nil {
 				missing = append(missing, RunName(a.Name, s))
 				continue
-			} else if err != nil {
-				return nil, err
 			}
-			st.runs = append(st.runs, r)
+			st.runs = append(st.runs, newExpRun(r))
 			st.Seeds = append(st.Seeds, s)
 		}
 		if len(st.runs) == 0 {
@@ -184,11 +285,11 @@ func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
 			if r.Evals[0] == nil {
 				return nil, fmt.Errorf("run %s has no evaluation of the initial model (phase 0)", r.Name)
 			}
-			if r.final().Split != rec.Split {
-				return nil, fmt.Errorf("run %s was evaluated on the %s split, the experiment on %s", r.Name, r.final().Split, rec.Split)
+			if r.final().Split != recs.Split {
+				return nil, fmt.Errorf("run %s was evaluated on the %s split, the experiment on %s", r.Name, r.final().Split, recs.Split)
 			}
-			rep.WallSeconds += r.Timing.WallSeconds
-			for k, v := range r.Timing.StageSeconds {
+			rep.WallSeconds += r.WallSeconds
+			for k, v := range r.StageSeconds {
 				rep.StageSeconds[k] += v
 			}
 		}
@@ -200,10 +301,9 @@ func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
 	}
 	base := rep.arm(x.Baseline)
 	if base == nil || len(base.runs) == 0 {
-		return nil, fmt.Errorf("baseline arm %s has no finished runs in %s", x.Baseline, volume)
+		return nil, fmt.Errorf("baseline arm %s has no finished runs", x.Baseline)
 	}
 	rep.Initial = initialStats(base)
-	resamples := opt.Resamples
 	if resamples <= 0 {
 		resamples = stats.BootstrapResamples
 	}
@@ -224,30 +324,6 @@ func BuildReport(x *Experiment, opt ReportOptions) (*Report, error) {
 		rep.Checks = append([]string{fmt.Sprintf("%d run(s) not finished and left out: %s", len(missing), strings.Join(missing, ", "))}, rep.Checks...)
 	}
 	rep.addChecks()
-
-	if opt.Doc != "" {
-		plotDir := opt.PlotDir
-		if plotDir == "" {
-			plotDir = strings.TrimSuffix(opt.Doc, filepath.Ext(opt.Doc))
-		}
-		files, err := rep.writeExperimentPlots(plotDir)
-		if err != nil {
-			return nil, err
-		}
-		rep.Files = files
-		md, err := rep.markdown(x, opt, rec, volume, files)
-		if err != nil {
-			return nil, err
-		}
-		rep.Markdown = md
-		if err := writeFileAtomic(opt.Doc, []byte(md)); err != nil {
-			return nil, err
-		}
-	}
-	// A standard deviation over one seed is NaN, which encoding/json refuses: write it as null.
-	if err := writeJSONAtomic(filepath.Join(opt.Out, "report.json"), jsonSafe(reflect.ValueOf(rep))); err != nil {
-		return nil, err
-	}
 	return rep, nil
 }
 
@@ -263,7 +339,9 @@ func (rep *Report) arm(name string) *ArmStats {
 func sameRecipe(a, b v1alpha1.AlignmentRunSpec) bool {
 	a.Workspace, b.Workspace = v1alpha1.WorkspaceSpec{}, v1alpha1.WorkspaceSpec{}
 	a.Seed, b.Seed = 0, 0
-	return reflect.DeepEqual(a, b)
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 // discoverSeeds finds the seeds of the arms' run folders.
@@ -293,48 +371,4 @@ func discoverSeeds(x *Experiment, volume string) ([]int64, error) {
 	}
 	slices.Sort(seeds)
 	return seeds, nil
-}
-
-// loadExpRun reads a finished run; os.ErrNotExist when it has not finished.
-func loadExpRun(volume, arm string, seed int64) (*expRun, error) {
-	name := RunName(arm, seed)
-	root := filepath.Join(volume, name)
-	data, err := os.ReadFile(filepath.Join(root, RunManifestFile))
-	if err != nil {
-		return nil, err
-	}
-	ar, err := pipeline.DecodeRun(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(root, RunManifestFile), err)
-	}
-	ws := &pipeline.Workspace{Root: root}
-	F := int(ar.Spec.TrustRegion.Phases)
-	r := &expRun{Arm: arm, Seed: seed, Name: name, Root: root, Spec: ar.Spec, Evals: make([]*pipeline.EvalResult, F+1)}
-	for k := 0; k <= F; k++ {
-		var ev pipeline.EvalResult
-		err := readJSON(filepath.Join(ws.EvalDir(k), "result.json"), &ev)
-		switch {
-		case err == nil:
-			r.Evals[k] = &ev
-			// KL >= 0; a negative estimate is sampling noise around a policy at the initial model.
-			r.Front = append(r.Front, stats.KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward, PerPrompt: sampleGoldPerPrompt(&ev)})
-		case errors.Is(err, os.ErrNotExist):
-			if k == F {
-				return nil, err // not finished
-			}
-		default:
-			return nil, err
-		}
-	}
-	r.Front = stats.Frontier(r.Front)
-	if err := readJSON(filepath.Join(root, RunSummaryFile), &r.Sums); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("run %s: %s is missing (run `bpo experiment run` again to finish it)", name, RunSummaryFile)
-		}
-		return nil, err
-	}
-	if err := readJSON(filepath.Join(root, RunTimingFile), &r.Timing); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	return r, nil
 }
