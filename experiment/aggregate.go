@@ -155,7 +155,7 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		cs = append(cs, pair{sg, sgB, &st.DeltaSampleGold}, pair{sh, shB, &st.DeltaSampleHeldOut})
 	}
 	for _, c := range cs {
-		ci, err := stats.PairedBootstrap(c.a, c.b, resamples, 0.95, stats.BootstrapSeed)
+		ci, err := stats.HierarchicalBootstrap(c.a, c.b, resamples, 0.95, stats.BootstrapSeed)
 		if err != nil {
 			return fmt.Errorf("arm %s: %w", st.Arm, err)
 		}

@@ -33,7 +33,7 @@ type FrontierGroupStats struct {
 	// Better[i] counts the seeds where it is positive. Empty for the baseline's group.
 	DeltaAtKL []stats.Stat `json:"deltaAtKL,omitempty"`
 	Better    []int        `json:"seedsBetter,omitempty"`
-	// DeltaCI[i] is the paired bootstrap of DeltaAtKL[i] over prompts (within each seed), with
+	// DeltaCI[i] is the hierarchical bootstrap (seeds, then prompts) of DeltaAtKL[i], with
 	// the frontiers' interpolation weights held fixed; nil when an evaluation involved has no
 	// per-prompt sample rewards.
 	DeltaCI []*stats.BootstrapCI `json:"deltaAtKLCI,omitempty"`
@@ -147,7 +147,7 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 
 // deltaAt compares the group with base at KL kl, seed by seed: the mean ± std of the
 // differences (no value when a seed's frontier stops short of kl), the seeds where the group
-// is higher, and the paired bootstrap over prompts when every evaluation involved recorded
+// is higher, and the hierarchical bootstrap (seeds, then prompts) when every evaluation involved recorded
 // per-prompt rewards.
 func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resamples int) (stats.Stat, int, *stats.BootstrapCI, error) {
 	var ds []float64
@@ -174,7 +174,7 @@ func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resa
 	if !PerPrompt || len(ds) == 0 {
 		return stats.MeanStd(ds), better, nil, nil
 	}
-	c, err := stats.PairedBootstrap(pa, pb, resamples, 0.95, stats.BootstrapSeed)
+	c, err := stats.HierarchicalBootstrap(pa, pb, resamples, 0.95, stats.BootstrapSeed)
 	if err != nil {
 		return stats.Stat{}, 0, nil, fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
 	}
@@ -289,7 +289,7 @@ func (rep *Report) groupTable(w func(string, ...any)) {
 		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
 		"Δ is the group minus **%s** (pooled the same way) when it pools as many operating points, else minus the baseline arm alone (see *against*; "+
 		"more points can only raise a frontier), paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
-		"then a 95%% paired bootstrap interval over prompts (within each seed, the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
+		"then a 95%% hierarchical paired bootstrap interval (seeds, then prompts within each drawn seed; the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
 		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.baselineGroup)
 	w("| group | arms | seeds | max KL | against |")
 	sep := "|---|---|---|---|---|"

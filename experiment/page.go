@@ -99,8 +99,10 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 	}
 
 	w("\n## Paired differences against %s\n\n", rep.Baseline)
-	w("Arm minus baseline on the same prompts under the same seed, averaged over the seeds both have. 95%% interval: paired bootstrap, "+
-		"prompts resampled with replacement within each seed (%d resamples, fixed RNG seed %d). **Bold**: the interval excludes 0.\n\n", stats.BootstrapResamples, stats.BootstrapSeed)
+	w("Arm minus baseline on the same prompts under the same seed, averaged over the seeds both have. 95%% interval: hierarchical paired bootstrap, "+
+		"seeds resampled with replacement, then prompts with replacement within each drawn seed (arm and baseline share both draws), "+
+		"so the interval carries the seed-to-seed spread as well as the choice of prompts; with one seed it is the prompt bootstrap "+
+		"(%d resamples, fixed RNG seed %d). **Bold**: the interval excludes 0.\n\n", stats.BootstrapResamples, stats.BootstrapSeed)
 	w("Greedy: the one deterministic output per prompt that the win rate judges. Samples: the mean reward of the prompt's samples, " +
 		"the outputs the KL is measured on (– for runs evaluated before per-prompt sample rewards were recorded).\n\n")
 	w("| arm | seeds | Δ win rate (gold) | Δ gold reward (greedy) | Δ held-out reward (greedy) | Δ gold reward (samples) | Δ held-out reward (samples) |\n|---|---|---|---|---|---|---|\n")

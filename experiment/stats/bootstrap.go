@@ -17,6 +17,8 @@ type BootstrapCI struct {
 	Resamples int     `json:"resamples"`
 	Seeds     int     `json:"seeds"`
 	Prompts   int     `json:"prompts"`
+	// SeedsResampled is set when the seeds were resampled too (HierarchicalBootstrap).
+	SeedsResampled bool `json:"seedsResampled"`
 }
 
 // Format prints "+0.123 [+0.050, +0.190]".
@@ -40,7 +42,26 @@ const (
 // draw for both arms, which keeps the pairing), takes each seed's mean difference and
 // averages over seeds. The interval is the (1-level)/2 and (1+level)/2 percentiles of
 // the resampled statistic. The RNG is seeded, so the result is deterministic.
+//
+// The seeds are held fixed: the interval is about these seeds' prompts, and says nothing of
+// how much another seed would move the difference. Across seeds, use HierarchicalBootstrap.
 func PairedBootstrap(a, b [][]float64, resamples int, level float64, seed uint64) (BootstrapCI, error) {
+	return bootstrap(a, b, resamples, level, seed, false)
+}
+
+// HierarchicalBootstrap is PairedBootstrap with the seeds resampled too: each resample draws
+// as many seeds as there are, with replacement, then the prompts of each drawn seed with
+// replacement (the same draws for arm and baseline, which share seeds and prompts), and
+// averages the drawn seeds' mean differences. Its interval carries both sources of variance:
+// which prompts were evaluated, and which training seeds were run (initial adapters, data
+// order, samples), so a difference that changes from seed to seed more than the prompts can
+// explain gets a wide interval. With one seed there is nothing to resample across seeds and it
+// is PairedBootstrap, draw for draw.
+func HierarchicalBootstrap(a, b [][]float64, resamples int, level float64, seed uint64) (BootstrapCI, error) {
+	return bootstrap(a, b, resamples, level, seed, true)
+}
+
+func bootstrap(a, b [][]float64, resamples int, level float64, seed uint64, seeds bool) (BootstrapCI, error) {
 	if len(a) == 0 || len(a) != len(b) {
 		return BootstrapCI{}, fmt.Errorf("bootstrap: %d seeds for the arm, %d for the baseline", len(a), len(b))
 	}
@@ -63,11 +84,17 @@ func PairedBootstrap(a, b [][]float64, resamples int, level float64, seed uint64
 		point += m / float64(len(d))
 	}
 	point /= float64(len(a))
+	S := len(diffs)
 	rng := rand.New(rand.NewPCG(seed, 0x626f6f74))
 	stats := make([]float64, resamples)
 	for r := range stats {
 		tot := 0.0
-		for _, d := range diffs {
+		for s := range S {
+			k := s
+			if seeds && S > 1 {
+				k = rng.IntN(S) // the seed drawn for slot s
+			}
+			d := diffs[k]
 			n := len(d)
 			m := 0.0
 			for range n {
@@ -75,12 +102,12 @@ func PairedBootstrap(a, b [][]float64, resamples int, level float64, seed uint64
 			}
 			tot += m / float64(n)
 		}
-		stats[r] = tot / float64(len(diffs))
+		stats[r] = tot / float64(S)
 	}
 	sort.Float64s(stats)
 	return BootstrapCI{
 		Diff: point, Lo: quantile(stats, (1-level)/2), Hi: quantile(stats, (1+level)/2),
-		Level: level, Resamples: resamples, Seeds: len(a), Prompts: len(a[0]),
+		Level: level, Resamples: resamples, Seeds: len(a), Prompts: len(a[0]), SeedsResampled: seeds && S > 1,
 	}, nil
 }
 

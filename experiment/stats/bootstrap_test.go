@@ -93,3 +93,139 @@ func TestPairedBootstrapErrors(t *testing.T) {
 		t.Fatal("zero resamples must be an error")
 	}
 }
+
+// constRows is seeds rows of prompts values each equal to the seed's value.
+func constRows(prompts int, vals ...float64) [][]float64 {
+	out := make([][]float64, len(vals))
+	for s, v := range vals {
+		out[s] = make([]float64, prompts)
+		for i := range out[s] {
+			out[s][i] = v
+		}
+	}
+	return out
+}
+
+func TestHierarchicalBootstrapHandChecked(t *testing.T) {
+	zeros := func(seeds, prompts int) [][]float64 { return constRows(prompts, make([]float64, seeds)...) }
+	for _, c := range []struct {
+		name         string
+		a, b         [][]float64
+		diff, lo, hi float64
+		tol          float64
+	}{
+		// Two seeds, no prompt variance, differences 0 and 1: a resample's mean is 0, 0.5 or 1
+		// with probability 1/4, 1/2, 1/4, so the 2.5% and 97.5% percentiles are 0 and 1.
+		{"two seeds 0 and 1", constRows(5, 0, 1), zeros(2, 5), 0.5, 0, 1, 0},
+		// Every seed and prompt the same difference: nothing varies, the interval is a point.
+		{"no variance", constRows(7, 0.3, 0.3, 0.3), zeros(3, 7), 0.3, 0.3, 0.3, 1e-12},
+		// The baseline is subtracted prompt by prompt: equal arms give exactly 0.
+		{"equal arms", [][]float64{{1, 5, -2}, {0, 3, 9}}, [][]float64{{1, 5, -2}, {0, 3, 9}}, 0, 0, 0, 0},
+		// Three seeds with differences 0, 0, 3 and no prompt variance: the resampled mean is
+		// 0 (prob 8/27), 1 (12/27), 2 (6/27) or 3 (1/27); 1/27 = 3.7% > 2.5%, so the 97.5%
+		// percentile is 3 and the 2.5% percentile 0.
+		{"three seeds 0 0 3", constRows(4, 0, 0, 3), zeros(3, 4), 1, 0, 3, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ci, err := HierarchicalBootstrap(c.a, c.b, 4000, 0.95, 11)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !near(ci.Diff, c.diff, 1e-12) || !near(ci.Lo, c.lo, c.tol) || !near(ci.Hi, c.hi, c.tol) {
+				t.Fatalf("got %+v, want %g [%g, %g]", ci, c.diff, c.lo, c.hi)
+			}
+			if len(c.a) > 1 && !ci.SeedsResampled {
+				t.Fatal("SeedsResampled not set")
+			}
+		})
+	}
+	// The prompt-only bootstrap of the first case holds the seeds fixed: a point at 0.5.
+	ci, _ := PairedBootstrap(constRows(5, 0, 1), constRows(5, 0, 0), 4000, 0.95, 11)
+	if ci.Lo != 0.5 || ci.Hi != 0.5 || ci.SeedsResampled {
+		t.Fatalf("prompt-only: %+v", ci)
+	}
+}
+
+// TestHierarchicalBootstrapOneSeedIsPromptBootstrap: one seed leaves nothing to resample across
+// seeds; the interval is the prompt bootstrap's, bit for bit.
+func TestHierarchicalBootstrapOneSeedIsPromptBootstrap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	a, b := synthetic(rng, 1, 150, 0.2, 1)
+	h, err := HierarchicalBootstrap(a, b, 1000, 0.95, BootstrapSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := PairedBootstrap(a, b, 1000, 0.95, BootstrapSeed)
+	if h != p {
+		t.Fatalf("one seed: hierarchical %+v, prompt-only %+v", h, p)
+	}
+}
+
+// TestHierarchicalBootstrapSeedVariance: the case. Three seeds whose mean differences
+// are 0.177, 0.067 and 0.119 with a little prompt noise: the prompt-only interval is narrow and
+// excludes values the other seeds give; the hierarchical one covers the spread of the seeds.
+func TestHierarchicalBootstrapSeedVariance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 13))
+	var a, b [][]float64
+	for _, d := range []float64{0.177, 0.067, 0.119} {
+		as, bs := make([]float64, 300), make([]float64, 300)
+		for i := range as {
+			bs[i] = rng.NormFloat64()
+			as[i] = bs[i] + d + 0.05*rng.NormFloat64()
+		}
+		a, b = append(a, as), append(b, bs)
+	}
+	p, _ := PairedBootstrap(a, b, 2000, 0.95, BootstrapSeed)
+	h, _ := HierarchicalBootstrap(a, b, 2000, 0.95, BootstrapSeed)
+	if !near(h.Diff, p.Diff, 1e-12) {
+		t.Fatalf("the point estimate does not depend on the resampling: %g vs %g", h.Diff, p.Diff)
+	}
+	if wp, wh := p.Hi-p.Lo, h.Hi-h.Lo; wh < 5*wp {
+		t.Fatalf("hierarchical width %.4f, prompt-only %.4f: the seeds' spread is missing", wh, wp)
+	}
+	// Resampling 3 seeds, the extremes are all-lowest and all-highest (each 1/27 of the draws).
+	if h.Lo > 0.075 || h.Hi < 0.17 {
+		t.Fatalf("hierarchical %+v should reach the seeds' extremes 0.067 and 0.177", h)
+	}
+	// Deterministic given the RNG seed, different for another.
+	again, _ := HierarchicalBootstrap(a, b, 2000, 0.95, BootstrapSeed)
+	other, _ := HierarchicalBootstrap(a, b, 2000, 0.95, BootstrapSeed+1)
+	if again != h || other == h {
+		t.Fatalf("determinism: %+v %+v %+v", h, again, other)
+	}
+}
+
+// TestHierarchicalBootstrapCoverage: differences whose seed means vary (sd 0.1 between seeds)
+// on top of prompt noise. Over many synthetic experiments with 8 seeds, the hierarchical 95%
+// interval covers the true mean far more often than the prompt-only one, which ignores the
+// seeds' spread. (With few seeds a percentile bootstrap still undercovers somewhat.)
+func TestHierarchicalBootstrapCoverage(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 15))
+	const trials = 150
+	hCover, pCover := 0, 0
+	for i := range trials {
+		var a, b [][]float64
+		for range 8 {
+			off := 0.1 * rng.NormFloat64()
+			as, bs := make([]float64, 40), make([]float64, 40)
+			for j := range as {
+				bs[j] = rng.NormFloat64()
+				as[j] = bs[j] + off + 0.3*rng.NormFloat64()
+			}
+			a, b = append(a, as), append(b, bs)
+		}
+		h, _ := HierarchicalBootstrap(a, b, 300, 0.95, uint64(i))
+		p, _ := PairedBootstrap(a, b, 300, 0.95, uint64(i))
+		if h.Lo <= 0 && 0 <= h.Hi {
+			hCover++
+		}
+		if p.Lo <= 0 && 0 <= p.Hi {
+			pCover++
+		}
+	}
+	hr, pr := float64(hCover)/trials, float64(pCover)/trials
+	t.Logf("coverage of the true difference: hierarchical %.3f, prompt-only %.3f", hr, pr)
+	if hr < 0.85 || pr > 0.75 {
+		t.Fatalf("coverage: hierarchical %.3f (want about 0.9), prompt-only %.3f (want well below)", hr, pr)
+	}
+}
