@@ -172,7 +172,8 @@ func indicator(b bool) float64 {
 }
 
 // matchedKL picks the common KL (the smallest max KL of all runs, so that no frontier is
-// extrapolated) and reads every run's frontier there.
+// extrapolated) and reads every run's frontier there; an arm gets no value ("no overlap")
+// unless every one of its runs has a trained evaluation around it (stats.Supported).
 func (rep *Report) matchedKL() {
 	rep.CommonKL = math.Inf(1)
 	for _, st := range rep.Arms {
@@ -187,9 +188,15 @@ func (rep *Report) matchedKL() {
 	}
 	for i := range rep.Arms {
 		st := &rep.Arms[i]
-		st.RewardAtKL = statOf(st.runs, func(r *expRun) float64 {
-			v, _ := stats.FrontierAt(r.Front, rep.CommonKL)
-			return v
-		})
+		var xs []float64
+		for _, r := range st.runs {
+			v, ok := stats.FrontierAt(r.Front, rep.CommonKL)
+			if !ok || !stats.Supported(r.Trained, rep.CommonKL, rep.KLBand) {
+				xs = nil
+				break
+			}
+			xs = append(xs, v)
+		}
+		st.RewardAtKL = stats.MeanStd(xs)
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bpo-dev/bpo/experiment/stats"
 )
 
 // An experiment file (experiments/*.yaml) is a grid of arms over one base AlignmentRun:
@@ -35,6 +37,7 @@ import (
 //	  group: offline-dpo        # another operating point of the same schedule (default group: own name)
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
 //	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
+//	klBand: 0.5                 # read a frontier only within this KL of a trained evaluation
 //
 // Run <arm> with seed s is the base, merged with splitPatches[split], merged with the arm's
 // patch, with metadata.name = <arm>-s<s> and spec.seed = s.
@@ -52,6 +55,18 @@ type File struct {
 	// MatchedKL lists the KLs (nats/sequence) at which the report reads the groups' pooled
 	// frontiers (default: the common KL, the smallest maximum KL over all runs).
 	MatchedKL []float64 `json:"matchedKL,omitempty"`
+	// KLBand (nats/sequence) is how close to a trained evaluation a frontier must be to be read
+	// at a KL (default stats.DefaultKLBand): between two evaluations further apart than twice
+	// the band, the frontier is a straight line no trained policy was measured on.
+	KLBand *float64 `json:"klBand,omitempty"`
+}
+
+// KLBandOrDefault is the file's klBand, else stats.DefaultKLBand.
+func (x *Experiment) KLBandOrDefault() float64 {
+	if x.KLBand != nil {
+		return *x.KLBand
+	}
+	return stats.DefaultKLBand
 }
 
 // Arm is one arm of the grid: a merge patch of the base manifest.
@@ -162,6 +177,9 @@ func Decode(data []byte) (*Experiment, error) {
 		if !(k >= 0) || math.IsInf(k, 0) {
 			return nil, fmt.Errorf("matchedKL[%d]: %v is not a KL: give non-negative nats per sequence, e.g. [0.5, 3]", i, k)
 		}
+	}
+	if b := f.KLBand; b != nil && (!(*b > 0) || math.IsInf(*b, 0)) {
+		return nil, fmt.Errorf("klBand: %v is not a band: give a positive KL in nats per sequence, e.g. 0.5", *b)
 	}
 	for _, a := range f.Arms {
 		if a.Group != "" && !armNameRE.MatchString(a.Group) {

@@ -43,6 +43,10 @@ type FrontierGroupStats struct {
 	Against string `json:"against,omitempty"`
 
 	fronts map[int64][]stats.KLPoint
+	// trained are, per seed, the KLs of the evaluations after training (stats.Supported), band
+	// the report's KL band.
+	trained map[int64][]float64
+	band    float64
 }
 
 // GroupOf is the frontier group of an arm: its `group:`, else its own name.
@@ -77,7 +81,7 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 	}
 	rep.Groups = nil
 	for _, g := range order {
-		gs := FrontierGroupStats{Group: g, fronts: map[int64][]stats.KLPoint{}}
+		gs := FrontierGroupStats{Group: g, fronts: map[int64][]stats.KLPoint{}, trained: map[int64][]float64{}, band: rep.KLBand}
 		arms := byGroup[g]
 		for _, st := range arms {
 			gs.Arms = append(gs.Arms, st.Arm)
@@ -87,6 +91,7 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 		}
 		for _, seed := range rep.Seeds {
 			var pts []stats.KLPoint
+			var trained []float64
 			all := true
 			for _, st := range arms {
 				i := slices.IndexFunc(st.runs, func(r *expRun) bool { return r.Seed == seed })
@@ -95,10 +100,12 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 					break
 				}
 				pts = append(pts, st.runs[i].Front...)
+				trained = append(trained, st.runs[i].Trained...)
 			}
 			if all && len(pts) > 0 {
 				gs.Seeds = append(gs.Seeds, seed)
 				gs.fronts[seed] = stats.Frontier(pts)
+				gs.trained[seed] = trained
 			}
 		}
 		var maxes []float64
@@ -117,10 +124,11 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 	if baseGroup == nil || baseArm == nil {
 		return nil
 	}
-	single := &FrontierGroupStats{Group: rep.Baseline, fronts: map[int64][]stats.KLPoint{}}
+	single := &FrontierGroupStats{Group: rep.Baseline, fronts: map[int64][]stats.KLPoint{}, trained: map[int64][]float64{}, band: rep.KLBand}
 	for _, r := range baseArm.runs {
 		single.Seeds = append(single.Seeds, r.Seed)
 		single.fronts[r.Seed] = r.Front
+		single.trained[r.Seed] = r.Trained
 	}
 	for i := range rep.Groups {
 		gs := &rep.Groups[i]
@@ -146,32 +154,33 @@ func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 }
 
 // deltaAt compares the group with base at KL kl, seed by seed: the mean ± std of the
-// differences (no value when a seed's frontier stops short of kl), the seeds where the group
+// differences (no value, "no overlap", unless both frontiers of every seed have trained points
+// around kl: stats.Supported), the seeds where the group
 // is higher, and the hierarchical bootstrap (seeds, then prompts) when every evaluation involved recorded
 // per-prompt rewards.
 func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resamples int) (stats.Stat, int, *stats.BootstrapCI, error) {
 	var ds []float64
 	var pa, pb [][]float64
-	better, PerPrompt := 0, true
+	better, perPrompt := 0, true
 	for _, s := range gs.Seeds {
 		if !slices.Contains(base.Seeds, s) {
 			continue
 		}
 		va, okA := stats.FrontierPerPrompt(gs.fronts[s], kl)
 		vb, okB := stats.FrontierPerPrompt(base.fronts[s], kl)
-		a, inA := stats.FrontierAt(gs.fronts[s], kl)
-		b, inB := stats.FrontierAt(base.fronts[s], kl)
+		a, inA := gs.readAt(s, kl)
+		b, inB := base.readAt(s, kl)
 		if !inA || !inB {
-			return stats.MeanStd(nil), 0, nil, nil // a seed's frontier stops short of this KL: no number
+			return stats.MeanStd(nil), 0, nil, nil // no trained points of one side around this KL: no number
 		}
 		ds = append(ds, a-b)
 		if a > b {
 			better++
 		}
-		PerPrompt = PerPrompt && okA && okB
+		perPrompt = perPrompt && okA && okB
 		pa, pb = append(pa, va), append(pb, vb)
 	}
-	if !PerPrompt || len(ds) == 0 {
+	if !perPrompt || len(ds) == 0 {
 		return stats.MeanStd(ds), better, nil, nil
 	}
 	c, err := stats.HierarchicalBootstrap(pa, pb, resamples, 0.95, stats.BootstrapSeed)
@@ -182,17 +191,35 @@ func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resa
 }
 
 // at is the group's frontier reward at KL kl over its seeds; no value unless every seed's
-// frontier reaches kl.
+// frontier has trained points around kl (readAt).
 func (gs *FrontierGroupStats) at(kl float64) stats.Stat {
+	return gs.mean(kl, gs.readAt)
+}
+
+// curveAt is the mean frontier over seeds at kl wherever every seed's frontier is defined, for
+// plotting the curves (the plot shows the trained points themselves next to them).
+func (gs *FrontierGroupStats) curveAt(kl float64) stats.Stat {
+	return gs.mean(kl, func(s int64, kl float64) (float64, bool) { return stats.FrontierAt(gs.fronts[s], kl) })
+}
+
+func (gs *FrontierGroupStats) mean(kl float64, read func(int64, float64) (float64, bool)) stats.Stat {
 	var xs []float64
 	for _, s := range gs.Seeds {
-		v, ok := stats.FrontierAt(gs.fronts[s], kl)
+		v, ok := read(s, kl)
 		if !ok {
 			return stats.MeanStd(nil)
 		}
 		xs = append(xs, v)
 	}
 	return stats.MeanStd(xs)
+}
+
+// readAt reads seed s's frontier at kl where its trained points support it (stats.Supported).
+func (gs *FrontierGroupStats) readAt(s int64, kl float64) (float64, bool) {
+	if !stats.Supported(gs.trained[s], kl, gs.band) {
+		return math.NaN(), false
+	}
+	return stats.FrontierAt(gs.fronts[s], kl)
 }
 
 func (rep *Report) group(name string) *FrontierGroupStats {
@@ -248,7 +275,7 @@ func (rep *Report) plotGroupFrontiers() (*plot.Plot, error) {
 		const steps = 60
 		for j := 0; j <= steps && reach > 0; j++ {
 			xk := reach * float64(j) / steps
-			if v := gs.at(xk); !math.IsNaN(v.Mean) {
+			if v := gs.curveAt(xk); !math.IsNaN(v.Mean) {
 				ser.x, ser.y = append(ser.x, xk), append(ser.y, v.Mean)
 				ymin, ymax = math.Min(ymin, v.Mean), math.Max(ymax, v.Mean)
 			}
@@ -286,11 +313,12 @@ func (rep *Report) groupTable(w func(string, ...any)) {
 	w("\n### Pooled over operating points\n\n")
 	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
 		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
-		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
+		"over everything tried. Read at KL %s nats/sequence, and only where every seed's frontier has a trained evaluation within ±%.3g of that KL and inside the range of its trained evaluations "+
+		"(else *no overlap*: no extrapolation, no reading across a gap between runs). "+
 		"Δ is the group minus **%s** (pooled the same way) when it pools as many operating points, else minus the baseline arm alone (see *against*; "+
 		"more points can only raise a frontier), paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
 		"then a 95%% hierarchical paired bootstrap interval (seeds, then prompts within each drawn seed; the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
-		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.baselineGroup)
+		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.KLBand, rep.baselineGroup)
 	w("| group | arms | seeds | max KL | against |")
 	sep := "|---|---|---|---|---|"
 	for _, kl := range rep.MatchedKL {
@@ -303,7 +331,7 @@ func (rep *Report) groupTable(w func(string, ...any)) {
 		for i := range rep.MatchedKL {
 			d := ""
 			if i < len(g.DeltaAtKL) {
-				d = fmtDelta(g.DeltaAtKL[i])
+				d = fmtOverlap(g.DeltaAtKL[i], fmtDelta(g.DeltaAtKL[i]))
 				if g.DeltaAtKL[i].N > 0 {
 					d += fmt.Sprintf(" (%d/%d)", g.Better[i], g.DeltaAtKL[i].N)
 				}
@@ -311,7 +339,7 @@ func (rep *Report) groupTable(w func(string, ...any)) {
 					d += " " + fmtCI(c)
 				}
 			}
-			w(" %s | %s |", g.AtKL[i].Format("%.3f"), d)
+			w(" %s | %s |", fmtOverlap(g.AtKL[i], g.AtKL[i].Format("%.3f")), d)
 		}
 		w("\n")
 	}

@@ -121,11 +121,13 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 		w("Every run is evaluated after every phase (phase 0 = the initial model at KL 0), which traces a reward-KL curve. "+
 			"Its frontier is the upper concave envelope of the (KL, gold reward of samples) points, flat after the best point: the best reward reachable within a KL budget "+
 			"(a negative KL estimate, which is sampling noise, counts as 0). "+
-			"All frontiers are read at the common KL **%.4g** nats/sequence, the smallest maximum KL over all runs (set by %s), so no curve is extrapolated.\n\n", rep.CommonKL, rep.KLLimiter)
+			"All frontiers are read at the common KL **%.4g** nats/sequence, the smallest maximum KL over all runs (set by %s), so no curve is extrapolated. "+
+			"A frontier is read only where it has a trained evaluation (after phase 1 or later) within **±%.3g** of that KL (`klBand`) and inside the range of its trained evaluations: "+
+			"elsewhere it is a straight line between two runs, or between the initial model and a run, and no trained policy was measured there, so the cell says *no overlap*.\n\n", rep.CommonKL, rep.KLLimiter, rep.KLBand)
 		w("| arm | gold reward at KL %.3g | max KL reached | final KL | final gold reward (samples) |\n|---|---|---|---|---|\n", rep.CommonKL)
 		for _, st := range rep.Arms {
 			if len(st.runs) > 0 {
-				w("| %s | %s | %s | %s | %s |\n", st.Arm, st.RewardAtKL.Format("%.3f"), st.MaxKL.Format("%.3g"), st.KL.Format("%.3g"), st.GoldReward.Format("%.3f"))
+				w("| %s | %s | %s | %s | %s |\n", st.Arm, fmtOverlap(st.RewardAtKL, st.RewardAtKL.Format("%.3f")), st.MaxKL.Format("%.3g"), st.KL.Format("%.3g"), st.GoldReward.Format("%.3f"))
 			}
 		}
 	}
@@ -249,6 +251,14 @@ func mdCell(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	if strings.TrimSpace(s) == "" {
 		return "(empty)"
+	}
+	return s
+}
+
+// fmtOverlap is s, or "no overlap" where a frontier could not be read (no value).
+func fmtOverlap(v stats.Stat, s string) string {
+	if v.N == 0 {
+		return "*no overlap*"
 	}
 	return s
 }

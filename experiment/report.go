@@ -48,6 +48,9 @@ type Report struct {
 	Initial   ArmStats   `json:"initial"` // phase 0 (the initial model) of the baseline's runs
 	CommonKL  float64    `json:"commonKL"`
 	KLLimiter string     `json:"klLimitedBy"` // the run whose max KL sets CommonKL
+	// KLBand is the band of stats.Supported: a frontier is read at a KL only within it of a
+	// trained point.
+	KLBand float64 `json:"klBand"`
 	// MatchedKL are the KL levels the groups' pooled frontiers are read at.
 	MatchedKL []float64            `json:"matchedKL"`
 	Groups    []FrontierGroupStats `json:"groups"`
@@ -126,6 +129,8 @@ type PhaseStats struct {
 type expRun struct {
 	*RunRecord
 	Front []stats.KLPoint
+	// Trained are the KLs of the evaluations after training (phases >= 1).
+	Trained []float64
 }
 
 func (r *expRun) final() *EvalRecord { return r.Evals[len(r.Evals)-1] }
@@ -133,10 +138,14 @@ func (r *expRun) final() *EvalRecord { return r.Evals[len(r.Evals)-1] }
 // newExpRun computes the run's frontier from its evaluations.
 func newExpRun(r *RunRecord) *expRun {
 	e := &expRun{RunRecord: r}
-	for _, ev := range r.Evals {
+	for k, ev := range r.Evals {
 		if ev != nil {
 			// KL >= 0; a negative estimate is sampling noise around a policy at the initial model.
-			e.Front = append(e.Front, stats.KLPoint{KL: math.Max(ev.KLToInitial, 0), Reward: ev.GoldReward, PerPrompt: ev.SampleGold})
+			kl := math.Max(ev.KLToInitial, 0)
+			e.Front = append(e.Front, stats.KLPoint{KL: kl, Reward: ev.GoldReward, PerPrompt: ev.SampleGold})
+			if k > 0 {
+				e.Trained = append(e.Trained, kl)
+			}
 		}
 	}
 	e.Front = stats.Frontier(e.Front)
@@ -248,7 +257,7 @@ func reportFromRecords(x *Experiment, recs *Records, seeds []int64, resamples in
 	if len(seeds) == 0 {
 		return nil, fmt.Errorf("the records of %s hold no seeds", recs.Name)
 	}
-	rep := &Report{Name: x.Name, Split: recs.Split, Baseline: x.Baseline, Seeds: seeds, StageSeconds: map[string]float64{}}
+	rep := &Report{Name: x.Name, Split: recs.Split, Baseline: x.Baseline, Seeds: seeds, StageSeconds: map[string]float64{}, KLBand: x.KLBandOrDefault()}
 	// What the file gives today, to flag runs made from an older recipe.
 	current := map[string]*v1alpha1.AlignmentRun{}
 	if rs, err := x.Runs(x.ArmNames(), seeds[:1], recs.Split, false); err == nil {

@@ -122,3 +122,26 @@ func MaxKL(front []KLPoint) float64 {
 	}
 	return front[len(front)-1].KL
 }
+
+// DefaultKLBand is the band (nats/sequence) of Supported when an experiment file gives none.
+const DefaultKLBand = 0.5
+
+// Supported reports whether a frontier may be read at KL x: x lies inside the range of the
+// trained points' KLs (no extrapolation) and within band of one of them (no reading in the
+// middle of a gap wider than 2·band, where the frontier is a straight line between two runs and
+// no trained policy was measured). trained are the KLs of the evaluations after training (the
+// initial model's point at KL 0 is not one: a segment from it to the first trained point is a
+// mixture with the initial model, not a policy anyone trained).
+func Supported(trained []float64, x, band float64) bool {
+	if len(trained) == 0 || math.IsNaN(x) || !(band >= 0) {
+		return false
+	}
+	lo, hi, near := math.Inf(1), math.Inf(-1), false
+	for _, k := range trained {
+		lo, hi = math.Min(lo, k), math.Max(hi, k)
+		if math.Abs(k-x) <= band {
+			near = true
+		}
+	}
+	return near && lo <= x && x <= hi
+}

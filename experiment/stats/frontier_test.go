@@ -73,3 +73,30 @@ func TestFrontierEdgeCases(t *testing.T) {
 func pt(kl, r float64) KLPoint { return KLPoint{KL: kl, Reward: r} }
 
 func samePt(a, b KLPoint) bool { return a.KL == b.KL && a.Reward == b.Reward }
+
+func TestSupported(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		trained []float64
+		x, band float64
+		want    bool
+	}{
+		{"at a trained point", []float64{1}, 1, 0.5, true},
+		{"one point: anywhere else is outside its range", []float64{1}, 1.2, 0.5, false},
+		{"below the smallest trained KL (a mixture with the initial model)", []float64{0.5, 2}, 0.45, 0.5, false},
+		{"above the largest (extrapolation)", []float64{0.5, 2}, 2.1, 0.5, false},
+		{"inside, near the lower point", []float64{0.5, 2}, 0.9, 0.5, true},
+		{"inside, near the upper point", []float64{0.5, 2}, 1.6, 0.5, true},
+		{"in the middle of a gap wider than the band", []float64{0.5, 2}, 1.25, 0.5, false},
+		{"edge of the band counts", []float64{0.5, 2}, 1.0, 0.5, true},
+		{"a denser frontier covers the gap", []float64{0.5, 1.2, 2}, 1.25, 0.5, true},
+		{"unsorted input", []float64{2, 0.5, 1.2}, 1.7, 0.5, true},
+		{"no trained point", nil, 1, 0.5, false},
+		{"NaN KL", []float64{1}, math.NaN(), 0.5, false},
+		{"zero band: exact points only", []float64{1, 2}, 1.5, 0, false},
+	} {
+		if got := Supported(c.trained, c.x, c.band); got != c.want {
+			t.Errorf("%s: Supported(%v, %g, %g) = %v, want %v", c.name, c.trained, c.x, c.band, got, c.want)
+		}
+	}
+}
