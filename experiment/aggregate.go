@@ -60,6 +60,13 @@ func fillArmStats(st *ArmStats) {
 		return float64(n)
 	})
 	st.WallSeconds = statOf(rs, func(r *expRun) float64 { return r.WallSeconds })
+	st.OptimizerSteps = statOf(rs, func(r *expRun) float64 {
+		n := int64(0)
+		for _, s := range r.OptimizerSteps {
+			n += s
+		}
+		return float64(n)
+	})
 	st.MaxKL = statOf(rs, func(r *expRun) float64 { return stats.MaxKL(r.Front) })
 	perPhase := st.Pairs / max(st.Phases, 1)
 	for k := 0; k <= st.Phases; k++ {
@@ -89,6 +96,14 @@ func fillArmStats(st *ArmStats) {
 			ps.Ties = sum(func(s pipeline.PhaseSummary) float64 { return float64(s.Ties) })
 			ps.KLToRef = sum(func(s pipeline.PhaseSummary) float64 { return s.KLToRef })
 			ps.Margin = sum(func(s pipeline.PhaseSummary) float64 { return s.Margin })
+			ps.FreshPairAccuracy = sum(func(s pipeline.PhaseSummary) float64 { return valOr(s.FreshPairAccuracy, math.NaN()) })
+			ps.TrainPairAccuracy = sum(func(s pipeline.PhaseSummary) float64 { return valOr(s.TrainPairAccuracy, math.NaN()) })
+			ps.OptimizerSteps = statOf(rs, func(r *expRun) float64 {
+				if k-1 < len(r.OptimizerSteps) {
+					return float64(r.OptimizerSteps[k-1])
+				}
+				return math.NaN()
+			})
 		}
 		st.PerPhase = append(st.PerPhase, ps)
 	}
@@ -199,4 +214,12 @@ func (rep *Report) matchedKL() {
 		}
 		st.RewardAtKL = stats.MeanStd(xs)
 	}
+}
+
+// valOr is *p, or def when p is nil (a diagnostic the phase does not have).
+func valOr(p *float64, def float64) float64 {
+	if p == nil {
+		return def
+	}
+	return *p
 }

@@ -32,6 +32,22 @@ func (rep *Report) addChecks() {
 		sort.Strings(parts)
 		add("the arms do not share one annotation budget (%s)", strings.Join(parts, "; "))
 	}
+	// Equal optimizer steps are part of an equal budget: ties and identical samples drop pairs,
+	// and each phase rounds its last batch up, so arms of one recipe can still differ.
+	steps := map[float64][]string{}
+	for _, st := range done {
+		if st.OptimizerSteps.N > 0 {
+			steps[st.OptimizerSteps.Mean] = append(steps[st.OptimizerSteps.Mean], st.Arm)
+		}
+	}
+	if len(steps) > 1 {
+		var parts []string
+		for s, arms := range steps {
+			parts = append(parts, fmt.Sprintf("%.1f: %s", s, strings.Join(arms, ", ")))
+		}
+		sort.Strings(parts)
+		add("the arms took different numbers of optimizer steps per member (mean over seeds; %s)", strings.Join(parts, "; "))
+	}
 	var sat []string
 	for _, st := range done {
 		if st.WinRate.Mean >= 0.95 || st.WinRate.Mean <= 0.05 {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/experiment/stats"
 	"github.com/bpo-dev/bpo/pipeline"
 )
@@ -172,6 +173,37 @@ func TestSmokeExperiment(t *testing.T) {
 		for _, ps := range st.PerPhase {
 			if !ps.Evaluated || ps.PairsSoFar != ps.Phase*16/F {
 				t.Errorf("%s phase %d: %+v", st.Arm, ps.Phase, ps)
+			}
+		}
+		// Fresh-pair accuracy and optimizer steps per phase are the runs' own (summary.json, train results).
+		for _, ps := range st.PerPhase[1:] {
+			var fresh, steps []float64
+			for _, s := range []int64{1, 2} {
+				var sums []pipeline.PhaseSummary
+				if err := readJSON(filepath.Join(volume, RunName(st.Arm, s), RunSummaryFile), &sums); err != nil {
+					t.Fatal(err)
+				}
+				if p := sums[ps.Phase-1].FreshPairAccuracy; p != nil {
+					fresh = append(fresh, *p)
+				}
+				var res v1alpha1.StageResult
+				if err := readJSON((&pipeline.Workspace{Root: filepath.Join(volume, RunName(st.Arm, s))}).DonePath(ps.Phase, "train", 0), &res); err != nil {
+					t.Fatal(err)
+				}
+				steps = append(steps, float64(res.Steps))
+			}
+			if want := stats.MeanStd(fresh); ps.FreshPairAccuracy.N != want.N || (want.N > 0 && !near(ps.FreshPairAccuracy.Mean, want.Mean, 1e-12)) {
+				t.Errorf("%s phase %d fresh-pair accuracy %+v, runs %v", st.Arm, ps.Phase, ps.FreshPairAccuracy, fresh)
+			}
+			if (ps.Phase >= 2) != (len(fresh) == 2) {
+				t.Errorf("%s phase %d: fresh-pair accuracy is defined from phase 2 on: %v", st.Arm, ps.Phase, fresh)
+			}
+			if want := stats.MeanStd(steps); ps.OptimizerSteps.N != 2 || ps.OptimizerSteps.Mean != want.Mean || want.Mean <= 0 {
+				t.Errorf("%s phase %d steps %+v, runs %v", st.Arm, ps.Phase, ps.OptimizerSteps, steps)
+			}
+			row := fmt.Sprintf("| %s | %d | %d |", st.Arm, ps.Phase, ps.PairsSoFar)
+			if i := strings.Index(md, row); i < 0 || !strings.Contains(md[i:i+strings.Index(md[i:], "\n")], " "+ps.FreshPairAccuracy.Format("%.3f")+" |") {
+				t.Errorf("the per-phase row %q lacks the fresh-pair accuracy %s", row, ps.FreshPairAccuracy.Format("%.3f"))
 			}
 		}
 		if !math.IsNaN(st.TieRate.Mean) && (st.TieRate.Mean < 0 || st.TieRate.Mean > 1) {

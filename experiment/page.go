@@ -139,16 +139,16 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 	w("\n## Diagnostics: drift, degeneration, data\n\n")
 	w("KL(policy ‖ initial) in nats per sequence on the policy's samples; length in tokens; distinct-n = distinct n-grams / n-grams over the samples; "+
 		"reference ties = greedy output scored equal to the human reference; label tie rate = ties / labelled comparisons over all phases; "+
-		"pairs kept = labelled pairs left for training after identical samples and ties were dropped (budget: %d).\n\n", spec.Budget.Pairs)
-	w("| arm | KL to initial | mean length | distinct-1 | distinct-2 | reference ties | label tie rate | pairs kept | identical | wall time per run |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	w("| *initial model* | %s | %s | %s | %s | %s | | | | |\n", ini.KL.Format("%.3g"), ini.MeanLength.Format("%.1f"), ini.Distinct1.Format("%.3f"), ini.Distinct2.Format("%.3f"), ini.RefTieRate.Format("%.3f"))
+		"pairs kept = labelled pairs left for training after identical samples and ties were dropped (budget: %d); steps = optimizer steps per member over the run.\n\n", spec.Budget.Pairs)
+	w("| arm | KL to initial | mean length | distinct-1 | distinct-2 | reference ties | label tie rate | pairs kept | identical | steps | wall time per run |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| *initial model* | %s | %s | %s | %s | %s | | | | | |\n", ini.KL.Format("%.3g"), ini.MeanLength.Format("%.1f"), ini.Distinct1.Format("%.3f"), ini.Distinct2.Format("%.3f"), ini.RefTieRate.Format("%.3f"))
 	for _, st := range rep.Arms {
 		if len(st.runs) == 0 {
 			continue
 		}
-		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, st.KL.Format("%.3g"), st.MeanLength.Format("%.1f"), st.Distinct1.Format("%.3f"),
+		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, st.KL.Format("%.3g"), st.MeanLength.Format("%.1f"), st.Distinct1.Format("%.3f"),
 			st.Distinct2.Format("%.3f"), st.RefTieRate.Format("%.3f"), st.TieRate.Format("%.3f"), st.PairsKept.Format("%.1f"), st.Identical.Format("%.1f"),
-			fmtDuration(st.WallSeconds.Mean))
+			st.OptimizerSteps.Format("%.1f"), fmtDuration(st.WallSeconds.Mean))
 	}
 
 	w("\n## Plots\n\n")
@@ -162,19 +162,22 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 
 	w("## Per phase\n\n")
 	w("After each phase k (pairs so far = k × budget / F). Reward and KL come from that phase's evaluation (samples); " +
-		"pairs kept, ties, KL(ref) (KL(behavior ‖ learner) on the phase's samples, i.e. to the reference for BPO) and the implicit reward margin come from its label and train stages.\n\n")
-	w("| arm | phase | pairs so far | gold reward | KL to initial | win rate | pairs kept | ties | KL(ref) | margin |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		"pairs kept, ties, KL(ref) (KL(behavior ‖ learner) on the phase's samples, i.e. to the reference for BPO), the implicit reward margin and the optimizer steps (per member) come from its label and train stages. " +
+		"*Fresh-pair acc.* is the implicit-reward accuracy of the policy after phase k−1 on phase k's pairs, which it sampled and has not trained on " +
+		"(how far what it learnt generalises; from phase 2 on, 0.5 is chance); *train-pair acc.* the same after training on them.\n\n")
+	w("| arm | phase | pairs so far | gold reward | KL to initial | win rate | pairs kept | ties | KL(ref) | margin | fresh-pair acc. | train-pair acc. | steps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, st := range rep.Arms {
 		for _, ps := range st.PerPhase {
 			rw, kl, win := "", "", ""
 			if ps.Evaluated {
 				rw, kl, win = ps.GoldReward.Format("%.3f"), ps.KL.Format("%.3g"), ps.WinRate.Format("%.3f")
 			}
-			var kept, ties, klr, mar string
+			var kept, ties, klr, mar, fresh, train, steps string
 			if ps.Phase > 0 {
 				kept, ties, klr, mar = ps.PairsKept.Format("%.1f"), ps.Ties.Format("%.1f"), ps.KLToRef.Format("%.3g"), ps.Margin.Format("%.3g")
+				fresh, train, steps = ps.FreshPairAccuracy.Format("%.3f"), ps.TrainPairAccuracy.Format("%.3f"), ps.OptimizerSteps.Format("%.1f")
 			}
-			w("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, ps.Phase, ps.PairsSoFar, rw, kl, win, kept, ties, klr, mar)
+			w("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, ps.Phase, ps.PairsSoFar, rw, kl, win, kept, ties, klr, mar, fresh, train, steps)
 		}
 	}
 	w("\nThis page is computed from the per-run records in `%s` alone (per phase: the evaluation's numbers and per-prompt outcomes, "+

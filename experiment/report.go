@@ -94,6 +94,8 @@ type ArmStats struct {
 	PairsKept      stats.Stat `json:"pairsKept"`
 	Identical      stats.Stat `json:"identical"`
 	WallSeconds    stats.Stat `json:"wallSeconds"`
+	// OptimizerSteps are the optimizer steps per member over the whole run.
+	OptimizerSteps stats.Stat `json:"optimizerSteps"`
 
 	// Paired differences against the baseline (nil for the baseline itself).
 	DeltaWin     *stats.BootstrapCI `json:"deltaWinRate,omitempty"`
@@ -123,6 +125,12 @@ type PhaseStats struct {
 	Ties       stats.Stat `json:"ties"`
 	KLToRef    stats.Stat `json:"klToReference"`
 	Margin     stats.Stat `json:"rewardMargin"`
+	// FreshPairAccuracy is the implicit-reward accuracy of the policy after phase k-1 on phase k's
+	// pairs before training on them (phases >= 2; pipeline.PairAccuracy); TrainPairAccuracy the
+	// same after training on them.
+	FreshPairAccuracy stats.Stat `json:"freshPairAccuracy"`
+	TrainPairAccuracy stats.Stat `json:"trainPairAccuracy"`
+	OptimizerSteps    stats.Stat `json:"optimizerSteps"`
 }
 
 // expRun is one finished run: its record and its reward-KL frontier.
