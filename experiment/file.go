@@ -36,6 +36,7 @@ import (
 //	- name: offline-dpo-lr1e-3
 //	  group: offline-dpo        # another operating point of the same schedule (default group: own name)
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
+//	  seeds: [1, 2, 3]          # only these of the grid's seeds (default: all)
 //	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
 //	klBand: 0.5                 # read a frontier only within this KL of a trained evaluation
 //
@@ -78,6 +79,9 @@ type Arm struct {
 	// the report pools a group's runs into one reward-KL frontier per seed.
 	Group string          `json:"group,omitempty"`
 	Patch json.RawMessage `json:"patch,omitempty"`
+	// Seeds, when set, are the only seeds this arm runs (default: every seed of the grid), e.g.
+	// five seeds for the main arms and three for the ablations.
+	Seeds []int64 `json:"seeds,omitempty"`
 }
 
 // Experiment is a loaded, checked experiment file.
@@ -189,6 +193,13 @@ func Decode(data []byte) (*Experiment, error) {
 	for _, s := range f.Seeds {
 		if s < 1 {
 			return nil, fmt.Errorf("seeds: %d is not a positive integer", s)
+		}
+	}
+	for _, a := range f.Arms {
+		for i, s := range a.Seeds {
+			if s < 1 || slices.Contains(a.Seeds[:i], s) {
+				return nil, fmt.Errorf("arm %s: seeds: %d is not a new positive integer", a.Name, s)
+			}
 		}
 	}
 	return x, nil
@@ -319,13 +330,39 @@ func ParseSeeds(s string) ([]int64, error) {
 	return out, nil
 }
 
-// SeedsOrDefault returns the given seeds, else the file's, else an error.
+// SeedsOrDefault returns the given seeds, else every seed the file names (its seeds and the
+// arms' own, in increasing order), else an error.
 func (x *Experiment) SeedsOrDefault(seeds []int64) ([]int64, error) {
 	if len(seeds) > 0 {
 		return seeds, nil
 	}
-	if len(x.Seeds) > 0 {
-		return x.Seeds, nil
+	all := slices.Clone(x.Seeds)
+	for _, a := range x.Arms {
+		if len(a.Seeds) == 0 && len(x.Seeds) == 0 {
+			return nil, fmt.Errorf("%s: arm %s has no seeds and the file none: add seeds: [1, 2, 3] (to the file or the arm), or pass --seeds 1,2,3", x.Name, a.Name)
+		}
+		for _, s := range a.Seeds {
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
 	}
-	return nil, fmt.Errorf("%s lists no seeds: pass --seeds 1,2,3", x.Name)
+	slices.Sort(all)
+	return all, nil
+}
+
+// ArmSeeds are the seeds of the grid's seeds an arm runs: all of them, or those among the arm's
+// own seeds when it lists some.
+func (x *Experiment) ArmSeeds(arm string, seeds []int64) []int64 {
+	a, ok := x.Arm(arm)
+	if !ok || len(a.Seeds) == 0 {
+		return seeds
+	}
+	var out []int64
+	for _, s := range seeds {
+		if slices.Contains(a.Seeds, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

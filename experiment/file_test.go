@@ -249,3 +249,44 @@ func TestTuneExperimentMatchesPaper(t *testing.T) {
 		}
 	}
 }
+
+// TestArmSeeds: an arm that lists seeds runs only those of the grid's seeds; the default seeds
+// are every seed the file names.
+func TestArmSeeds(t *testing.T) {
+	x, err := Decode([]byte(expBase + "  seeds: [1, 2, 3, 4, 5]\n- name: abl\n  seeds: [1, 2, 3]\n  patch: {spec: {budget: {pairs: 32}}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds, err := x.SeedsOrDefault(nil)
+	if err != nil || fmt.Sprint(seeds) != "[1 2 3 4 5]" {
+		t.Fatalf("default seeds %v %v", seeds, err)
+	}
+	for _, c := range []struct {
+		seeds []int64
+		want  string
+	}{
+		{seeds, "a-s1 abl-s1 a-s2 abl-s2 a-s3 abl-s3 a-s4 a-s5"},
+		{[]int64{2, 5}, "a-s2 abl-s2 a-s5"}, // --seeds 2,5: the ablation has no seed 5
+		{[]int64{6}, ""},                    // neither arm has seed 6
+	} {
+		runs, err := x.Runs(x.ArmNames(), c.seeds, SplitEval, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, r := range runs {
+			names = append(names, r.Name)
+		}
+		if got := strings.Join(names, " "); got != c.want {
+			t.Errorf("seeds %v: runs %s, want %s", c.seeds, got, c.want)
+		}
+	}
+	// Without any seeds in the file, an arm without its own needs --seeds.
+	y, _ := Decode([]byte(expBase + "  seeds: [1]\n- name: b\n"))
+	if _, err := y.SeedsOrDefault(nil); err == nil || !strings.Contains(err.Error(), "arm b has no seeds") {
+		t.Fatalf("want an error naming arm b: %v", err)
+	}
+	if _, err := Decode([]byte(expBase + "  seeds: [1, 1]\n")); err == nil || !strings.Contains(err.Error(), "arm a: seeds") {
+		t.Fatalf("duplicate seed: %v", err)
+	}
+}

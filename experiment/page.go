@@ -57,7 +57,11 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 	for _, st := range rep.Arms {
 		nRuns += len(st.runs)
 	}
-	w("| runs | %d finished of %d (arms × seeds) |\n", nRuns, len(rep.Arms)*len(rep.Seeds))
+	planned := 0
+	for _, a := range x.Arms {
+		planned += len(x.ArmSeeds(a.Name, rep.Seeds))
+	}
+	w("| runs | %d finished of %d (each arm × its seeds) |\n", nRuns, planned)
 	w("| total wall time | %s summed over runs (stage time: %s) |\n\n", fmtDuration(rep.WallSeconds), fmtStageSeconds(rep.StageSeconds))
 
 	w("## Arms\n\n| arm | F (phases) | reference | loss | ensemble members | budget (pairs) | seeds | description |\n|---|---|---|---|---|---|---|---|\n")

@@ -276,7 +276,7 @@ func reportFromRecords(x *Experiment, recs *Records, seeds []int64, resamples in
 	var missing []string
 	for _, a := range x.Arms {
 		st := ArmStats{Arm: a.Name, Description: a.Description}
-		for _, s := range seeds {
+		for _, s := range x.ArmSeeds(a.Name, seeds) {
 			r := recs.run(a.Name, s)
 			if r == nil {
 				missing = append(missing, RunName(a.Name, s))

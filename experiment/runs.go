@@ -40,7 +40,7 @@ func RunName(arm string, seed int64) string {
 }
 
 // Runs resolves and validates every (arm, seed) run, seeds outermost so that after the first
-// seed every arm has one run. Errors name the arm (and run) and the field.
+// seed every arm has one run. An arm that lists its own seeds runs only those of seeds. Errors name the arm (and run) and the field.
 // cluster selects the API server's rules (a persistentVolumeClaim workspace) over the local ones;
 // for the validation split it also adds `--split validation` to spec.evaluator.args, so that
 // the cluster's eval pods score the validation prompts.
@@ -70,7 +70,7 @@ func (x *Experiment) Runs(arms []string, seeds []int64, split string, cluster bo
 			doc = merged
 		}
 		byArm[name] = doc
-		for _, s := range seeds {
+		for _, s := range x.ArmSeeds(name, seeds) {
 			rn := RunName(name, s)
 			if o, dup := owner[rn]; dup && o != name {
 				errs = append(errs, fmt.Errorf("arms %s and %s both give run name %s (names are cut to %d characters): shorten one arm name",
@@ -86,8 +86,8 @@ func (x *Experiment) Runs(arms []string, seeds []int64, split string, cluster bo
 	failed := map[string]bool{}
 	for _, s := range seeds {
 		for _, name := range arms {
-			if failed[name] {
-				continue // the same error for every seed: report it once
+			if failed[name] || !slices.Contains(x.ArmSeeds(name, seeds), s) {
+				continue // the same error for every seed: report it once; or not one of the arm's seeds
 			}
 			r, err := x.resolve(name, s, byArm[name], split, cluster)
 			if err != nil {

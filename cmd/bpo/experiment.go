@@ -110,12 +110,13 @@ DIR/runs/<run>/timing.json. Every manifest is validated before anything runs.`,
 				command += fmt.Sprintf(" --parallel %d", parallel)
 			}
 			// Validate every manifest before printing anything.
-			if _, err := x.Runs(arms, seeds, split, false); err != nil {
+			runs, err := x.Runs(arms, seeds, split, false)
+			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "experiment %s: %d arm(s) × %d seed(s) = %d runs on the %s split, %d at a time, into %s\n",
-				x.Name, len(arms), len(seeds), len(arms)*len(seeds), split, max(parallel, 1), experiment.RunsDir(out))
+			fmt.Fprintf(w, "experiment %s: %d arm(s), seeds %s (an arm that lists its own runs only those) = %d runs on the %s split, %d at a time, into %s\n",
+				x.Name, len(arms), seedList(seeds), len(runs), split, max(parallel, 1), experiment.RunsDir(out))
 			start := time.Now()
 			outcomes, err := experiment.RunGrid(x, experiment.RunOptions{
 				Out: out, Seeds: seeds, Arms: arms, Split: split, Parallel: parallel,
