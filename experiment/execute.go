@@ -120,6 +120,9 @@ func RunGrid(x *Experiment, opt RunOptions) ([]RunOutcome, error) {
 			return nil, err
 		}
 	}
+	if err := prepareModels(x, volume); err != nil {
+		return nil, err
+	}
 	par := max(opt.Parallel, 1)
 	stdout, log := opt.Stdout, opt.Log
 	if stdout == nil {

@@ -60,6 +60,9 @@ type File struct {
 	// at a KL (default stats.DefaultKLBand): between two evaluations further apart than twice
 	// the band, the frontier is a straight line no trained policy was measured on.
 	KLBand *float64 `json:"klBand,omitempty"`
+	// Models are model folders `experiment run` derives from built-in models before any run
+	// (models.go), e.g. one adapter that starts where a 3-member ensemble starts.
+	Models []DerivedModel `json:"models,omitempty"`
 }
 
 // KLBandOrDefault is the file's klBand, else stats.DefaultKLBand.
@@ -180,6 +183,11 @@ func Decode(data []byte) (*Experiment, error) {
 	for i, k := range f.MatchedKL {
 		if !(k >= 0) || math.IsInf(k, 0) {
 			return nil, fmt.Errorf("matchedKL[%d]: %v is not a KL: give non-negative nats per sequence, e.g. [0.5, 3]", i, k)
+		}
+	}
+	for _, d := range f.Models {
+		if err := d.check(); err != nil {
+			return nil, err
 		}
 	}
 	if b := f.KLBand; b != nil && (!(*b > 0) || math.IsInf(*b, 0)) {
