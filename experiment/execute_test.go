@@ -30,7 +30,7 @@ func (prefixScorer) Score(_, r string) float64 {
 }
 
 // smokePatch points experiments/smoke.yaml at the tiny random model of newVolume.
-const smokePatch = "spec: {model: {builtin: null, path: models/tiny}, workspace: {path: .}}"
+const smokePatch = "spec: {model: {builtin: null, path: models/tiny}, ensemble: {rank: 2, alpha: 4}, workspace: {path: .}}"
 
 // smokeExperiment loads experiments/smoke.yaml pointed at a tiny random model in out/runs.
 func smokeExperiment(t *testing.T) (*Experiment, string) {

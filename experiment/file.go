@@ -36,7 +36,7 @@ import (
 //	- name: offline-dpo-lr1e-3
 //	  group: offline-dpo        # another operating point of the same schedule (default group: own name)
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
-//	  seeds: [1, 2, 3]          # only these of the grid's seeds (default: all)
+//	  seeds: [1, 2, 3, 4, 5]    # this arm's seeds (default: the file's); --seeds selects among them
 //	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
 //	klBand: 0.5                 # read a frontier only within this KL of a trained evaluation
 //
@@ -82,8 +82,8 @@ type Arm struct {
 	// the report pools a group's runs into one reward-KL frontier per seed.
 	Group string          `json:"group,omitempty"`
 	Patch json.RawMessage `json:"patch,omitempty"`
-	// Seeds, when set, are the only seeds this arm runs (default: every seed of the grid), e.g.
-	// five seeds for the main arms and three for the ablations.
+	// Seeds, when set, are the seeds this arm runs (default: the file's seeds), e.g. five seeds
+	// for the main arms and three for the ablations. `--seeds` selects among them.
 	Seeds []int64 `json:"seeds,omitempty"`
 }
 
@@ -359,16 +359,20 @@ func (x *Experiment) SeedsOrDefault(seeds []int64) ([]int64, error) {
 	return all, nil
 }
 
-// ArmSeeds are the seeds of the grid's seeds an arm runs: all of them, or those among the arm's
-// own seeds when it lists some.
+// ArmSeeds are the seeds of seeds an arm runs: those among its own seeds, else among the
+// file's seeds (an arm with neither runs every seed given).
 func (x *Experiment) ArmSeeds(arm string, seeds []int64) []int64 {
-	a, ok := x.Arm(arm)
-	if !ok || len(a.Seeds) == 0 {
+	a, _ := x.Arm(arm)
+	own := a.Seeds
+	if len(own) == 0 {
+		own = x.Seeds
+	}
+	if len(own) == 0 {
 		return seeds
 	}
 	var out []int64
 	for _, s := range seeds {
-		if slices.Contains(a.Seeds, s) {
+		if slices.Contains(own, s) {
 			out = append(out, s)
 		}
 	}

@@ -143,14 +143,20 @@ func TestParseSeeds(t *testing.T) {
 }
 
 // TestPaperExperimentIsValid checks experiments/paper.yaml: every arm resolves for the cluster
-// and locally, at one annotation budget, with the schedules the grid promises.
+// and locally, at one annotation budget and one number of planned optimizer steps, with the
+// schedules and seeds the grid promises, and the single-adapter ablation starts from the
+// ensemble arms' initial model.
 func TestPaperExperimentIsValid(t *testing.T) {
 	x, err := Load(filepath.Join("..", "experiments", "paper.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	seeds, err := x.SeedsOrDefault(nil)
+	if err != nil || fmt.Sprint(seeds) != "[1 2 3 4 5]" {
+		t.Fatalf("seeds %v %v", seeds, err)
+	}
 	for _, cluster := range []bool{true, false} {
-		if _, err := x.Runs(x.ArmNames(), []int64{1, 2, 3}, SplitEval, cluster); err != nil {
+		if _, err := x.Runs(x.ArmNames(), seeds, SplitEval, cluster); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,6 +165,7 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
+	steps := map[string]int{}
 	for _, r := range runs {
 		s := r.AR.Spec
 		if s.Budget.Pairs != runs[0].AR.Spec.Budget.Pairs {
@@ -167,6 +174,15 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		if !s.Evaluator.EveryPhase || s.Evaluator.SamplesPerPrompt != 2 || s.Budget.EvalPrompts != 300 {
 			t.Errorf("arm %s: evaluation %+v, evalPrompts %d", r.Arm, s.Evaluator, s.Budget.EvalPrompts)
 		}
+		if s.Sampler.MaxNewTokens != 64 {
+			t.Errorf("arm %s: maxNewTokens %d, want small-reviews' 64", r.Arm, s.Sampler.MaxNewTokens)
+		}
+		// Planned optimizer steps per member, as the trainer schedules them.
+		run, err := pipeline.NewRun(r.AR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps[r.Arm] = run.TotalSteps()
 		got[r.Arm] = fmt.Sprintf("%s/%s/F%d/m%d", s.Loss.Type, s.TrustRegion.Reference, s.TrustRegion.Phases, s.Ensemble.Members)
 		if lr := s.Trainer.LearningRate; lr != "3e-3" {
 			got[r.Arm] += "/lr" + string(lr)
@@ -174,11 +190,20 @@ func TestPaperExperimentIsValid(t *testing.T) {
 		if b := s.Loss.Beta; b != "0.1" {
 			got[r.Arm] += "/b" + string(b)
 		}
+		n := len(x.ArmSeeds(r.Arm, seeds))
+		if a, _ := x.Arm(r.Arm); (a.Main && n != 5) || (!a.Main && n != 3) {
+			t.Errorf("arm %s (main %v): %d seeds, want 5 for main arms and 3 for the others", r.Arm, a.Main, n)
+		}
+	}
+	for a, n := range steps {
+		if n != steps[x.Baseline] {
+			t.Errorf("arm %s plans %d optimizer steps per member, the baseline %d: equal steps across F", a, n, steps[x.Baseline])
+		}
 	}
 	want := map[string]string{
 		"offline-dpo": "DPO/Initial/F1/m3",
-		"online-f2":   "DPO/Initial/F2/m3", "online-f4": "DPO/Initial/F4/m3", "online-f16": "DPO/Initial/F16/m3",
-		"bpo-f2": "DPO/Behavior/F2/m3", "bpo-f4": "DPO/Behavior/F4/m3", "bpo-f16": "DPO/Behavior/F16/m3",
+		"online-f2":   "DPO/Initial/F2/m3", "online-f4": "DPO/Initial/F4/m3",
+		"bpo-f2": "DPO/Behavior/F2/m3", "bpo-f4": "DPO/Behavior/F4/m3",
 		"bpo-ema-f4":  "DPO/EMA/F4/m3",
 		"ipo-offline": "IPO/Initial/F1/m3", "ipo-bpo-f2": "IPO/Behavior/F2/m3",
 		"slic-offline": "SLiC/Initial/F1/m3", "slic-bpo-f2": "SLiC/Behavior/F2/m3",
@@ -192,6 +217,33 @@ func TestPaperExperimentIsValid(t *testing.T) {
 	for a, w := range want {
 		if got[a] != w {
 			t.Errorf("arm %s: %s, want %s", a, got[a], w)
+		}
+	}
+	var main []string
+	for _, a := range x.Arms {
+		if a.Main {
+			main = append(main, a.Name)
+		}
+	}
+	if strings.Join(main, ",") != "offline-dpo,online-f2,bpo-f2,bpo-f4,bpo-ema-f4" {
+		t.Errorf("main arms %v", main)
+	}
+	// The single adapter starts from the ensemble arms' initial model: a derived model stacking
+	// as many of the built-in model's adapters as the ensemble has members, with their total rank.
+	for _, r := range runs {
+		if r.Arm != "bpo-f2-m1" {
+			continue
+		}
+		ens, s := runs[0].AR.Spec, r.AR.Spec
+		var d *DerivedModel
+		for i := range x.Models {
+			if ModelsDir+"/"+x.Models[i].Name == s.Model.Path {
+				d = &x.Models[i]
+			}
+		}
+		if d == nil || d.Builtin != ens.Model.Builtin || int32(d.StackAdapters) != ens.Ensemble.Members ||
+			s.Ensemble.Rank != ens.Ensemble.Members*ens.Ensemble.Rank || s.Ensemble.Alpha != ens.Ensemble.Alpha {
+			t.Errorf("bpo-f2-m1 does not start from the ensemble's initial model: model %+v ensemble %+v (derived %+v)", s.Model, s.Ensemble, d)
 		}
 	}
 	// Validation runs fit the 180-prompt validation split.
@@ -253,7 +305,7 @@ func TestTuneExperimentMatchesPaper(t *testing.T) {
 // TestArmSeeds: an arm that lists seeds runs only those of the grid's seeds; the default seeds
 // are every seed the file names.
 func TestArmSeeds(t *testing.T) {
-	x, err := Decode([]byte(expBase + "  seeds: [1, 2, 3, 4, 5]\n- name: abl\n  seeds: [1, 2, 3]\n  patch: {spec: {budget: {pairs: 32}}}\n"))
+	x, err := Decode([]byte(expBase + "  seeds: [1, 2, 3, 4, 5]\n- name: abl\n  patch: {spec: {budget: {pairs: 32}}}\nseeds: [1, 2, 3]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +318,7 @@ func TestArmSeeds(t *testing.T) {
 		want  string
 	}{
 		{seeds, "a-s1 abl-s1 a-s2 abl-s2 a-s3 abl-s3 a-s4 a-s5"},
-		{[]int64{2, 5}, "a-s2 abl-s2 a-s5"}, // --seeds 2,5: the ablation has no seed 5
+		{[]int64{2, 5}, "a-s2 abl-s2 a-s5"}, // --seeds 2,5: the ablation (the file's seeds) has no seed 5
 		{[]int64{6}, ""},                    // neither arm has seed 6
 	} {
 		runs, err := x.Runs(x.ArmNames(), c.seeds, SplitEval, false)
@@ -283,10 +335,61 @@ func TestArmSeeds(t *testing.T) {
 	}
 	// Without any seeds in the file, an arm without its own needs --seeds.
 	y, _ := Decode([]byte(expBase + "  seeds: [1]\n- name: b\n"))
+	if got := y.ArmSeeds("b", []int64{7}); fmt.Sprint(got) != "[7]" {
+		t.Errorf("an arm without seeds in a file without seeds runs what it is given: %v", got)
+	}
 	if _, err := y.SeedsOrDefault(nil); err == nil || !strings.Contains(err.Error(), "arm b has no seeds") {
 		t.Fatalf("want an error naming arm b: %v", err)
 	}
 	if _, err := Decode([]byte(expBase + "  seeds: [1, 1]\n")); err == nil || !strings.Contains(err.Error(), "arm a: seeds") {
 		t.Fatalf("duplicate seed: %v", err)
+	}
+}
+
+// TestRegimeExperiment checks experiments/regime.yaml: every cell of pairs x tokens has an
+// offline and a BPO F = 2 arm with the same budget, length and planned optimizer steps.
+func TestRegimeExperiment(t *testing.T) {
+	x, err := Load(filepath.Join("..", "experiments", "regime.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Runs(x.ArmNames(), []int64{1, 2}, SplitEval, true); err != nil {
+		t.Fatal(err)
+	}
+	runs, err := x.Runs(x.ArmNames(), []int64{1}, SplitEval, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cell struct{ pairs, tokens int32 }
+	steps := map[cell]map[string]int{}
+	for _, r := range runs {
+		s := r.AR.Spec
+		c := cell{s.Budget.Pairs, s.Sampler.MaxNewTokens}
+		if want := fmt.Sprintf("-p%d-t%d", c.pairs, c.tokens); !strings.HasSuffix(r.Arm, want) {
+			t.Errorf("arm %s holds cell %s", r.Arm, want)
+		}
+		run, err := pipeline.NewRun(r.AR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if steps[c] == nil {
+			steps[c] = map[string]int{}
+		}
+		steps[c][fmt.Sprintf("%s/F%d", s.TrustRegion.Reference, s.TrustRegion.Phases)] = run.TotalSteps()
+	}
+	for _, p := range []int32{256, 512} {
+		for _, tk := range []int32{32, 64} {
+			st := steps[cell{p, tk}]
+			off, okO := st["Initial/F1"]
+			bpo, okB := st["Behavior/F2"]
+			if !okO || !okB || off != bpo || off != 2*int(p)/16 {
+				t.Errorf("cell %d pairs x %d tokens: steps %v, want offline and BPO F = 2 at %d each", p, tk, st, 2*int(p)/16)
+			}
+			for k, v := range st {
+				if v != off {
+					t.Errorf("cell %d x %d: %s plans %d steps, offline %d", p, tk, k, v, off)
+				}
+			}
+		}
 	}
 }

@@ -219,3 +219,28 @@ func TestHideOut(t *testing.T) {
 		}
 	}
 }
+
+// TestNoMachinePaths: the experiment files and the docs carry no absolute path of one machine
+// (an experiment folder is $OUT).
+func TestNoMachinePaths(t *testing.T) {
+	re := regexp.MustCompile("(^|[\\s`(\"'=])/(work|tmp|home|data|root|Users|mnt|scratch)/[^\\s`)\"']*")
+	var files []string
+	for _, pat := range []string{"experiments/*.yaml", "experiments/records/*.md", "docs/*.md"} {
+		m, _ := filepath.Glob(filepath.Join("..", pat))
+		files = append(files, m...)
+	}
+	if len(files) < 5 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if m := re.FindString(line); m != "" {
+				t.Errorf("%s:%d: machine-local path %q: write $OUT (the experiment folder) or a path in the repository", f, i+1, strings.TrimSpace(m))
+			}
+		}
+	}
+}
