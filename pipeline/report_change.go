@@ -3,17 +3,19 @@ package pipeline
 import (
 	"fmt"
 	"strings"
+
+	"github.com/bpo-dev/bpo/experiment/stats"
 )
 
 // Did the run improve on the initial model? Each measure is paired per evaluation prompt (the
 // same prompts, the initial model's outcome against the final policy's) and its mean change gets
-// a 95% bootstrap interval (PairedBootstrap, one seed): an interval that excludes 0 is an
+// a 95% bootstrap interval (stats.PairedBootstrap, one seed): an interval that excludes 0 is an
 // improvement (or a loss) the prompt sample cannot explain.
 
 // Change is one measure's mean change from the initial model to the final policy.
 type Change struct {
-	Measure string      `json:"measure"`
-	CI      BootstrapCI `json:"ci"`
+	Measure string            `json:"measure"`
+	CI      stats.BootstrapCI `json:"ci"`
 }
 
 // changeMeasures are the per-prompt outcomes compared: the greedy completion's and the mean sample's
@@ -50,7 +52,7 @@ func changes(base, final *EvalResult) []Change {
 		if !ok {
 			continue
 		}
-		ci, err := PairedBootstrap([][]float64{a}, [][]float64{b}, BootstrapResamples, 0.95, BootstrapSeed)
+		ci, err := stats.PairedBootstrap([][]float64{a}, [][]float64{b}, stats.BootstrapResamples, 0.95, stats.BootstrapSeed)
 		if err != nil {
 			continue
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/experiment"
 )
 
 // experimentCmd is `bpo experiment`: a grid of AlignmentRuns (arms × seeds) from one file,
@@ -39,14 +39,14 @@ func (f *experimentFlags) register(c *cobra.Command, split bool) {
 }
 
 // load reads the file and resolves seeds, arms and split.
-func (f *experimentFlags) load() (*pipeline.Experiment, []int64, []string, string, error) {
-	x, err := pipeline.LoadExperiment(f.file)
+func (f *experimentFlags) load() (*experiment.Experiment, []int64, []string, string, error) {
+	x, err := experiment.Load(f.file)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
 	var seeds []int64
 	if f.seeds != "" {
-		if seeds, err = pipeline.ParseSeeds(f.seeds); err != nil {
+		if seeds, err = experiment.ParseSeeds(f.seeds); err != nil {
 			return nil, nil, nil, "", err
 		}
 	}
@@ -110,14 +110,15 @@ DIR/runs/<run>/timing.json. Every manifest is validated before anything runs.`,
 				command += fmt.Sprintf(" --parallel %d", parallel)
 			}
 			// Validate every manifest before printing anything.
-			if _, err := x.Runs(arms, seeds, split, false); err != nil {
+			runs, err := x.Runs(arms, seeds, split, false)
+			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "experiment %s: %d arm(s) × %d seed(s) = %d runs on the %s split, %d at a time, into %s\n",
-				x.Name, len(arms), len(seeds), len(arms)*len(seeds), split, max(parallel, 1), pipeline.RunsDir(out))
+			fmt.Fprintf(w, "experiment %s: %d arm(s), seeds %s (an arm that lists its own runs only those) = %d runs on the %s split, %d at a time, into %s\n",
+				x.Name, len(arms), seedList(seeds), len(runs), split, max(parallel, 1), experiment.RunsDir(out))
 			start := time.Now()
-			outcomes, err := pipeline.RunExperiment(x, pipeline.ExperimentRunOptions{
+			outcomes, err := experiment.RunGrid(x, experiment.RunOptions{
 				Out: out, Seeds: seeds, Arms: arms, Split: split, Parallel: parallel,
 				Command: command, Stdout: w, Log: cmd.ErrOrStderr(),
 			})
@@ -150,7 +151,7 @@ func experimentRenderCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(pipeline.Render(runs))
+			_, err = cmd.OutOrStdout().Write(experiment.Render(runs))
 			return err
 		},
 	}
@@ -160,34 +161,28 @@ func experimentRenderCmd() *cobra.Command {
 
 func experimentReportCmd() *cobra.Command {
 	var f experimentFlags
-	var out, doc, plots, notes string
+	var out, records, recordsOut, doc, plots, notes string
 	c := &cobra.Command{
-		Use:   "report -f FILE --out DIR --doc docs/results.md",
-		Short: "Aggregate the runs of DIR into a results page with plots (mean ± std over seeds, paired bootstrap CIs, matched-KL frontiers)",
-		Args:  cobra.NoArgs,
+		Use:   "report -f FILE (--out DIR | --records FILE) --doc docs/results.md",
+		Short: "Aggregate the runs into a results page with plots (mean ± std over seeds, bootstrap CIs, matched-KL frontiers)",
+		Long: `report reads the runs of DIR (--out), writes their aggregated per-run records (--records-out, default
+DIR/records.json; gzipped past 2 MB) and computes the page from them. With --records it reads such a
+file instead and needs no run folder: commit the records next to the page, and the page can be
+regenerated from the repository alone (the page shows the command).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			x, err := pipeline.LoadExperiment(f.file)
+			x, err := experiment.Load(f.file)
 			if err != nil {
 				return err
 			}
 			var seeds []int64
 			if f.seeds != "" {
-				if seeds, err = pipeline.ParseSeeds(f.seeds); err != nil {
+				if seeds, err = experiment.ParseSeeds(f.seeds); err != nil {
 					return err
 				}
 			}
-			command := fmt.Sprintf("bpo experiment report -f %s --out %s --doc %s", f.file, out, doc)
-			if f.seeds != "" {
-				command += " --seeds " + seedList(seeds)
-			}
-			if plots != "" {
-				command += " --plots " + plots
-			}
-			if notes != "" {
-				command += " --notes " + notes
-			}
-			rep, err := pipeline.ReportExperiment(x, pipeline.ExperimentReportOptions{
-				Out: out, Doc: doc, PlotDir: plots, Seeds: seeds, Command: command, Notes: notes,
+			rep, err := experiment.BuildReport(x, experiment.ReportOptions{
+				Out: out, Records: records, RecordsOut: recordsOut, Doc: doc, PlotDir: plots, Seeds: seeds, Notes: notes,
 			})
 			if err != nil {
 				return err
@@ -204,6 +199,9 @@ func experimentReportCmd() *cobra.Command {
 			for _, c := range rep.Checks {
 				fmt.Fprintf(w, "note: %s\n", c)
 			}
+			if rep.RecordsBytes > 0 {
+				fmt.Fprintf(w, "wrote the records %s (%d bytes)\n", rep.Records, rep.RecordsBytes)
+			}
 			if doc != "" {
 				fmt.Fprintf(w, "wrote %s and %d plot(s)\n", doc, len(rep.Files))
 			}
@@ -211,12 +209,16 @@ func experimentReportCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&f.file, "file", "f", "", "experiment file (YAML)")
-	c.Flags().StringVar(&f.seeds, "seeds", "", "comma-separated seeds to report (default: every seed found in DIR/runs)")
-	c.Flags().StringVar(&out, "out", "", "experiment folder given to `experiment run`")
+	c.Flags().StringVar(&f.seeds, "seeds", "", "comma-separated seeds to report (default: every seed found in DIR/runs, or in the records)")
+	c.Flags().StringVar(&out, "out", "", "experiment folder given to `experiment run` (the runs are read from DIR/runs)")
+	c.Flags().StringVar(&records, "records", "", "records file to report from instead of --out, e.g. experiments/records/paper.json.gz")
+	c.Flags().StringVar(&recordsOut, "records-out", "", "where a report from --out writes the records (default DIR/records.json; .gz to compress), e.g. experiments/records/paper.json.gz")
 	c.Flags().StringVar(&doc, "doc", "", "markdown page to write, e.g. docs/results.md (plots go next to it, into docs/results/)")
 	c.Flags().StringVar(&plots, "plots", "", "folder for the PNG plots (default: the --doc path without .md)")
 	c.Flags().StringVar(&notes, "notes", "", "hand-written markdown to include as the page's Findings section, e.g. docs/results-findings.md")
 	_ = c.MarkFlagRequired("file")
-	_ = c.MarkFlagRequired("out")
+	c.MarkFlagsOneRequired("out", "records")
+	c.MarkFlagsMutuallyExclusive("out", "records")
+	c.MarkFlagsMutuallyExclusive("records", "records-out")
 	return c
 }

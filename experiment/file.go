@@ -1,4 +1,4 @@
-package pipeline
+package experiment
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"sigs.k8s.io/yaml"
 
-	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/experiment/stats"
 )
 
 // An experiment file (experiments/*.yaml) is a grid of arms over one base AlignmentRun:
@@ -36,13 +36,15 @@ import (
 //	- name: offline-dpo-lr1e-3
 //	  group: offline-dpo        # another operating point of the same schedule (default group: own name)
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
+//	  seeds: [1, 2, 3, 4, 5]    # this arm's seeds (default: the file's); --seeds selects among them
 //	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
+//	klBand: 0.5                 # read a frontier only within this KL of a trained evaluation
 //
 // Run <arm> with seed s is the base, merged with splitPatches[split], merged with the arm's
 // patch, with metadata.name = <arm>-s<s> and spec.seed = s.
 
-// ExperimentFile is the YAML shape of an experiment file.
-type ExperimentFile struct {
+// File is the YAML shape of an experiment file.
+type File struct {
 	Name         string                     `json:"name,omitempty"`
 	Description  string                     `json:"description,omitempty"`
 	Baseline     string                     `json:"baseline"`
@@ -50,14 +52,29 @@ type ExperimentFile struct {
 	Seeds        []int64                    `json:"seeds,omitempty"`
 	SplitPatches map[string]json.RawMessage `json:"splitPatches,omitempty"`
 	Base         json.RawMessage            `json:"base"`
-	Arms         []ExperimentArm            `json:"arms"`
+	Arms         []Arm                      `json:"arms"`
 	// MatchedKL lists the KLs (nats/sequence) at which the report reads the groups' pooled
 	// frontiers (default: the common KL, the smallest maximum KL over all runs).
 	MatchedKL []float64 `json:"matchedKL,omitempty"`
+	// KLBand (nats/sequence) is how close to a trained evaluation a frontier must be to be read
+	// at a KL (default stats.DefaultKLBand): between two evaluations further apart than twice
+	// the band, the frontier is a straight line no trained policy was measured on.
+	KLBand *float64 `json:"klBand,omitempty"`
+	// Models are model folders `experiment run` derives from built-in models before any run
+	// (models.go), e.g. one adapter that starts where a 3-member ensemble starts.
+	Models []DerivedModel `json:"models,omitempty"`
 }
 
-// ExperimentArm is one arm of the grid: a merge patch of the base manifest.
-type ExperimentArm struct {
+// KLBandOrDefault is the file's klBand, else stats.DefaultKLBand.
+func (x *Experiment) KLBandOrDefault() float64 {
+	if x.KLBand != nil {
+		return *x.KLBand
+	}
+	return stats.DefaultKLBand
+}
+
+// Arm is one arm of the grid: a merge patch of the base manifest.
+type Arm struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	Main        bool   `json:"main,omitempty"`
@@ -65,27 +82,18 @@ type ExperimentArm struct {
 	// the report pools a group's runs into one reward-KL frontier per seed.
 	Group string          `json:"group,omitempty"`
 	Patch json.RawMessage `json:"patch,omitempty"`
+	// Seeds, when set, are the seeds this arm runs (default: the file's seeds), e.g. five seeds
+	// for the main arms and three for the ablations. `--seeds` selects among them.
+	Seeds []int64 `json:"seeds,omitempty"`
 }
 
 // Experiment is a loaded, checked experiment file.
 type Experiment struct {
-	ExperimentFile
+	File
 	// Path is the file it was read from (for messages and the regenerate command).
 	Path string
 	// base is the base manifest as JSON, after any PatchBase calls.
 	base []byte
-}
-
-// ExperimentRun is one (arm, seed) run, resolved and validated.
-type ExperimentRun struct {
-	Arm  string
-	Seed int64
-	Name string
-	// Manifest is the AlignmentRun as written (not defaulted): what render prints and what
-	// the run's workspace records as run.yaml.
-	Manifest []byte
-	// AR is the defaulted, validated AlignmentRun.
-	AR *v1alpha1.AlignmentRun
 }
 
 // Split names of the held-out prompts.
@@ -96,13 +104,13 @@ const (
 
 var armNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
-// LoadExperiment reads and checks an experiment file. Unknown fields are errors.
-func LoadExperiment(path string) (*Experiment, error) {
+// Load reads and checks an experiment file. Unknown fields are errors.
+func Load(path string) (*Experiment, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	x, err := DecodeExperiment(data)
+	x, err := Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -113,14 +121,14 @@ func LoadExperiment(path string) (*Experiment, error) {
 	return x, nil
 }
 
-// DecodeExperiment parses an experiment file and checks its arms' names, the baseline,
+// Decode parses an experiment file and checks its arms' names, the baseline,
 // the split and the patches' shape (the merged manifests are validated by Runs).
-func DecodeExperiment(data []byte) (*Experiment, error) {
-	var f ExperimentFile
+func Decode(data []byte) (*Experiment, error) {
+	var f File
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {
 		return nil, fmt.Errorf("not a valid experiment file: %v", err)
 	}
-	x := &Experiment{ExperimentFile: f}
+	x := &Experiment{File: f}
 	if len(bytes.TrimSpace(f.Base)) == 0 || string(bytes.TrimSpace(f.Base)) == "null" {
 		return nil, errors.New("base: missing: give the base AlignmentRun manifest under base:")
 	}
@@ -177,6 +185,14 @@ func DecodeExperiment(data []byte) (*Experiment, error) {
 			return nil, fmt.Errorf("matchedKL[%d]: %v is not a KL: give non-negative nats per sequence, e.g. [0.5, 3]", i, k)
 		}
 	}
+	for _, d := range f.Models {
+		if err := d.check(); err != nil {
+			return nil, err
+		}
+	}
+	if b := f.KLBand; b != nil && (!(*b > 0) || math.IsInf(*b, 0)) {
+		return nil, fmt.Errorf("klBand: %v is not a band: give a positive KL in nats per sequence, e.g. 0.5", *b)
+	}
 	for _, a := range f.Arms {
 		if a.Group != "" && !armNameRE.MatchString(a.Group) {
 			return nil, fmt.Errorf("arm %s: group %q must be lower-case letters, digits and '-'", a.Name, a.Group)
@@ -185,6 +201,13 @@ func DecodeExperiment(data []byte) (*Experiment, error) {
 	for _, s := range f.Seeds {
 		if s < 1 {
 			return nil, fmt.Errorf("seeds: %d is not a positive integer", s)
+		}
+	}
+	for _, a := range f.Arms {
+		for i, s := range a.Seeds {
+			if s < 1 || slices.Contains(a.Seeds[:i], s) {
+				return nil, fmt.Errorf("arm %s: seeds: %d is not a new positive integer", a.Name, s)
+			}
 		}
 	}
 	return x, nil
@@ -237,13 +260,13 @@ func (x *Experiment) ArmNames() []string {
 }
 
 // Arm returns the named arm.
-func (x *Experiment) Arm(name string) (ExperimentArm, bool) {
+func (x *Experiment) Arm(name string) (Arm, bool) {
 	for _, a := range x.Arms {
 		if a.Name == name {
 			return a, true
 		}
 	}
-	return ExperimentArm{}, false
+	return Arm{}, false
 }
 
 // MainArms are the arms marked main (all arms when none is).
@@ -315,202 +338,43 @@ func ParseSeeds(s string) ([]int64, error) {
 	return out, nil
 }
 
-// SeedsOrDefault returns the given seeds, else the file's, else an error.
+// SeedsOrDefault returns the given seeds, else every seed the file names (its seeds and the
+// arms' own, in increasing order), else an error.
 func (x *Experiment) SeedsOrDefault(seeds []int64) ([]int64, error) {
 	if len(seeds) > 0 {
 		return seeds, nil
 	}
-	if len(x.Seeds) > 0 {
-		return x.Seeds, nil
+	all := slices.Clone(x.Seeds)
+	for _, a := range x.Arms {
+		if len(a.Seeds) == 0 && len(x.Seeds) == 0 {
+			return nil, fmt.Errorf("%s: arm %s has no seeds and the file none: add seeds: [1, 2, 3] (to the file or the arm), or pass --seeds 1,2,3", x.Name, a.Name)
+		}
+		for _, s := range a.Seeds {
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
 	}
-	return nil, fmt.Errorf("%s lists no seeds: pass --seeds 1,2,3", x.Name)
+	slices.Sort(all)
+	return all, nil
 }
 
-// RunName is <arm>-s<seed>, with the arm part shortened so that the name keeps the
-// 40-character rule of AlignmentRun names.
-func RunName(arm string, seed int64) string {
-	suffix := fmt.Sprintf("-s%d", seed)
-	keep := v1alpha1.MaxRunNameLength - len(suffix)
-	if len(arm) > keep {
-		arm = strings.TrimRight(arm[:keep], "-")
+// ArmSeeds are the seeds of seeds an arm runs: those among its own seeds, else among the
+// file's seeds (an arm with neither runs every seed given).
+func (x *Experiment) ArmSeeds(arm string, seeds []int64) []int64 {
+	a, _ := x.Arm(arm)
+	own := a.Seeds
+	if len(own) == 0 {
+		own = x.Seeds
 	}
-	return arm + suffix
-}
-
-// Runs resolves and validates every (arm, seed) run, seeds outermost so that after the first
-// seed every arm has one run. Errors name the arm (and run) and the field.
-// cluster selects the API server's rules (a persistentVolumeClaim workspace) over the local ones;
-// for the validation split it also adds `--split validation` to spec.evaluator.args, so that
-// the cluster's eval pods score the validation prompts.
-func (x *Experiment) Runs(arms []string, seeds []int64, split string, cluster bool) ([]ExperimentRun, error) {
-	base := x.base
-	if p, ok := x.SplitPatches[split]; ok {
-		var err error
-		if base, err = jsonpatch.MergePatch(base, p); err != nil {
-			return nil, fmt.Errorf("splitPatches.%s: %v", split, err)
-		}
+	if len(own) == 0 {
+		return seeds
 	}
-	byArm := map[string][]byte{}
-	owner := map[string]string{}
-	var errs []error
-	for _, name := range arms {
-		arm, ok := x.Arm(name)
-		if !ok {
-			return nil, fmt.Errorf("arm %q is not in the file", name)
-		}
-		doc := base
-		if p := bytes.TrimSpace(arm.Patch); len(p) > 0 && string(p) != "null" {
-			merged, err := jsonpatch.MergePatch(base, p)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("arm %s: patch: %v", name, err))
-				continue
-			}
-			doc = merged
-		}
-		byArm[name] = doc
-		for _, s := range seeds {
-			rn := RunName(name, s)
-			if o, dup := owner[rn]; dup && o != name {
-				errs = append(errs, fmt.Errorf("arms %s and %s both give run name %s (names are cut to %d characters): shorten one arm name",
-					o, name, rn, v1alpha1.MaxRunNameLength))
-			}
-			owner[rn] = name
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	var out []ExperimentRun
-	failed := map[string]bool{}
+	var out []int64
 	for _, s := range seeds {
-		for _, name := range arms {
-			if failed[name] {
-				continue // the same error for every seed: report it once
-			}
-			r, err := x.resolve(name, s, byArm[name], split, cluster)
-			if err != nil {
-				errs = append(errs, err)
-				failed[name] = true
-				continue
-			}
-			out = append(out, r)
+		if slices.Contains(own, s) {
+			out = append(out, s)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return out, nil
-}
-
-func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, cluster bool) (ExperimentRun, error) {
-	name := RunName(arm, seed)
-	fail := func(err error) (ExperimentRun, error) {
-		return ExperimentRun{}, fmt.Errorf("arm %s (run %s): %w", arm, name, err)
-	}
-	set, _ := json.Marshal(map[string]any{
-		"metadata": map[string]any{
-			"name": name,
-			"labels": map[string]string{
-				"alignment.bpo.dev/experiment": labelValue(x.Name),
-				"alignment.bpo.dev/arm":        labelValue(arm),
-				"alignment.bpo.dev/seed":       strconv.FormatInt(seed, 10),
-			},
-		},
-		"spec": map[string]any{"seed": seed},
-	})
-	doc, err := jsonpatch.MergePatch(doc, set)
-	if err != nil {
-		return fail(err)
-	}
-	// Decode strictly into the typed object (unknown or misspelt fields are errors, YAML
-	// numbers become the decimal strings the API wants), then write it back as clean YAML.
-	var ar v1alpha1.AlignmentRun
-	if err := yaml.UnmarshalStrict(doc, &ar); err != nil {
-		return fail(fmt.Errorf("not a valid AlignmentRun: %v", err))
-	}
-	if ar.Kind == "" {
-		ar.Kind = "AlignmentRun"
-	}
-	if ar.APIVersion == "" {
-		ar.APIVersion = v1alpha1.GroupVersion.String()
-	}
-	if cluster && split == SplitValidation && !slices.Contains(ar.Spec.Evaluator.Args, "--split") {
-		// The controller runs `bpo eval ...` followed by spec.evaluator.args.
-		ar.Spec.Evaluator.Args = append(ar.Spec.Evaluator.Args, "--split", SplitValidation)
-	}
-	manifest, err := cleanManifest(&ar)
-	if err != nil {
-		return fail(err)
-	}
-	def, err := DecodeRun(manifest)
-	if err != nil {
-		return fail(err)
-	}
-	if cluster {
-		if errs := def.Validate(); len(errs) > 0 {
-			return fail(errs.ToAggregate())
-		}
-	}
-	return ExperimentRun{Arm: arm, Seed: seed, Name: name, Manifest: manifest, AR: def}, nil
-}
-
-// cleanManifest renders an AlignmentRun as YAML without status and server-set fields.
-func cleanManifest(ar *v1alpha1.AlignmentRun) ([]byte, error) {
-	j, err := json.Marshal(ar)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(j, &m); err != nil {
-		return nil, err
-	}
-	delete(m, "status")
-	if md, ok := m["metadata"].(map[string]any); ok {
-		delete(md, "creationTimestamp")
-	}
-	pruneEmpty(m)
-	j, err = json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	return yaml.JSONToYAML(j)
-}
-
-// pruneEmpty drops empty mappings (e.g. the stages' "resources: {}"), which mean the same as absent.
-func pruneEmpty(m map[string]any) {
-	for k, v := range m {
-		if c, ok := v.(map[string]any); ok {
-			pruneEmpty(c)
-			if len(c) == 0 {
-				delete(m, k)
-			}
-		}
-	}
-}
-
-// labelValue makes s a valid label value (63 characters of [-._a-zA-Z0-9], alphanumeric ends).
-func labelValue(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			b[i] = '-'
-		}
-	}
-	if len(b) > 63 {
-		b = b[:63]
-	}
-	return strings.Trim(string(b), "-_.")
-}
-
-// Render is the multi-document YAML of the runs' manifests (for kubectl apply).
-func Render(runs []ExperimentRun) []byte {
-	var buf bytes.Buffer
-	for i, r := range runs {
-		if i > 0 {
-			buf.WriteString("---\n")
-		}
-		fmt.Fprintf(&buf, "# arm %s, seed %d\n", r.Arm, r.Seed)
-		buf.Write(r.Manifest)
-	}
-	return buf.Bytes()
+	return out
 }

@@ -1,4 +1,4 @@
-package pipeline
+package experiment
 
 import (
 	"errors"
@@ -15,13 +15,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/pipeline"
 	"github.com/bpo-dev/bpo/trainer/annotator"
 )
 
 // Files an experiment keeps next to the workspaces of its runs.
 const (
-	// ExperimentRecord is DIR/experiment.json: the split and the commands that made the runs.
-	ExperimentRecord = "experiment.json"
+	// RecordFile is DIR/experiment.json: the split and the commands that made the runs.
+	RecordFile = "experiment.json"
 	// RunManifestFile is DIR/runs/<run>/run.yaml: the manifest the run was made from
 	// (`bpo run -f` takes it as it is).
 	RunManifestFile = "run.yaml"
@@ -34,8 +35,8 @@ const (
 // RunsDir is DIR/runs, the workspace volume root of an experiment's runs.
 func RunsDir(out string) string { return filepath.Join(out, "runs") }
 
-// ExperimentRunOptions configure RunExperiment.
-type ExperimentRunOptions struct {
+// RunOptions configure RunGrid.
+type RunOptions struct {
 	Out      string   // DIR
 	Seeds    []int64  // required (see Experiment.SeedsOrDefault)
 	Arms     []string // empty: all
@@ -73,8 +74,8 @@ type TimingSession struct {
 	Error    string    `json:"error,omitempty"`
 }
 
-// ExperimentRecordFile is DIR/experiment.json.
-type ExperimentRecordFile struct {
+// Record is DIR/experiment.json.
+type Record struct {
 	Name     string   `json:"name"`
 	File     string   `json:"file"`
 	Split    string   `json:"split"`
@@ -83,17 +84,17 @@ type ExperimentRecordFile struct {
 
 // RunOutcome is what one finished run reports.
 type RunOutcome struct {
-	Run         ExperimentRun
-	Final       *EvalResult
+	Run         Run
+	Final       *pipeline.EvalResult
 	WallSeconds float64
 	Skipped     bool // already complete before this session
 	Err         error
 }
 
-// RunExperiment runs every selected arm for every seed into DIR/runs, Parallel at a time.
+// RunGrid runs every selected arm for every seed into DIR/runs, Parallel at a time.
 // Finished stages are skipped, so an interrupted experiment resumes where it stopped. A run
 // that fails does not stop the others; the error lists every failed run.
-func RunExperiment(x *Experiment, opt ExperimentRunOptions) ([]RunOutcome, error) {
+func RunGrid(x *Experiment, opt RunOptions) ([]RunOutcome, error) {
 	split, err := x.SplitOrDefault(opt.Split)
 	if err != nil {
 		return nil, err
@@ -118,6 +119,9 @@ func RunExperiment(x *Experiment, opt ExperimentRunOptions) ([]RunOutcome, error
 		if err := checkRunManifest(volume, r); err != nil {
 			return nil, err
 		}
+	}
+	if err := prepareModels(x, volume); err != nil {
+		return nil, err
 	}
 	par := max(opt.Parallel, 1)
 	stdout, log := opt.Stdout, opt.Log
@@ -199,8 +203,8 @@ func fmtDuration(sec float64) string {
 // recordExperiment writes DIR/experiment.json and refuses to mix splits in one DIR: the
 // evaluations live in the runs' workspaces and would be silently reused.
 func recordExperiment(x *Experiment, out, split, command string) error {
-	path := filepath.Join(out, ExperimentRecord)
-	var rec ExperimentRecordFile
+	path := filepath.Join(out, RecordFile)
+	var rec Record
 	switch err := readJSON(path, &rec); {
 	case err == nil:
 		if rec.Split != split {
@@ -218,17 +222,17 @@ func recordExperiment(x *Experiment, out, split, command string) error {
 	return writeJSONAtomic(path, rec)
 }
 
-// ReadExperimentRecord reads DIR/experiment.json.
-func ReadExperimentRecord(out string) (*ExperimentRecordFile, error) {
-	var rec ExperimentRecordFile
-	if err := readJSON(filepath.Join(out, ExperimentRecord), &rec); err != nil {
+// ReadRecord reads DIR/experiment.json.
+func ReadRecord(out string) (*Record, error) {
+	var rec Record
+	if err := readJSON(filepath.Join(out, RecordFile), &rec); err != nil {
 		return nil, err
 	}
 	return &rec, nil
 }
 
 // checkRunManifest refuses to resume a workspace made from a different recipe.
-func checkRunManifest(volume string, r ExperimentRun) error {
+func checkRunManifest(volume string, r Run) error {
 	path := filepath.Join(volume, r.Name, RunManifestFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -236,7 +240,7 @@ func checkRunManifest(volume string, r ExperimentRun) error {
 	} else if err != nil {
 		return err
 	}
-	old, err := DecodeRun(data)
+	old, err := pipeline.DecodeRun(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -262,14 +266,14 @@ func firstDiff(a, b string) string {
 }
 
 // runOne runs (or resumes) one run and records its timing.
-func runOne(volume string, r ExperimentRun, split string, parallel int, scorer annotator.Scorer) RunOutcome {
+func runOne(volume string, r Run, split string, parallel int, scorer annotator.Scorer) RunOutcome {
 	o := RunOutcome{Run: r}
-	run, err := NewRun(r.AR)
+	run, err := pipeline.NewRun(r.AR)
 	if err != nil {
 		o.Err = err
 		return o
 	}
-	env, err := NewEnv(run, volume)
+	env, err := pipeline.NewEnv(run, volume)
 	if err != nil {
 		o.Err = err
 		return o
@@ -302,14 +306,14 @@ func runOne(volume string, r ExperimentRun, split string, parallel int, scorer a
 	}
 	start := time.Now()
 	sess := TimingSession{Start: start.UTC().Truncate(time.Second), Parallel: parallel}
-	sums, err := env.RunAll(RunHooks{})
+	sums, err := env.RunAll(pipeline.RunHooks{})
 	if err == nil {
 		err = writeJSONAtomic(filepath.Join(env.WS.Root, RunSummaryFile), sums)
 	}
 	if err == nil {
 		_, err = env.WriteReport(sums)
 	}
-	var final *EvalResult
+	var final *pipeline.EvalResult
 	if err == nil {
 		final, err = env.LoadEval(run.Phases())
 	}
@@ -329,7 +333,7 @@ func runOne(volume string, r ExperimentRun, split string, parallel int, scorer a
 }
 
 // stageSeconds sums the stages' own durations from their done markers.
-func stageSeconds(e *Env) map[string]float64 {
+func stageSeconds(e *pipeline.Env) map[string]float64 {
 	out := map[string]float64{}
 	add := func(k int, stage string, index int) {
 		if r, ok := e.Done(k, stage, index); ok {

@@ -1,4 +1,4 @@
-package pipeline
+package experiment
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/bpo-dev/bpo/experiment/stats"
 )
 
 // An arm is one operating point (a learning rate, a beta) of a schedule; `group:` in the
@@ -22,25 +24,29 @@ type FrontierGroupStats struct {
 	Group string   `json:"group"`
 	Arms  []string `json:"arms"`
 	// Seeds are those where every arm of the group has a finished run.
-	Seeds []int64 `json:"seeds"`
-	MaxKL Stat    `json:"maxKL"`
+	Seeds []int64    `json:"seeds"`
+	MaxKL stats.Stat `json:"maxKL"`
 	// AtKL[i] is the pooled frontier's gold reward at MatchedKL[i] (no value when a seed's
 	// frontier does not reach that KL: no extrapolation).
-	AtKL []Stat `json:"rewardAtKL"`
+	AtKL []stats.Stat `json:"rewardAtKL"`
 	// DeltaAtKL[i] is this group minus the baseline's group at MatchedKL[i], paired by seed;
 	// Better[i] counts the seeds where it is positive. Empty for the baseline's group.
-	DeltaAtKL []Stat `json:"deltaAtKL,omitempty"`
-	Better    []int  `json:"seedsBetter,omitempty"`
-	// DeltaCI[i] is the paired bootstrap of DeltaAtKL[i] over prompts (within each seed), with
+	DeltaAtKL []stats.Stat `json:"deltaAtKL,omitempty"`
+	Better    []int        `json:"seedsBetter,omitempty"`
+	// DeltaCI[i] is the hierarchical bootstrap (seeds, then prompts) of DeltaAtKL[i], with
 	// the frontiers' interpolation weights held fixed; nil when an evaluation involved has no
 	// per-prompt sample rewards.
-	DeltaCI []*BootstrapCI `json:"deltaAtKLCI,omitempty"`
+	DeltaCI []*stats.BootstrapCI `json:"deltaAtKLCI,omitempty"`
 	// Against is what the deltas compare with: the baseline's group when this group pools as
 	// many operating points, else the baseline arm alone (more points can only raise a
 	// frontier, so a pooled baseline would be an unfair yardstick for a single arm).
 	Against string `json:"against,omitempty"`
 
-	fronts map[int64][]KLPoint
+	fronts map[int64][]stats.KLPoint
+	// trained are, per seed, the KLs of the evaluations after training (stats.Supported), band
+	// the report's KL band.
+	trained map[int64][]float64
+	band    float64
 }
 
 // GroupOf is the frontier group of an arm: its `group:`, else its own name.
@@ -55,7 +61,7 @@ func (x *Experiment) GroupOf(arm string) string {
 
 // frontierGroups pools the arms' runs into groups and reads them at the KL levels: the
 // file's matchedKL, else the common KL of the per-arm table.
-func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error {
+func (rep *Report) frontierGroups(x *Experiment, resamples int) error {
 	rep.MatchedKL = slices.Clone(x.MatchedKL)
 	if len(rep.MatchedKL) == 0 && !math.IsNaN(rep.CommonKL) {
 		rep.MatchedKL = []float64{rep.CommonKL}
@@ -75,7 +81,7 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 	}
 	rep.Groups = nil
 	for _, g := range order {
-		gs := FrontierGroupStats{Group: g, fronts: map[int64][]KLPoint{}}
+		gs := FrontierGroupStats{Group: g, fronts: map[int64][]stats.KLPoint{}, trained: map[int64][]float64{}, band: rep.KLBand}
 		arms := byGroup[g]
 		for _, st := range arms {
 			gs.Arms = append(gs.Arms, st.Arm)
@@ -84,7 +90,8 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 			}
 		}
 		for _, seed := range rep.Seeds {
-			var pts []KLPoint
+			var pts []stats.KLPoint
+			var trained []float64
 			all := true
 			for _, st := range arms {
 				i := slices.IndexFunc(st.runs, func(r *expRun) bool { return r.Seed == seed })
@@ -93,17 +100,19 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 					break
 				}
 				pts = append(pts, st.runs[i].Front...)
+				trained = append(trained, st.runs[i].Trained...)
 			}
 			if all && len(pts) > 0 {
 				gs.Seeds = append(gs.Seeds, seed)
-				gs.fronts[seed] = Frontier(pts)
+				gs.fronts[seed] = stats.Frontier(pts)
+				gs.trained[seed] = trained
 			}
 		}
 		var maxes []float64
 		for _, s := range gs.Seeds {
-			maxes = append(maxes, MaxKL(gs.fronts[s]))
+			maxes = append(maxes, stats.MaxKL(gs.fronts[s]))
 		}
-		gs.MaxKL = MeanStd(maxes)
+		gs.MaxKL = stats.MeanStd(maxes)
 		for _, kl := range rep.MatchedKL {
 			gs.AtKL = append(gs.AtKL, gs.at(kl))
 		}
@@ -115,10 +124,11 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 	if baseGroup == nil || baseArm == nil {
 		return nil
 	}
-	single := &FrontierGroupStats{Group: rep.Baseline, fronts: map[int64][]KLPoint{}}
+	single := &FrontierGroupStats{Group: rep.Baseline, fronts: map[int64][]stats.KLPoint{}, trained: map[int64][]float64{}, band: rep.KLBand}
 	for _, r := range baseArm.runs {
 		single.Seeds = append(single.Seeds, r.Seed)
 		single.fronts[r.Seed] = r.Front
+		single.trained[r.Seed] = r.Trained
 	}
 	for i := range rep.Groups {
 		gs := &rep.Groups[i]
@@ -144,10 +154,11 @@ func (rep *ExperimentReport) frontierGroups(x *Experiment, resamples int) error 
 }
 
 // deltaAt compares the group with base at KL kl, seed by seed: the mean ± std of the
-// differences (no value when a seed's frontier stops short of kl), the seeds where the group
-// is higher, and the paired bootstrap over prompts when every evaluation involved recorded
+// differences (no value, "no overlap", unless both frontiers of every seed have trained points
+// around kl: stats.Supported), the seeds where the group
+// is higher, and the hierarchical bootstrap (seeds, then prompts) when every evaluation involved recorded
 // per-prompt rewards.
-func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resamples int) (Stat, int, *BootstrapCI, error) {
+func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resamples int) (stats.Stat, int, *stats.BootstrapCI, error) {
 	var ds []float64
 	var pa, pb [][]float64
 	better, perPrompt := 0, true
@@ -155,12 +166,12 @@ func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resa
 		if !slices.Contains(base.Seeds, s) {
 			continue
 		}
-		va, okA := FrontierPerPrompt(gs.fronts[s], kl)
-		vb, okB := FrontierPerPrompt(base.fronts[s], kl)
-		a, inA := FrontierAt(gs.fronts[s], kl)
-		b, inB := FrontierAt(base.fronts[s], kl)
+		va, okA := stats.FrontierPerPrompt(gs.fronts[s], kl)
+		vb, okB := stats.FrontierPerPrompt(base.fronts[s], kl)
+		a, inA := gs.readAt(s, kl)
+		b, inB := base.readAt(s, kl)
 		if !inA || !inB {
-			return MeanStd(nil), 0, nil, nil // a seed's frontier stops short of this KL: no number
+			return stats.MeanStd(nil), 0, nil, nil // no trained points of one side around this KL: no number
 		}
 		ds = append(ds, a-b)
 		if a > b {
@@ -170,30 +181,48 @@ func (gs *FrontierGroupStats) deltaAt(base *FrontierGroupStats, kl float64, resa
 		pa, pb = append(pa, va), append(pb, vb)
 	}
 	if !perPrompt || len(ds) == 0 {
-		return MeanStd(ds), better, nil, nil
+		return stats.MeanStd(ds), better, nil, nil
 	}
-	c, err := PairedBootstrap(pa, pb, resamples, 0.95, BootstrapSeed)
+	c, err := stats.HierarchicalBootstrap(pa, pb, resamples, 0.95, stats.BootstrapSeed)
 	if err != nil {
-		return Stat{}, 0, nil, fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
+		return stats.Stat{}, 0, nil, fmt.Errorf("group %s at KL %g: %w", gs.Group, kl, err)
 	}
-	return MeanStd(ds), better, &c, nil
+	return stats.MeanStd(ds), better, &c, nil
 }
 
 // at is the group's frontier reward at KL kl over its seeds; no value unless every seed's
-// frontier reaches kl.
-func (gs *FrontierGroupStats) at(kl float64) Stat {
+// frontier has trained points around kl (readAt).
+func (gs *FrontierGroupStats) at(kl float64) stats.Stat {
+	return gs.mean(kl, gs.readAt)
+}
+
+// curveAt is the mean frontier over seeds at kl wherever every seed's frontier is defined, for
+// plotting the curves (the plot shows the trained points themselves next to them).
+func (gs *FrontierGroupStats) curveAt(kl float64) stats.Stat {
+	return gs.mean(kl, func(s int64, kl float64) (float64, bool) { return stats.FrontierAt(gs.fronts[s], kl) })
+}
+
+func (gs *FrontierGroupStats) mean(kl float64, read func(int64, float64) (float64, bool)) stats.Stat {
 	var xs []float64
 	for _, s := range gs.Seeds {
-		v, ok := FrontierAt(gs.fronts[s], kl)
+		v, ok := read(s, kl)
 		if !ok {
-			return MeanStd(nil)
+			return stats.MeanStd(nil)
 		}
 		xs = append(xs, v)
 	}
-	return MeanStd(xs)
+	return stats.MeanStd(xs)
 }
 
-func (rep *ExperimentReport) group(name string) *FrontierGroupStats {
+// readAt reads seed s's frontier at kl where its trained points support it (stats.Supported).
+func (gs *FrontierGroupStats) readAt(s int64, kl float64) (float64, bool) {
+	if !stats.Supported(gs.trained[s], kl, gs.band) {
+		return math.NaN(), false
+	}
+	return stats.FrontierAt(gs.fronts[s], kl)
+}
+
+func (rep *Report) group(name string) *FrontierGroupStats {
 	for i := range rep.Groups {
 		if rep.Groups[i].Group == name {
 			return &rep.Groups[i]
@@ -204,7 +233,7 @@ func (rep *ExperimentReport) group(name string) *FrontierGroupStats {
 
 // pooled reports whether some group has more than one arm (else the per-arm matched-KL
 // table says it all, unless the file asked for KL levels).
-func (rep *ExperimentReport) pooled() bool {
+func (rep *Report) pooled() bool {
 	for _, g := range rep.Groups {
 		if len(g.Arms) > 1 {
 			return true
@@ -227,7 +256,7 @@ func fmtKLLevels(kls []float64) string {
 // plotGroupFrontiers draws the pooled frontiers of the groups with several arms (mean over
 // seeds, up to the shortest seed's reach) with the KL levels they are read at; nil when no
 // group pools anything.
-func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
+func (rep *Report) plotGroupFrontiers() (*plot.Plot, error) {
 	if !rep.pooled() {
 		return nil, nil
 	}
@@ -240,13 +269,13 @@ func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
 		}
 		reach := math.Inf(1)
 		for _, s := range gs.Seeds {
-			reach = math.Min(reach, MaxKL(gs.fronts[s]))
+			reach = math.Min(reach, stats.MaxKL(gs.fronts[s]))
 		}
 		ser := pseries{name: gs.Group}
 		const steps = 60
 		for j := 0; j <= steps && reach > 0; j++ {
 			xk := reach * float64(j) / steps
-			if v := gs.at(xk); !math.IsNaN(v.Mean) {
+			if v := gs.curveAt(xk); !math.IsNaN(v.Mean) {
 				ser.x, ser.y = append(ser.x, xk), append(ser.y, v.Mean)
 				ymin, ymax = math.Min(ymin, v.Mean), math.Max(ymax, v.Mean)
 			}
@@ -280,15 +309,16 @@ func (rep *ExperimentReport) plotGroupFrontiers() (*plot.Plot, error) {
 
 // groupTable writes the pooled frontiers read at the KL levels, with the paired difference
 // to the baseline's group.
-func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
+func (rep *Report) groupTable(w func(string, ...any)) {
 	w("\n### Pooled over operating points\n\n")
 	w("Arms that share a `group:` in the experiment file are operating points (learning rate, beta) of one schedule. "+
 		"For each seed, a group's frontier is the frontier of all its arms' evaluations together: the best reward the schedule reaches within a KL budget "+
-		"over everything tried. Read at KL %s nats/sequence (– where a seed's frontier stops short: no extrapolation). "+
+		"over everything tried. Read at KL %s nats/sequence, and only where every seed's frontier has a trained evaluation within ±%.3g of that KL and inside the range of its trained evaluations "+
+		"(else *no overlap*: no extrapolation, no reading across a gap between runs). "+
 		"Δ is the group minus **%s** (pooled the same way) when it pools as many operating points, else minus the baseline arm alone (see *against*; "+
 		"more points can only raise a frontier), paired by seed: mean ± std over seeds, in parentheses the seeds where the group is higher, "+
-		"then a 95%% paired bootstrap interval over prompts (within each seed, the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
-		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.baselineGroup)
+		"then a 95%% hierarchical paired bootstrap interval (seeds, then prompts within each drawn seed; the frontiers' interpolation weights held fixed; **bold** when it excludes 0) "+
+		"where every evaluation involved recorded per-prompt sample rewards.\n\n", fmtKLLevels(rep.MatchedKL), rep.KLBand, rep.baselineGroup)
 	w("| group | arms | seeds | max KL | against |")
 	sep := "|---|---|---|---|---|"
 	for _, kl := range rep.MatchedKL {
@@ -301,7 +331,7 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 		for i := range rep.MatchedKL {
 			d := ""
 			if i < len(g.DeltaAtKL) {
-				d = fmtDelta(g.DeltaAtKL[i])
+				d = fmtOverlap(g.DeltaAtKL[i], fmtDelta(g.DeltaAtKL[i]))
 				if g.DeltaAtKL[i].N > 0 {
 					d += fmt.Sprintf(" (%d/%d)", g.Better[i], g.DeltaAtKL[i].N)
 				}
@@ -309,7 +339,7 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 					d += " " + fmtCI(c)
 				}
 			}
-			w(" %s | %s |", g.AtKL[i].Format("%.3f"), d)
+			w(" %s | %s |", fmtOverlap(g.AtKL[i], g.AtKL[i].Format("%.3f")), d)
 		}
 		w("\n")
 	}
@@ -317,7 +347,7 @@ func (rep *ExperimentReport) groupTable(w func(string, ...any)) {
 }
 
 // fmtDelta prints a signed mean ± std ("+0.012 ± 0.004").
-func fmtDelta(s Stat) string {
+func fmtDelta(s stats.Stat) string {
 	switch {
 	case s.N == 0 || math.IsNaN(s.Mean):
 		return "–"
