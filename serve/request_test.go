@@ -77,3 +77,15 @@ func TestTokenString(t *testing.T) {
 		}
 	}
 }
+
+func TestParseLoRAModules(t *testing.T) {
+	got, err := ParseLoRAModules([]string{"policy=/ws/phase-3/policy-adapter", " m0 = a/member-0.safetensors"})
+	if err != nil || !reflect.DeepEqual(got, map[string]string{"policy": "/ws/phase-3/policy-adapter", "m0": "a/member-0.safetensors"}) {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range [][]string{{"policy"}, {"=x"}, {"x="}, {"a=1", "a=2"}} {
+		if _, err := ParseLoRAModules(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
