@@ -20,7 +20,7 @@ type row struct {
 	logits []float64  // the next token's logits
 
 	out    []int       // generated tokens (end-of-text excluded)
-	lps    []float64   // their log-probabilities under the model (temperature 1, no top-p)
+	lps    []float64   // their log-probabilities under the model (temperature 1, no top-p), if asked for
 	tops   [][]tokenLP // per generated token, the job's Logprobs most likely tokens
 	text   string      // decoded out, cut before a stop sequence
 	finish string      // "" while running, then "stop" or "length"
@@ -118,11 +118,13 @@ func (r *row) advance(tk tokenizer.Tokenizer, o decodeOptions) (tok int, more bo
 		r.finish = "stop"
 		return tok, false, nil
 	}
-	lse := kernels.LogSumExp(r.logits)
 	r.out = append(r.out, tok)
-	r.lps = append(r.lps, r.logits[tok]-lse)
-	if o.logprobs > 0 {
-		r.tops = append(r.tops, topTokens(r.logits, lse, o.logprobs))
+	if o.logprobs >= 0 { // a log-sum-exp over the vocabulary per token: only when asked for
+		lse := kernels.LogSumExp(r.logits)
+		r.lps = append(r.lps, r.logits[tok]-lse)
+		if o.logprobs > 0 {
+			r.tops = append(r.tops, topTokens(r.logits, lse, o.logprobs))
+		}
 	}
 	text := tk.Decode(r.out)
 	if i := firstStop(text, o.stops, len(r.text)); i >= 0 {
