@@ -475,3 +475,53 @@ func TestReportAfterRun(t *testing.T) {
 		t.Fatalf("summary: %q", rep.Summary)
 	}
 }
+
+// The sample stage writes the behavior model also as one PEFT adapter; base + that adapter is
+// the merged behavior model it saved.
+func TestBehaviorAdapterIsTheBehaviorModel(t *testing.T) {
+	e := makeRun("peft").Env(t, newVolume(t))
+	for _, stage := range []func() error{
+		func() error { _, err := e.Sample(1, 0, 1); return err },
+		func() error { _, err := e.Label(1, 0, 1); return err },
+		func() error { _, err := e.Train(1, 0); return err },
+		func() error { _, err := e.Train(1, 1); return err },
+		func() error { _, err := e.Sample(2, 0, 1); return err },
+	} {
+		if err := stage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := e.LoadBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := model.LoadPEFT(e.WS.BehaviorAdapterDir(2), b.Weights.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Rank != 2*int(e.Run.Spec.Ensemble.Rank) {
+		t.Errorf("adapter rank %d, want members x rank = %d", a.Rank, 2*e.Run.Spec.Ensemble.Rank)
+	}
+	want, err := model.LoadWeights(e.WS.BehaviorDir(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := model.MergeMean(b.Weights, []*model.Adapter{a})
+	if d := maxWeightDiff(got, want); d > 1e-6 {
+		t.Errorf("base + behavior adapter differs from the behavior model by %g", d)
+	}
+	if d := maxWeightDiff(b.Weights, want); d < 1e-4 {
+		t.Errorf("the behavior model is the base model (%g): the test cannot tell", d)
+	}
+}
+
+// maxWeightDiff is the largest absolute difference between two models' parameters.
+func maxWeightDiff(a, b *model.Weights) float64 {
+	worst := 0.0
+	for name, w := range b.Tensors {
+		for i, v := range a.Tensors[name].Data {
+			worst = max(worst, math.Abs(v-w.Data[i]))
+		}
+	}
+	return worst
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"unicode/utf8"
 
@@ -151,6 +152,9 @@ func (e *Env) sampleShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		if err := saveOnce(e.WS.BehaviorDir(k), behavior); err != nil {
 			return err
 		}
+		if err := e.saveBehaviorAdapter(k); err != nil {
+			return err
+		}
 		ref, same, err := e.Reference(k, behavior)
 		if err != nil {
 			return err
@@ -230,6 +234,34 @@ func saveOnce(dir string, w *model.Weights) error {
 		}
 	}
 	return model.SaveWeights(dir, w)
+}
+
+// saveBehaviorAdapter writes phase k's behavior model (the mean of the ensemble's members after
+// phase k-1) also as one LoRA adapter of rank N*r in PEFT's layout, once: base + that adapter
+// is exactly the merged behavior model, so a server that hot-loads LoRA adapters (vLLM, bpo
+// serve) can sample from it without a dense checkpoint.
+func (e *Env) saveBehaviorAdapter(k int) error {
+	dir := e.WS.BehaviorAdapterDir(k)
+	if _, err := os.Stat(filepath.Join(dir, model.PEFTConfigFileName)); err == nil {
+		return nil // the config is written last
+	}
+	b, err := e.LoadBase()
+	if err != nil {
+		return err
+	}
+	ms, err := e.Members(k - 1)
+	if err != nil {
+		return err
+	}
+	a, err := model.EnsembleAdapter(ms)
+	if err != nil {
+		return fmt.Errorf("behavior adapter of phase %d: %w", k, err)
+	}
+	base := e.Run.Spec.Model.Builtin // base_model_name_or_path: informative
+	if base == "" {
+		base = e.Run.Spec.Model.Path
+	}
+	return model.SavePEFT(dir, a, b.Weights.Config, base)
 }
 
 // guardedAnnotator is the run's annotator when it is a built-in guarded scorer (whose guard's

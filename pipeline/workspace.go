@@ -90,6 +90,11 @@ func (w *Workspace) PhaseDir(k int) string { return filepath.Join(w.Root, fmt.Sp
 // BehaviorDir holds the merged behavior model that samples phase k.
 func (w *Workspace) BehaviorDir(k int) string { return filepath.Join(w.PhaseDir(k), "behavior") }
 
+// BehaviorAdapterDir holds the same behavior model as one PEFT LoRA adapter over the base model.
+func (w *Workspace) BehaviorAdapterDir(k int) string {
+	return filepath.Join(w.PhaseDir(k), "behavior-adapter")
+}
+
 // ReferenceDir holds the reference model of phase k when it is not the behavior model.
 func (w *Workspace) ReferenceDir(k int) string { return filepath.Join(w.PhaseDir(k), "reference") }
 
