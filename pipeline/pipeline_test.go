@@ -525,3 +525,41 @@ func maxWeightDiff(a, b *model.Weights) float64 {
 	}
 	return worst
 }
+
+// halfTies ties the two responses of every prompt of even length, and otherwise scores like
+// letterScorer: about half of a phase's pairs are dropped.
+type halfTies struct{}
+
+func (halfTies) Name() string { return "half-ties" }
+func (halfTies) Score(p, r string) float64 {
+	if len(p)%2 == 0 {
+		return 0
+	}
+	return letterScorer{}.Score(p, r)
+}
+
+// Ties shrink a phase's pairs but not its optimizer steps: every member takes the planned
+// epochsPerPhase x ceil(pairs/F / pairsPerStep) steps, so arms compare at equal steps.
+func TestStepsFollowTheBudget(t *testing.T) {
+	e := makeRun("steps").Env(t, newVolume(t))
+	e.Scorer = halfTies{}
+	if _, err := e.Sample(1, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	l, err := e.Label(1, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Ties == 0 || l.Pairs == 0 {
+		t.Fatalf("label kept %d pairs and %d ties: the test needs both", l.Pairs, l.Ties)
+	}
+	r, err := e.Train(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	P := int(e.Run.Spec.Budget.PairsPerStep)
+	want := int64(int(e.Run.Spec.Budget.EpochsPerPhase) * ((e.Run.PairsPerPhase() + P - 1) / P))
+	if r.Steps != want || int(r.Steps)*e.Run.Phases() != e.Run.TotalSteps() {
+		t.Errorf("%d steps with %d pairs kept of %d planned; want %d (TotalSteps %d over %d phases)", r.Steps, l.Pairs, e.Run.PairsPerPhase(), want, e.Run.TotalSteps(), e.Run.Phases())
+	}
+}

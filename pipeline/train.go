@@ -18,8 +18,9 @@ import (
 )
 
 // TotalSteps is T, the run's optimizer steps per member: F phases of epochsPerPhase passes
-// over pairs/F pairs (ties shrink a phase's data; the schedule is fixed by the budget so
-// that every arm of a comparison decays its learning rate identically).
+// over pairs/F pairs. Ties shrink a phase's data but not its steps (batches wrap around the
+// kept pairs), so every arm of a comparison takes the same steps and decays its learning rate
+// identically.
 func (r *Run) TotalSteps() int {
 	per := (r.PairsPerPhase() + int(r.Spec.Budget.PairsPerStep) - 1) / int(r.Spec.Budget.PairsPerStep)
 	return r.Phases() * int(r.Spec.Budget.EpochsPerPhase) * per
@@ -36,8 +37,9 @@ func (r *Run) objective() model.Objective {
 }
 
 // Train is the train stage of phase k for ensemble member m: the member continues from
-// its adapter and optimizer state after phase k-1 and takes epochsPerPhase passes over
-// the phase's pairs, in the same order as every other member, against the reference
+// its adapter and optimizer state after phase k-1 and takes epochsPerPhase passes of the
+// planned ceil(pairs/F / pairsPerStep) steps over the phase's kept pairs (wrapping around when
+// ties removed some), in the same order as every other member, against the reference
 // log-probs the sample stage recorded. Member 0 of a phase k >= 2 first measures the pair
 // diagnostics of the policy after phase k-1 (diagnostics.go).
 func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
@@ -96,7 +98,11 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 		}
 		grads := map[string][]float64{}
 		epochs := int(e.Run.Spec.Budget.EpochsPerPhase)
-		steps := (len(pairs) + P - 1) / P
+		// Every epoch takes the steps the budget plans (pairs/F pairs per phase), whatever ties
+		// and identical samples removed: batches wrap around the kept pairs. So every arm of a
+		// comparison takes the same number of optimizer steps (TotalSteps), and the learning-rate
+		// schedule ends where it is planned to.
+		steps := (e.Run.PairsPerPhase() + P - 1) / P
 		stage := fmt.Sprintf("%s/%d", v1alpha1.StageTrain, m)
 		for ep := range epochs {
 			// The same order for every member: members differ only by their adapters.
@@ -104,7 +110,7 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 			for s := range steps {
 				idx := make([]int, P)
 				for i := range idx {
-					idx[i] = order[(s*P+i)%len(order)] // the last batch wraps around
+					idx[i] = order[(s*P+i)%len(order)] // batches past the kept pairs wrap around
 				}
 				batch, ref, err := pairBatch(pairs, idx)
 				if err != nil {
