@@ -135,6 +135,12 @@ func prepareBinaries(t *testing.T) {
 		}
 		record(t, "go build bpo, manager", time.Since(t0))
 	}
+	// The judge service's binary (test/e2e/judgeserver), whatever E2E_BIN_DIR holds.
+	c := exec.Command("go", "build", "-o", filepath.Join(env.podBin, "judgeserver"), "./test/e2e/judgeserver")
+	c.Dir = env.root
+	if _, err := runCmd(c, true); err != nil {
+		t.Fatalf("go build judgeserver: %v", err)
+	}
 	ak.bpo = filepath.Join(env.podBin, "bpo")
 	ak.manager = filepath.Join(env.podBin, "manager")
 	for from, to := range map[string]string{filepath.Join(src, "bpo"): ak.bpo, filepath.Join(src, "manager"): ak.manager} {

@@ -7,7 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net/http/httptest"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +29,6 @@ import (
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
-	"github.com/bpo-dev/bpo/trainer/annotator/annotatortest"
 )
 
 // The scaled-down quickstart (see quickstart()): what the assertions expect.
@@ -193,22 +193,18 @@ func quickstartRun(ctx context.Context, t *testing.T, tl *report) *alignv1.Align
 // not exist yet. Its first stage pod cannot start (the agent, like a kubelet, reports
 // CreateContainerConfigError and retries), the run says so in its Running condition
 // (StagePodsPending) and in a Warning event; once the ConfigMap is created the same pod
-// starts and the run succeeds. Its labeler is an OpenAI-compatible judge (the rule-based test
-// judge, served on loopback by this test, behind a token from a Secret): the label pods reach it
-// through BPO_ANNOTATOR_TOKEN and the status carries what they spent.
+// starts and the run succeeds. Its labeler is an OpenAI-compatible judge deployed in the
+// cluster: a Deployment of test/e2e/judgeserver (a rule-based judge) behind a token from a
+// Secret. The agent runs pods as host processes without pod networking, so the judge listens on
+// a loopback port the run's url names; the label pods reach it with BPO_ANNOTATOR_TOKEN, and the
+// run's status carries what they spent.
 func stuckRun(ctx context.Context, t *testing.T, tl *report) {
 	const name, cmName, judgeSecret, judgeToken = "quickstart-data", "quickstart-data-prompts", "quickstart-data-judge", "e2e-judge-token-1234"
-	judge := &annotatortest.Judge{Common: annotatortest.Common{Token: judgeToken}}
-	judgeSrv := httptest.NewServer(judge)
-	defer judgeSrv.Close()
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: judgeSecret, Namespace: namespace}, StringData: map[string]string{"token": judgeToken}}
-	if _, err := env.cs.CoreV1().Secrets(namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	judgeAddr := deployJudge(ctx, t, judgeSecret, judgeToken)
 	applyManifest(ctx, t, name+".yaml", quickstart(t, name, func(obj map[string]any) {
 		setPath(obj, map[string]any{"configMap": map[string]any{
 			"name": cmName, "promptsKey": "train-prompts.jsonl", "evalKey": "held-out.jsonl"}}, "spec", "data")
-		setPath(obj, map[string]any{"kind": "OpenAIJudge", "url": judgeSrv.URL + "/v1", "model": "rule", "allowInsecureHTTP": true,
+		setPath(obj, map[string]any{"kind": "OpenAIJudge", "url": "http://" + judgeAddr + "/v1", "model": "rule", "allowInsecureHTTP": true,
 			"secretRef": map[string]any{"name": judgeSecret, "key": "token"}}, "spec", "labeler", "annotator")
 	}))
 	t0 := time.Now()
@@ -265,14 +261,67 @@ func stuckRun(ctx context.Context, t *testing.T, tl *report) {
 			t.Errorf("phase %d: judge accounting %+v for %d pairs kept and %d ties", pr.Phase, a, pr.PairsKept, pr.Ties)
 		}
 	}
-	if judge.Requests() == 0 {
-		t.Error("the judge was never asked")
+	var requests int64
+	for _, pr := range run.Status.PhaseResults {
+		if pr.Annotation != nil {
+			requests += pr.Annotation.Requests
+		}
 	}
 	if b, _ := json.Marshal(run.Status); strings.Contains(string(b), judgeToken) {
 		t.Error("the judge's token is in the run's status")
 	}
-	tl.add("judge labeller: %d requests over %d phases", judge.Requests(), len(run.Status.PhaseResults))
+	tl.add("judge labeller (a Deployment): %d requests over %d phases", requests, len(run.Status.PhaseResults))
 	tl.add("stuck pod: ConfigMap missing -> StagePodsPending %.1fs; created -> Succeeded %.1fs", stuck.Seconds(), time.Since(t1).Seconds())
+}
+
+// deployJudge creates the judge's Secret and a Deployment of test/e2e/judgeserver listening on a
+// free loopback port, waits until it answers, and returns its address.
+func deployJudge(ctx context.Context, t *testing.T, secret, token string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret, Namespace: namespace}, StringData: map[string]string{"token": token}}
+	if _, err := env.cs.CoreV1().Secrets(namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	manifest := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: judge
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: judge}}
+  template:
+    metadata: {labels: {app: judge}}
+    spec:
+      containers:
+      - name: judge
+        image: judgeserver:e2e
+        command: [judgeserver, --addr, %q]
+        env:
+        - name: JUDGE_TOKEN
+          valueFrom: {secretKeyRef: {name: %s, key: token}}
+`, addr, secret)
+	applyManifest(ctx, t, "judge.yaml", []byte(manifest))
+	t0 := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := poll(wctx, 200*time.Millisecond, func() (bool, error) {
+		resp, err := http.Post("http://"+addr+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized, nil // up, and asking for the token
+	}); err != nil {
+		t.Fatalf("the judge Deployment never answered on %s: %v", addr, err)
+	}
+	record(t, "(h) judge Deployment applied -> answering", time.Since(t0))
+	return addr
 }
 
 // killRun: step 6. A second run whose train stage is slowed down (more epochs, computed from
