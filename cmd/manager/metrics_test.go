@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -181,7 +182,8 @@ func TestSecureMetrics(t *testing.T) {
 	must(t, err)
 
 	addr := freeAddr(t)
-	o := parseOptions(t, "--metrics-bind-address="+addr, "--health-probe-bind-address=0", "--watch-namespaces="+ns.Name)
+	o := parseOptions(t, "--metrics-bind-address="+addr, "--health-probe-bind-address=0", "--watch-namespaces="+ns.Name,
+		"--stage-cpu-request=250m")
 	if !o.metrics.secure {
 		t.Fatal("--metrics-secure defaults to false")
 	}
@@ -244,6 +246,14 @@ func TestSecureMetrics(t *testing.T) {
 	}
 	if !strings.Contains(body, "controller_runtime_reconcile_total") {
 		t.Errorf("controller-runtime metrics missing from an authorized scrape")
+	}
+
+	// The stage resource flags reach the Jobs.
+	job := &batchv1.Job{}
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "scraped-p1-sample"}, job))
+	res := job.Spec.Template.Spec.Containers[0].Resources
+	if res.Requests.Cpu().String() != "250m" || res.Requests.Memory().String() != "256Mi" || res.Limits.Memory().String() != "2Gi" {
+		t.Errorf("sample Job resources %v / %v, want the flags' 250m CPU and the default memory", res.Requests, res.Limits)
 	}
 
 	// Plain HTTP on the HTTPS port gets no metrics (a 400 or a reset connection).
