@@ -225,9 +225,11 @@ metrics:
 		},
 	},
 	{
-		name:  "network-policy",
-		args:  renderArgs{set: []string{"networkPolicy.enabled=true"}},
-		check: func(t *testing.T, objs objects) { checkNetworkPolicy(t, objs, map[string]any{"alignment.bpo.dev/metrics-scraper": "true"}) },
+		name: "network-policy",
+		args: renderArgs{set: []string{"networkPolicy.enabled=true"}},
+		check: func(t *testing.T, objs objects) {
+			checkNetworkPolicy(t, objs, map[string]any{"alignment.bpo.dev/metrics-scraper": "true"})
+		},
 	},
 	{
 		name: "network-policy-custom-label",
@@ -672,7 +674,7 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 		"extra arg without dashes": {renderArgs{set: []string{"manager.extraArgs={zap-devel}"}}, "extraArgs"},
 		"replicas without leader election": {renderArgs{set: []string{"replicaCount=2", "leaderElection.enabled=false"}},
 			"replicaCount > 1 needs leaderElection.enabled=true"},
-		"bad stage quantity": {renderArgs{set: []string{"stageResources.limits.memory=lots"}}, "stageResources"},
+		"bad stage quantity":     {renderArgs{set: []string{"stageResources.limits.memory=lots"}}, "stageResources"},
 		"unknown stage resource": {renderArgs{set: []string{"stageResources.requests.gpu=1"}}, "stageResources"},
 		"metrics reader without namespace": {renderArgs{values: "metrics:\n  readerSubjects: [{kind: ServiceAccount, name: prom}]\n"},
 			"a ServiceAccount subject needs a namespace"},
