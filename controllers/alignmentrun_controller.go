@@ -42,10 +42,6 @@ const (
 	// ControllerName names the controller and is the reportingController of its events.
 	ControllerName = "alignment.bpo.dev/alignmentrun-controller"
 
-	// DefaultStageImage is the image of stage containers when neither the stage spec nor the
-	// --stage-image flag sets one.
-	DefaultStageImage = "ghcr.io/bpo-dev/bpo:latest"
-
 	// defaultResultsGracePeriod is how long after a Job completed the controller waits for the
 	// pods' StageResults to appear in its cache before folding what it has.
 	defaultResultsGracePeriod = 30 * time.Second
@@ -67,6 +63,11 @@ type AlignmentRunReconciler struct {
 
 	// Policy is what runs may change about their stage pods (image, command, Secret env).
 	Policy StagePolicy
+
+	// StageResources are merged into every stage container's resources, per resource, where
+	// the stage sets none (stageResources); the manager passes DefaultStageResources or its
+	// --stage-*-request/limit flags. Empty: the stage's own resources only.
+	StageResources corev1.ResourceRequirements
 
 	// ResultsGracePeriod: see defaultResultsGracePeriod (0 means the default).
 	ResultsGracePeriod time.Duration

@@ -233,10 +233,13 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 			Labels:    labels,
 		},
 		Spec: batchv1.JobSpec{
-			Suspend:        suspend,
-			CompletionMode: ptr.To(batchv1.IndexedCompletion),
-			Completions:    ptr.To(completions),
-			Parallelism:    ptr.To(completions),
+			Suspend: suspend,
+			// spec.<stage>.activeDeadlineSeconds bounds each attempt; the Job controller stops
+			// the pods and fails the Job with reason DeadlineExceeded (deadlineMessage).
+			ActiveDeadlineSeconds: copyInt64(tmpl.ActiveDeadlineSeconds),
+			CompletionMode:        ptr.To(batchv1.IndexedCompletion),
+			Completions:           ptr.To(completions),
+			Parallelism:           ptr.To(completions),
 			// Retries are stage-level attempts (new Jobs), counted against spec.backoffLimit.
 			BackoffLimit: ptr.To(int32(0)),
 			// A pod evicted by a node drain, a preemption or the taint manager (condition
@@ -270,7 +273,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 						Command:                  command,
 						Args:                     args,
 						Env:                      env,
-						Resources:                *tmpl.Resources.DeepCopy(),
+						Resources:                stageResources(tmpl.Resources, r.StageResources),
 						VolumeMounts:             mounts,
 						TerminationMessagePath:   terminationLog,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -286,4 +289,11 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 			},
 		},
 	}
+}
+
+func copyInt64(p *int64) *int64 {
+	if p == nil {
+		return nil
+	}
+	return ptr.To(*p)
 }

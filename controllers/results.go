@@ -96,6 +96,9 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 // FallbackToLogsOnError) of a failed pod, else the Job's Failed condition. fromPod reports the
 // former: the cache may show the Job's failure before its pod's terminated state.
 func failureMessage(job *batchv1.Job, pods []corev1.Pod) (msg string, fromPod bool) {
+	if msg, ok := deadlineMessage(job); ok {
+		return msg, true // final: the stopped pods have nothing of their own to say
+	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	for i := range pods {
 		pod := &pods[i]

@@ -527,9 +527,21 @@ type StageTemplate struct {
 	// +kubebuilder:validation:MaxItems=256
 	Args []string `json:"args,omitempty"`
 
-	// resources of the stage container (per pod).
+	// resources of the stage container (per pod). A resource the stage leaves unset gets the
+	// operator's default (manager flags --stage-cpu-request, --stage-memory-request,
+	// --stage-memory-limit; docs/deploy.md): set a request or limit here to replace it.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// activeDeadlineSeconds bounds the wall time of each attempt of this stage (the Job's
+	// activeDeadlineSeconds, counted from the Job's start; a suspended Job's timer restarts).
+	// When exceeded the Job's pods are stopped and the attempt fails with a message naming this
+	// field; the next attempt follows spec.backoffLimit. Unset: no per-stage deadline
+	// (spec.activeDeadlineSeconds still bounds the whole run). Mutable: applies to Jobs created
+	// after the change.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 
 	// nodeSelector for the stage pods.
 	// +optional

@@ -366,10 +366,14 @@ func validateRelPath(p *field.Path, s string) field.ErrorList {
 }
 
 func validateStage(p *field.Path, t *StageTemplate) field.ErrorList {
+	var errs field.ErrorList
 	switch t.ImagePullPolicy {
 	case "", "Always", "IfNotPresent", "Never":
-		return nil
 	default:
-		return field.ErrorList{field.NotSupported(p.Child("imagePullPolicy"), t.ImagePullPolicy, []string{"Always", "IfNotPresent", "Never"})}
+		errs = append(errs, field.NotSupported(p.Child("imagePullPolicy"), t.ImagePullPolicy, []string{"Always", "IfNotPresent", "Never"}))
 	}
+	if t.ActiveDeadlineSeconds != nil && *t.ActiveDeadlineSeconds < 1 {
+		errs = append(errs, field.Invalid(p.Child("activeDeadlineSeconds"), *t.ActiveDeadlineSeconds, "must be at least 1 (or unset for no per-stage deadline)"))
+	}
+	return errs
 }

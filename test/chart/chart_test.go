@@ -83,8 +83,12 @@ var matrix = []chartCase{
 		name: "namespaced-rbac",
 		args: renderArgs{values: "rbac:\n  namespaced: true\nwatchNamespaces: [team-a, team-b]\n"},
 		check: func(t *testing.T, objs objects) {
-			if n := len(objs.ofKind("ClusterRole")) + len(objs.ofKind("ClusterRoleBinding")); n != 0 {
-				t.Errorf("rbac.namespaced rendered %d cluster-wide RBAC objects: %s", n, objs)
+			// Only the metrics endpoint's roles are cluster-wide: TokenReviews and
+			// SubjectAccessReviews are cluster-scoped, and /metrics is a non-resource URL.
+			for _, u := range append(objs.ofKind("ClusterRole"), objs.ofKind("ClusterRoleBinding")...) {
+				if n := u.GetName(); n != "bpo-operator-metrics-auth" && n != "bpo-operator-metrics-reader" {
+					t.Errorf("rbac.namespaced rendered the cluster-wide %s %s", u.GetKind(), n)
+				}
 			}
 			if got := managerArgs(t, objs)["--watch-namespaces"]; got != "team-a,team-b" {
 				t.Errorf("--watch-namespaces=%q, want team-a,team-b", got)
@@ -153,6 +157,107 @@ var matrix = []chartCase{
 			ep := mapOf(field(sm.Object, "spec", "endpoints", "[0]"))
 			if str(ep["port"]) != str(field(svc.Object, "spec", "ports", "[0]", "name")) || str(ep["path"]) != "/metrics" || str(ep["interval"]) != "15s" {
 				t.Errorf("endpoint %v does not scrape Service port %v", ep, field(svc.Object, "spec", "ports", "[0]", "name"))
+			}
+			// HTTPS with Prometheus's ServiceAccount token; the default certificate is self-signed.
+			if str(ep["scheme"]) != "https" || str(ep["bearerTokenFile"]) != "/var/run/secrets/kubernetes.io/serviceaccount/token" ||
+				!reflect.DeepEqual(ep["tlsConfig"], map[string]any{"insecureSkipVerify": true}) {
+				t.Errorf("endpoint %v: want https, the ServiceAccount bearer token and insecureSkipVerify", ep)
+			}
+		},
+	},
+	{
+		name: "service-monitor-with-ca",
+		args: renderArgs{values: `
+metrics:
+  certSecret: bpo-metrics-cert
+  readerSubjects: [{kind: ServiceAccount, name: prometheus-k8s, namespace: monitoring}]
+  serviceMonitor:
+    enabled: true
+    tlsConfig: {serverName: bpo-operator-metrics.bpo-system.svc, ca: {secret: {name: bpo-metrics-cert, key: ca.crt}}}
+`},
+		check: func(t *testing.T, objs objects) {
+			ep := mapOf(field(objs.one(t, "ServiceMonitor").Object, "spec", "endpoints", "[0]"))
+			tls := mapOf(ep["tlsConfig"])
+			if str(ep["scheme"]) != "https" || tls["insecureSkipVerify"] != nil || str(field(tls, "ca", "secret", "name")) != "bpo-metrics-cert" ||
+				str(tls["serverName"]) != "bpo-operator-metrics.bpo-system.svc" {
+				t.Errorf("endpoint %v: want the given CA and serverName, no insecureSkipVerify", ep)
+			}
+			// The certificate Secret is mounted where --metrics-cert-path points.
+			args := managerArgs(t, objs)
+			var mountPath string
+			for _, m := range field(managerContainer(t, objs), "volumeMounts").([]any) {
+				if str(mapOf(m)["name"]) == "metrics-cert" && mapOf(m)["readOnly"] == true {
+					mountPath = str(mapOf(m)["mountPath"])
+				}
+			}
+			vol := field(objs.one(t, "Deployment").Object, "spec", "template", "spec", "volumes", "[0]")
+			if mountPath == "" || args["--metrics-cert-path"] != mountPath || str(field(mapOf(vol), "secret", "secretName")) != "bpo-metrics-cert" {
+				t.Errorf("--metrics-cert-path=%q, mount %q, volume %v", args["--metrics-cert-path"], mountPath, vol)
+			}
+			// The scraper is bound to the metrics-reader ClusterRole.
+			b := objs.get("ClusterRoleBinding", "", "bpo-operator-metrics-reader")
+			if b == nil || str(field(b.Object, "roleRef", "name")) != "bpo-operator-metrics-reader" ||
+				!reflect.DeepEqual(normalize(t, field(b.Object, "subjects")), normalize(t, []any{map[string]any{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}})) {
+				t.Errorf("metrics-reader binding %v", b)
+			}
+		},
+	},
+	{
+		name: "metrics-insecure",
+		args: renderArgs{set: []string{"metrics.secure=false", "metrics.port=8080", "metrics.service.port=8080", "metrics.serviceMonitor.enabled=true", "metrics.certSecret=ignored"}},
+		check: func(t *testing.T, objs objects) {
+			args := managerArgs(t, objs)
+			if args["--metrics-secure"] != "false" || args["--metrics-bind-address"] != ":8080" {
+				t.Errorf("args %v", args)
+			}
+			if _, ok := args["--metrics-cert-path"]; ok {
+				t.Errorf("a certificate is passed to a plain-HTTP endpoint")
+			}
+			ep := mapOf(field(objs.one(t, "ServiceMonitor").Object, "spec", "endpoints", "[0]"))
+			if str(ep["scheme"]) != "http" || ep["bearerTokenFile"] != nil || ep["tlsConfig"] != nil {
+				t.Errorf("endpoint %v: want plain http without a token", ep)
+			}
+			for _, u := range objs.ofKind("ClusterRole") {
+				if strings.Contains(u.GetName(), "metrics") {
+					t.Errorf("metrics.secure=false still renders %s", u.GetName())
+				}
+			}
+		},
+	},
+	{
+		name: "network-policy",
+		args: renderArgs{set: []string{"networkPolicy.enabled=true"}},
+		check: func(t *testing.T, objs objects) {
+			checkNetworkPolicy(t, objs, map[string]any{"alignment.bpo.dev/metrics-scraper": "true"})
+		},
+	},
+	{
+		name: "network-policy-custom-label",
+		args: renderArgs{values: "networkPolicy:\n  enabled: true\n  scraperLabels: {monitoring.example.com/prometheus: main}\n"},
+		check: func(t *testing.T, objs objects) {
+			checkNetworkPolicy(t, objs, map[string]any{"monitoring.example.com/prometheus": "main"})
+		},
+	},
+	{
+		name: "network-policy-without-metrics",
+		args: renderArgs{set: []string{"networkPolicy.enabled=true", "metrics.enabled=false"}},
+		check: func(t *testing.T, objs objects) {
+			np := objs.one(t, "NetworkPolicy")
+			if in, ok := field(np.Object, "spec", "ingress").([]any); !ok || len(in) != 0 {
+				t.Errorf("without metrics the manager takes no ingress: %v", field(np.Object, "spec", "ingress"))
+			}
+		},
+	},
+	{
+		name: "stage-resources",
+		args: renderArgs{values: "stageResources:\n  requests: {cpu: 2, memory: 4Gi}\n  limits: {cpu: 4, memory: null}\n"},
+		check: func(t *testing.T, objs objects) {
+			args := managerArgs(t, objs)
+			want := map[string]string{"--stage-cpu-request": "2", "--stage-memory-request": "4Gi", "--stage-cpu-limit": "4", "--stage-memory-limit": ""}
+			for k, v := range want {
+				if got, ok := args[k]; !ok || got != v {
+					t.Errorf("%s=%q, want %q", k, got, v)
+				}
 			}
 		},
 	},
@@ -406,6 +511,9 @@ func checkCommon(t *testing.T, objs objects) {
 		if objs.get(kind, roleNS, name) == nil {
 			t.Errorf("%s %s/%s refers to %s %s, which is not rendered", b.GetKind(), b.GetNamespace(), b.GetName(), kind, name)
 		}
+		if strings.HasSuffix(name, "-metrics-reader") {
+			continue // binds scrapers (metrics.readerSubjects), not the manager
+		}
 		checkBinding(t, b, kind, name, sa)
 	}
 	if sas := objs.ofKind("ServiceAccount"); len(sas) == 1 && sas[0].GetName() != sa {
@@ -414,7 +522,7 @@ func checkCommon(t *testing.T, objs objects) {
 }
 
 func checkDefaults(t *testing.T, objs objects) {
-	want := map[string]int{"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1,
+	want := map[string]int{"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 5, "ClusterRoleBinding": 2,
 		"Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1}
 	got := map[string]int{}
 	for _, u := range objs {
@@ -434,7 +542,8 @@ func checkDefaults(t *testing.T, objs objects) {
 	args := managerArgs(t, objs)
 	wantArgs := map[string]string{
 		"--leader-elect": "true", "--leader-election-namespace": releaseNamespace,
-		"--metrics-bind-address": ":8080", "--health-probe-bind-address": ":8081",
+		"--metrics-bind-address": ":8443", "--metrics-secure": "true", "--health-probe-bind-address": ":8081",
+		"--stage-cpu-request": "100m", "--stage-memory-request": "256Mi", "--stage-cpu-limit": "", "--stage-memory-limit": "2Gi",
 		"--stage-image": "ghcr.io/bpo-dev/bpo:" + app, "--stage-image-pull-policy": "IfNotPresent",
 		"--max-concurrent-reconciles": "1", "--zap-log-level": "info", "--zap-encoder": "json",
 		"--allow-stage-command": "false", "--allow-stage-secret-env": "false",
@@ -476,6 +585,16 @@ func checkDefaults(t *testing.T, objs objects) {
 	if !leases {
 		t.Errorf("leader-election Role cannot create and update leases: %v", le.Object["rules"])
 	}
+	// The metrics endpoint's roles carry the same rules as config/rbac; the manager is bound
+	// to metrics-auth, nobody to metrics-reader until metrics.readerSubjects names a scraper.
+	for name, file := range map[string]string{"bpo-operator-metrics-auth": "metrics_auth_role.yaml", "bpo-operator-metrics-reader": "metrics_reader_role.yaml"} {
+		got := objs.get("ClusterRole", "", name)
+		want := readManifests(t, filepath.Join(repoRoot, "config", "rbac", file)).one(t, "ClusterRole")
+		if got == nil || !reflect.DeepEqual(normalize(t, got.Object["rules"]), normalize(t, want.Object["rules"])) {
+			t.Errorf("ClusterRole %s missing or its rules differ from config/rbac/%s", name, file)
+		}
+	}
+	checkBinding(t, objs.get("ClusterRoleBinding", "", "bpo-operator-metrics-auth"), "ClusterRole", "bpo-operator-metrics-auth", serviceAccountName(t, objs))
 	// Aggregated editor/viewer roles carry the same rules as config/rbac.
 	for suffix, file := range map[string]string{"editor": "alignmentrun_editor_role.yaml", "viewer": "alignmentrun_viewer_role.yaml"} {
 		got := objs.get("ClusterRole", "", "bpo-operator-alignmentrun-"+suffix)
@@ -555,6 +674,11 @@ func TestChartRejectsInvalidValues(t *testing.T) {
 		"extra arg without dashes": {renderArgs{set: []string{"manager.extraArgs={zap-devel}"}}, "extraArgs"},
 		"replicas without leader election": {renderArgs{set: []string{"replicaCount=2", "leaderElection.enabled=false"}},
 			"replicaCount > 1 needs leaderElection.enabled=true"},
+		"bad stage quantity":     {renderArgs{set: []string{"stageResources.limits.memory=lots"}}, "stageResources"},
+		"unknown stage resource": {renderArgs{set: []string{"stageResources.requests.gpu=1"}}, "stageResources"},
+		"metrics reader without namespace": {renderArgs{values: "metrics:\n  readerSubjects: [{kind: ServiceAccount, name: prom}]\n"},
+			"a ServiceAccount subject needs a namespace"},
+		"bad cert secret name": {renderArgs{set: []string{"metrics.certSecret=Not_A_Name"}}, "certSecret"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
