@@ -421,11 +421,18 @@ func wioParse(name string, data []byte) (wioFile, map[string]string, error) {
 			}
 			continue
 		}
-		var e wioHeaderEntry
-		if err := dec.Decode(&e); err != nil {
+		var raw struct {
+			DType       *string    `json:"dtype"`
+			Shape       *[]uint64  `json:"shape"`
+			DataOffsets *[2]uint64 `json:"data_offsets"`
+		}
+		if err := dec.Decode(&raw); err != nil {
 			return fail("tensor %s: bad header entry: %v", k, err)
 		}
-		entries = append(entries, entry{k, e})
+		if raw.DType == nil || raw.Shape == nil || raw.DataOffsets == nil {
+			return fail("tensor %s: a header entry needs dtype, shape and data_offsets", k)
+		}
+		entries = append(entries, entry{k, wioHeaderEntry{*raw.DType, *raw.Shape, *raw.DataOffsets}})
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return notJSON(err)
