@@ -178,4 +178,3 @@ func (s *Server) NewBucket(t testing.TB) string {
 	}
 	return "s3://" + name
 }
-
