@@ -13,8 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
-	_ "gocloud.dev/blob/gcsblob" // gs:// through blob.OpenBucket, with Application Default Credentials
+	"gocloud.dev/blob/gcsblob"
 	"gocloud.dev/blob/s3blob"
+	"gocloud.dev/gcp"
 )
 
 // Options are the settings of an s3:// store (a gs:// store uses Application Default
@@ -41,6 +42,9 @@ type Options struct {
 	// PartSize is the size in bytes of one part of a multipart upload, which an object
 	// larger than it becomes (0: the SDK's default; S3's minimum is 5 MiB).
 	PartSize int
+	// MaxAttempts is how many times a request is tried before its error is returned
+	// (0: the AWS SDK's default, 3, with backoff).
+	MaxAttempts int
 }
 
 // Store is an opened workspace store: a bucket and a key prefix. It is safe for
@@ -69,6 +73,9 @@ func Open(ctx context.Context, uri string, opts Options) (*Store, error) {
 	if opts.PartSize < 0 {
 		return nil, fmt.Errorf("storage: Options.PartSize is %d: use 0 for the default or a size in bytes (at least 5 MiB for S3)", opts.PartSize)
 	}
+	if opts.MaxAttempts < 0 {
+		return nil, fmt.Errorf("storage: Options.MaxAttempts is %d: use 0 for the default or a count of tries", opts.MaxAttempts)
+	}
 	switch loc.scheme {
 	case "s3":
 		s.b, err = openS3(ctx, loc, opts)
@@ -76,7 +83,7 @@ func Open(ctx context.Context, uri string, opts Options) (*Store, error) {
 		if opts.Endpoint != "" || opts.AccessKeyID != "" || opts.SecretAccessKey != "" || opts.PathStyle {
 			return nil, fmt.Errorf("storage: %s: Options.Endpoint, PathStyle and the access keys are for s3:// stores; gs:// uses Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity)", loc)
 		}
-		s.b, err = blob.OpenBucket(ctx, "gs://"+url.PathEscape(loc.bucket))
+		s.b, err = openGCS(ctx, loc)
 	case "file":
 		// Temp files go next to their target (NoTempDir), since a rename across mounts
 		// fails and a pod's /tmp is never on the workspace volume; no .attrs sidecars, so the
@@ -127,6 +134,9 @@ func openS3(ctx context.Context, loc location, o Options) (*blob.Bucket, error) 
 		lo = append(lo, awsconfig.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, o.SessionToken)))
 	}
+	if o.MaxAttempts > 0 {
+		lo = append(lo, awsconfig.WithRetryMaxAttempts(o.MaxAttempts))
+	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
 	if err != nil {
 		return nil, fmt.Errorf("AWS configuration: %w", err)
@@ -145,6 +155,20 @@ func openS3(ctx context.Context, loc location, o Options) (*blob.Bucket, error) 
 	})
 	// The upload manager does not read the client's checksum setting (gocloud passes it on).
 	return s3blob.OpenBucket(ctx, client, loc.bucket, &s3blob.Options{RequestChecksumCalculation: cfg.RequestChecksumCalculation})
+}
+
+// openGCS opens a bucket with Application Default Credentials. gcsblob's URL opener would
+// print a warning and go on anonymously when there are none; a stage must fail instead.
+func openGCS(ctx context.Context, loc location) (*blob.Bucket, error) {
+	creds, err := gcp.DefaultCredentials(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("Google Application Default Credentials: %w (set GOOGLE_APPLICATION_CREDENTIALS or use workload identity)", err)
+	}
+	client, err := gcp.NewHTTPClient(gcp.DefaultTransport(), gcp.CredentialsTokenSource(creds))
+	if err != nil {
+		return nil, err
+	}
+	return gcsblob.OpenBucket(ctx, client, loc.bucket, nil)
 }
 
 // String is the store's URI (no credentials).
