@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -118,15 +119,22 @@ func (s *Store) write(ctx context.Context, key string, r io.Reader, ifNotExist b
 	// Cancelling the writer's context before Close is how gocloud abandons a write.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var file *os.File // file:// only: the temp file, synced before the rename makes it visible
 	w, err := s.b.NewWriter(wctx, s.key(key), &blob.WriterOptions{
 		ContentType: "application/octet-stream", // no sniffing: bytes go straight to the driver
 		BufferSize:  s.partSize,
 		IfNotExist:  ifNotExist,
+		BeforeWrite: func(as func(any) bool) error { as(&file); return nil },
 	})
 	if err != nil {
 		return 0, s.fail(op, key, err)
 	}
 	n, err := io.Copy(w, r)
+	if err == nil && file != nil {
+		// fileblob renames without syncing: after a node crash the new name could hold
+		// nothing. pipeline's own atomic writes sync too.
+		err = file.Sync()
+	}
 	if err != nil {
 		cancel()
 		_ = w.Close()

@@ -15,7 +15,7 @@ import (
 )
 
 // writeLocal writes files (relative path -> content) under dir.
-func writeLocal(t *testing.T, dir string, files map[string]string) {
+func writeLocal(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))
