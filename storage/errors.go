@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 
+	"github.com/aws/smithy-go"
 	"gocloud.dev/gcerrors"
 )
 
@@ -52,7 +54,12 @@ func (s *Store) fail(op, key string, err error) error {
 		}
 	}
 	cause := err.Error()
+	var api smithy.APIError
 	switch {
+	case errors.As(err, &api) && api.ErrorCode() == "NoSuchBucket":
+		// Not ErrNotExist: a stage must not take a missing bucket for "not done yet".
+		kind = slices.DeleteFunc(kind, func(e error) bool { return e == ErrNotExist })
+		cause = fmt.Sprintf("bucket %q does not exist: create it, or fix the store URI", s.loc.bucket)
 	case errors.Is(err, ErrExist) || containsErr(kind, ErrExist):
 		cause = "already exists (a create-only write lost to an earlier writer)"
 	case containsErr(kind, ErrNotExist):
@@ -61,14 +68,7 @@ func (s *Store) fail(op, key string, err error) error {
 	return &opError{msg: s.redact(fmt.Sprintf("storage: %s %s: %s", op, s.where(key), cause)), kind: kind}
 }
 
-func containsErr(list []error, target error) bool {
-	for _, e := range list {
-		if e == target {
-			return true
-		}
-	}
-	return false
-}
+func containsErr(list []error, target error) bool { return slices.Contains(list, target) }
 
 // where names key in messages the way a person would address it: the store URI and the key.
 func (s *Store) where(key string) string {

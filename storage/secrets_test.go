@@ -37,6 +37,7 @@ func TestSecretsNotInErrors(t *testing.T) {
 			"create": func() error { return s.Create(ctx, "owner.json", []byte("{}")) },
 			"read":   func() error { _, err := s.Read(ctx, "x.json"); return err },
 			"list":   func() error { _, err := s.List(ctx, ""); return err },
+			"ping":   func() error { return s.Ping(ctx) },
 			"stage":  func() error { _, err := Stage(ctx, s, "", t.TempDir(), "x.json"); return err },
 		} {
 			err := call()

@@ -65,6 +65,19 @@ func (r *reader) Read(p []byte) (int, error) {
 
 func (r *reader) Close() error { return r.s.fail("close", r.key, r.r.Close()) }
 
+// Ping checks that the store answers with these credentials and that its bucket exists: one
+// listing of at most one key. Open contacts nothing, so a pod calls Ping first to fail fast
+// with a clear cause (a wrong endpoint, a rejected key, a missing bucket) instead of taking
+// them for "object not found" later: a HEAD of a missing bucket cannot tell the two apart.
+func (s *Store) Ping(ctx context.Context) error {
+	prefix := s.loc.prefix
+	if prefix != "" {
+		prefix += "/"
+	}
+	_, _, err := s.b.ListPage(ctx, blob.FirstPageToken, 1, &blob.ListOptions{Prefix: prefix})
+	return s.fail("ping", "", err)
+}
+
 // Exists reports whether an object is there.
 func (s *Store) Exists(ctx context.Context, key string) (bool, error) {
 	if err := checkKey("storage: key", key); err != nil {

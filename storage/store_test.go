@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bpo-dev/bpo/storage/storagetest"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -303,4 +306,44 @@ func TestCreateOnlyAcrossStoresOnOneFolder(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("the folder holds %d entries, want owner.json only (no temp file left)", len(entries))
 	}
+}
+
+// Ping tells a working store from a missing bucket or an unreachable server, and a missing
+// bucket is never mistaken for a missing object (a stage would take it for "not done yet").
+func TestPing(t *testing.T) {
+	forEach(t, func(t *testing.T, s *Store) {
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	srv := storagetest.Start(t)
+	ctx := context.Background()
+	missing := mustOpen(t, "s3://no-such-bucket/runs", s3Options(srv))
+	for op, call := range map[string]func() error{
+		"ping": func() error { return missing.Ping(ctx) },
+		"read": func() error { _, err := missing.Read(ctx, "owner.json"); return err },
+	} {
+		err := call()
+		if err == nil || errors.Is(err, ErrNotExist) || !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
+			t.Errorf("%s on a missing bucket = %v, want a clear error that is not ErrNotExist", op, err)
+		}
+	}
+	o := s3Options(srv)
+	o.Endpoint = "http://" + closedPort(t)
+	o.MaxAttempts = 1
+	down := mustOpen(t, "s3://bucket", o)
+	if err := down.Ping(ctx); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Ping of a server that is down = %v, want connection refused", err)
+	}
+}
+
+// closedPort is a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
