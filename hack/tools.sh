@@ -19,9 +19,11 @@ declare -A VER=(
   [helm]=v3.22.0
   [versitygw]=v1.8.0
 )
-# Extra -ldflags (helm's version is otherwise reported as "v3.22" without the patch level).
+# Extra -ldflags (helm's version is otherwise reported as "v3.22" without the patch level,
+# versitygw's as "git").
 declare -A LDFLAGS=(
   [helm]="-X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  [versitygw]="-X main.Version=v1.8.0"
 )
 # versitygw is an S3 server over a POSIX folder: the storage tests run against it on loopback.
 ORDER=(controller-gen helm versitygw)
