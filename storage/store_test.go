@@ -316,6 +316,9 @@ func TestPing(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestPingFailures(t *testing.T) {
 	srv := storagetest.Start(t)
 	ctx := context.Background()
 	missing := mustOpen(t, "s3://no-such-bucket/runs", s3Options(srv))
