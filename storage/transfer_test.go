@@ -127,18 +127,23 @@ func TestPublishMarkerLastUnderConcurrentReader(t *testing.T) {
 	forEach(t, func(t *testing.T, s *Store) {
 		ctx := context.Background()
 		dir, files := stageOutputs(t, 300<<10)
-		// Slow every data upload down at its most fragile point (the marker is not slowed), so
-		// the reader polls many times, and a marker written early would surely be seen.
+		// Hold every data upload at its most fragile point (bytes sent, write not committed)
+		// until the reader has polled twice more; the marker is not held. So the reader surely
+		// polls while Publish runs, and a marker written early would surely be seen.
+		var polls atomic.Int64
 		s.afterCopy = func(key string) {
-			if !strings.HasSuffix(key, ".done.json") {
-				time.Sleep(40 * time.Millisecond)
+			if strings.HasSuffix(key, ".done.json") {
+				return
+			}
+			for target, deadline := polls.Load()+2, time.Now().Add(10*time.Second); polls.Load() < target && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
 			}
 		}
 		reader := *s
 		reader.afterCopy = nil
 
 		var done atomic.Bool
-		var polls, sawMarker, sawData int
+		var sawMarker, sawData int
 		check := func() {
 			marked, err := reader.Exists(ctx, "run-a/phase-1/label-0.done.json")
 			if err != nil {
@@ -159,7 +164,7 @@ func TestPublishMarkerLastUnderConcurrentReader(t *testing.T) {
 					sawData++
 				}
 			}
-			polls++
+			polls.Add(1)
 			if marked {
 				sawMarker++
 			}
@@ -179,10 +184,10 @@ func TestPublishMarkerLastUnderConcurrentReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sawMarker == 0 || polls < 3 || sawData == 0 {
-			t.Fatalf("the reader polled %d times, saw the marker %d times and whole data %d times: the test did not overlap Publish", polls, sawMarker, sawData)
+		if sawMarker == 0 || polls.Load() < 3 || sawData == 0 {
+			t.Fatalf("the reader polled %d times, saw the marker %d times and whole data %d times: the test did not overlap Publish", polls.Load(), sawMarker, sawData)
 		}
-		t.Logf("%d polls, marker seen in %d", polls, sawMarker)
+		t.Logf("%d polls, marker seen in %d", polls.Load(), sawMarker)
 	})
 }
 
