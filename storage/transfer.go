@@ -48,6 +48,11 @@ func Stage(ctx context.Context, store *Store, prefix, localDir string, inputs ..
 				return Stats{}, &opError{msg: fmt.Sprintf("storage: stage %s/: no objects (the stage that writes it has not published)", src.where(folder)), kind: []error{ErrNotExist}}
 			}
 			for _, o := range objs {
+				// Someone else may have written the bucket: a key like "x/../../y" must not
+				// reach a path outside localDir.
+				if err := checkKey("storage: Stage: object key", o.Key); err != nil {
+					return Stats{}, fmt.Errorf("%w (in %s; remove or rename that object)", err, src.where(folder))
+				}
 				keys = append(keys, o.Key)
 			}
 			continue

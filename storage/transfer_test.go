@@ -272,3 +272,30 @@ func TestPublishRefusesBadInput(t *testing.T) {
 		t.Errorf("Publish of an empty folder = %v, want 'holds no files'", err)
 	}
 }
+
+// An object whose key climbs out of its folder (written by another tool) is refused before
+// anything is downloaded, and nothing lands outside (or inside) the staging folder.
+func TestStageRefusesEscapingKeys(t *testing.T) {
+	forEach(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		if err := s.b.WriteAll(ctx, s.key("run-a/in/../../../escaped.txt"), []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+		// A good object beside it: nothing is staged when any key of the folder is bad.
+		if err := s.Write(ctx, "run-a/in/ok.txt", []byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		base := t.TempDir()
+		local := filepath.Join(base, "scratch", "deep")
+		_, err := Stage(ctx, s, "run-a", local, "in/")
+		if err == nil || !strings.Contains(err.Error(), `".." segment`) {
+			t.Fatalf("Stage of an escaping key = %v, want it refused", err)
+		}
+		filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				t.Errorf("Stage wrote %s", p)
+			}
+			return nil
+		})
+	})
+}
