@@ -12,16 +12,21 @@ set -euo pipefail
 declare -A PKG=(
   [controller-gen]=sigs.k8s.io/controller-tools/cmd/controller-gen
   [helm]=helm.sh/helm/v3/cmd/helm
+  [versitygw]=github.com/versity/versitygw/cmd/versitygw
 )
 declare -A VER=(
   [controller-gen]=v0.23.0
   [helm]=v3.22.0
+  [versitygw]=v1.8.0
 )
-# Extra -ldflags (helm's version is otherwise reported as "v3.22" without the patch level).
+# Extra -ldflags (helm's version is otherwise reported as "v3.22" without the patch level,
+# versitygw's as "git").
 declare -A LDFLAGS=(
   [helm]="-X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  [versitygw]="-X main.Version=v1.8.0"
 )
-ORDER=(controller-gen helm)
+# versitygw is an S3 server over a POSIX folder: the storage tests run against it on loopback.
+ORDER=(controller-gen helm versitygw)
 
 CACHE="${BPO_CACHE:-$HOME/.cache/bpo}"
 BIN="$CACHE/bin"
