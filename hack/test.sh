@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command CI runs (via `make test` / .ci/run):
 #   1. build or reuse the envtest control plane (etcd, kube-apiserver, kubectl) and export
-#      KUBEBUILDER_ASSETS,
+#      KUBEBUILDER_ASSETS; build or reuse versitygw (the S3 server of the storage tests) and
+#      require it (BPO_REQUIRE_VERSITYGW=1: the S3 tests fail rather than skip without it),
 #   2. go vet ./...,
 #   3. gofmt check,
 #   4. go test ./... -count=1 -timeout 30m (extra arguments are passed to go test),
@@ -32,6 +33,10 @@ KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh --only envtest | tail -n 1)
 }
 export KUBEBUILDER_ASSETS
 step "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+step "versitygw (hack/tools.sh versitygw)"
+BPO_VERSITYGW=$(hack/tools.sh versitygw | tail -n 1)
+export BPO_VERSITYGW BPO_REQUIRE_VERSITYGW=1
+step "BPO_VERSITYGW=$BPO_VERSITYGW"
 
 # vet, gofmt and the tests (both builds) all run even when an earlier one fails, so one CI run
 # shows every problem; the script fails at the end if any of them failed.
