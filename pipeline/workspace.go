@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bpo-dev/bpo/internal/fsutil"
 	"io"
 	"io/fs"
 	"os"
@@ -133,63 +134,13 @@ func (w *Workspace) Rel(path string) string {
 	return path
 }
 
-// writeFileAtomic writes data to a temp file in the same folder, syncs it and
-// renames it over path, so a kill never leaves a half-written file.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	// CreateTemp makes the file 0600; the workspace is shared by stage pods that run as other
-	// uids in the same fsGroup (and by people reading results), so files are group/world-readable.
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-func writeJSONAtomic(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(data, '\n'))
-}
-
-func readJSON(path string, v any) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+// The workspace's files are written atomically and read back with the path in errors: the one
+// copy is internal/fsutil.
+var (
+	writeFileAtomic = fsutil.WriteFile
+	writeJSONAtomic = fsutil.WriteJSON
+	readJSON        = fsutil.ReadJSON
+)
 
 // WriteJSONL writes one JSON document per line, atomically.
 func WriteJSONL[T any](path string, rows []T) error {

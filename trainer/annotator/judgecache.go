@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
+	"github.com/bpo-dev/bpo/internal/fsutil"
 )
 
 // verdictCache keeps a judge's verdicts in a folder, one small file per verdict (one order of
@@ -58,11 +58,8 @@ func (c *verdictCache) get(key string) (verdict, bool) {
 
 func (c *verdictCache) put(key string, v verdict) error {
 	p := c.path(key)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("verdict cache: %w", err)
-	}
 	data, _ := json.Marshal(cachedVerdict{v.String()})
-	if err := renameio.WriteFile(p, append(data, '\n'), 0o644, renameio.WithTempDir(filepath.Dir(p))); err != nil {
+	if err := fsutil.WriteFile(p, append(data, '\n')); err != nil {
 		return fmt.Errorf("verdict cache: %w", err)
 	}
 	return nil

@@ -679,7 +679,11 @@ func TestWriteFileAtomic(t *testing.T) {
 	if fi.Mode().Perm() != 0o644 {
 		t.Fatalf("mode %v", fi.Mode())
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, "missing", "f"), nil); err == nil {
-		t.Fatal("write into a missing directory succeeded")
+	// A missing folder is created; a folder that is a file is an error naming the path.
+	if err := WriteFileAtomic(filepath.Join(dir, "missing", "f"), nil); err != nil {
+		t.Fatalf("write into a missing folder: %v", err)
+	}
+	if err := WriteFileAtomic(filepath.Join(p, "f"), nil); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("write under a file: %v", err)
 	}
 }
