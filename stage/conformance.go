@@ -60,7 +60,7 @@ func (r *Report) Print(w io.Writer) {
 		if !c.OK {
 			mark = "FAIL"
 		}
-		fmt.Fprintf(w, "%s  %-22s %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(w, "%s  %-22s %s\n", mark, c.Name, strings.ReplaceAll(c.Detail, "\n", "\n"+strings.Repeat(" ", 29)))
 	}
 	if r.Passed() {
 		fmt.Fprintf(w, "conforms to stage contract %s (%d checks)\n", ContractVersion, len(r.Checks))
