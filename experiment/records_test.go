@@ -99,7 +99,7 @@ func TestCommittedPagesUpToDate(t *testing.T) {
 		args := strings.Fields(string(m))
 		flagOf := func(name string) string {
 			for i, a := range args[:len(args)-1] {
-				if a == "--"+name {
+				if a == "--"+name || a == "-"+name { // -f, as the page writes it
 					return args[i+1]
 				}
 			}
