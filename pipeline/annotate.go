@@ -254,20 +254,3 @@ func (e *Env) unfinishedShards(k int, stage string) int {
 	}
 	return left
 }
-
-// phaseAnnotation adds up what phase k's pods spent on role's annotator (nil when none did).
-func (e *Env) phaseAnnotation(k int, role string) (*v1alpha1.AnnotationAccounting, error) {
-	files, err := filepath.Glob(filepath.Join(e.WS.AnnotationDir(k), role+"-*.json"))
-	if err != nil || len(files) == 0 {
-		return nil, err
-	}
-	var sum v1alpha1.AnnotationAccounting
-	for _, f := range files {
-		var a v1alpha1.AnnotationAccounting
-		if err := readJSON(f, &a); err != nil {
-			return nil, err
-		}
-		sum.Add(a)
-	}
-	return &sum, nil
-}

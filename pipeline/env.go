@@ -41,6 +41,20 @@ type Env struct {
 	task *task.Task
 }
 
+// OpenEnv loads a run manifest (run.yaml) and opens its workspace under volumeRoot: what a
+// stage pod, and the conformance check, do first.
+func OpenEnv(config, volumeRoot string) (*Env, error) {
+	ar, err := LoadRunFile(config)
+	if err != nil {
+		return nil, err
+	}
+	run, err := NewRun(ar)
+	if err != nil {
+		return nil, err
+	}
+	return NewEnv(run, volumeRoot)
+}
+
 // NewEnv opens (or creates) the run's workspace under volumeRoot.
 func NewEnv(run *Run, volumeRoot string) (*Env, error) {
 	ws, err := OpenWorkspace(volumeRoot, run.Owner())
@@ -108,8 +122,9 @@ func (e *Env) PhasePrompts(k int) ([]string, error) {
 	return out, nil
 }
 
-// shardRange is the half-open range of items [lo, hi) that shard i of n owns.
-func shardRange(items, i, n int) (int, int) {
+// ShardRange is the half-open range of items [lo, hi) that shard i of n owns. It is part of the
+// stage contract (docs/stage-contract.md): every implementation splits the rows alike.
+func ShardRange(items, i, n int) (int, int) {
 	return items * i / n, items * (i + 1) / n
 }
 

@@ -168,7 +168,7 @@ func (e *Env) sampleShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		if err != nil {
 			return err
 		}
-		lo, hi := shardRange(len(prompts), shard, shards)
+		lo, hi := ShardRange(len(prompts), shard, shards)
 		maxNew := int(e.Run.Spec.Sampler.MaxNewTokens)
 		ids := make([][]int, 0, hi-lo)
 		for _, p := range prompts[lo:hi] {
@@ -301,7 +301,7 @@ func (e *Env) labelShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		if err != nil {
 			return err
 		}
-		lo, hi := shardRange(len(rows), shard, shards)
+		lo, hi := ShardRange(len(rows), shard, shards)
 		var items []annotator.Item
 		for _, row := range rows[lo:hi] {
 			if !row.Identical {

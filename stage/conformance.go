@@ -87,7 +87,7 @@ func Conform(ctx context.Context, f *Fixture, command []string, log io.Writer) (
 	for i := range f.Shards {
 		runPod(ctx, r, f, vol, command, i, log)
 	}
-	env, err := fixtureEnv(f.Config, vol)
+	env, err := pipeline.OpenEnv(f.Config, vol)
 	if err != nil {
 		return nil, err
 	}
@@ -165,22 +165,6 @@ func stageResult(f *Fixture, index int, doc []byte) (*v1alpha1.StageResult, erro
 	}
 	return &res, nil
 }
-
-func fixtureEnv(config, vol string) (*pipeline.Env, error) {
-	ar, err := pipeline.LoadRunFile(config)
-	if err != nil {
-		return nil, err
-	}
-	run, err := pipeline.NewRun(ar)
-	if err != nil {
-		return nil, err
-	}
-	return pipeline.NewEnv(run, vol)
-}
-
-// shardRange is the half-open range of rows [lo, hi) that shard i of n owns (pipeline.shardRange:
-// part of the contract, so that every implementation splits the rows alike).
-func shardRange(items, i, n int) (int, int) { return items * i / n, items * (i + 1) / n }
 
 // checkOutputs checks the workspace after every pod ran.
 func checkOutputs(r *Report, f *Fixture, env *pipeline.Env) {
@@ -307,7 +291,7 @@ func checkSamples(r *Report, f *Fixture, env *pipeline.Env) [][]string {
 			schemaErr = errors.Join(schemaErr, err)
 			continue
 		}
-		lo, hi := shardRange(len(prompts), j, f.Shards)
+		lo, hi := pipeline.ShardRange(len(prompts), j, f.Shards)
 		if len(rows) != hi-lo {
 			rowsErr = errors.Join(rowsErr, fmt.Errorf("%s holds %d rows, shard %d of %d owns prompts [%d,%d): %d rows", ws.Rel(path), len(rows), j, f.Shards, lo, hi, hi-lo))
 			continue
@@ -359,7 +343,7 @@ func checkPairs(r *Report, f *Fixture, env *pipeline.Env, markers []*v1alpha1.St
 			continue
 		}
 		kept += len(pairs)
-		lo, hi := shardRange(len(samples), j, f.Shards)
+		lo, hi := pipeline.ShardRange(len(samples), j, f.Shards)
 		if m := markers[j]; m != nil {
 			if int(m.Pairs) != len(pairs) || int(m.Pairs+m.Ties+m.Identical) != hi-lo {
 				rowsErr = errors.Join(rowsErr, fmt.Errorf("shard %d: marker says pairs %d + ties %d + identical %d, want %d pairs in the file and %d sample rows in all", j, m.Pairs, m.Ties, m.Identical, len(pairs), hi-lo))

@@ -65,7 +65,7 @@ func runStage(stage string, f stageFlags) (v1alpha1.StageResult, error) {
 	if f.phase < 0 || (f.phase == 0 && stage != "eval") {
 		return none, fmt.Errorf("--phase must be >= 1 (got %d)", f.phase)
 	}
-	env, err := openEnv(f.config, f.workspace)
+	env, err := pipeline.OpenEnv(f.config, f.workspace)
 	if err != nil {
 		return none, err
 	}
@@ -85,17 +85,4 @@ func runStage(stage string, f stageFlags) (v1alpha1.StageResult, error) {
 		return env.Eval(f.phase)
 	}
 	return none, fmt.Errorf("unknown stage %q", stage)
-}
-
-// openEnv loads the manifest and opens its workspace under volume.
-func openEnv(config, volume string) (*pipeline.Env, error) {
-	ar, err := pipeline.LoadRunFile(config)
-	if err != nil {
-		return nil, err
-	}
-	run, err := pipeline.NewRun(ar)
-	if err != nil {
-		return nil, err
-	}
-	return pipeline.NewEnv(run, volume)
 }
