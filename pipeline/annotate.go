@@ -220,7 +220,7 @@ func (e *Env) annotatorLimits(k int, stage, role, where string, l *v1alpha1.Anno
 // spentByOthers adds up the accounting files of role in every phase, except own.
 func (e *Env) spentByOthers(role, own string) (v1alpha1.AnnotationAccounting, error) {
 	var sum v1alpha1.AnnotationAccounting
-	for k := 1; k <= int(e.Run.Phases()); k++ {
+	for k := 0; k <= e.Run.Phases(); k++ { // phase 0: the local runner's evaluation of the initial model
 		files, err := filepath.Glob(filepath.Join(e.WS.AnnotationDir(k), role+"-*.json"))
 		if err != nil {
 			return sum, err
