@@ -524,7 +524,7 @@ func (r *AlignmentRunReconciler) reconcileSpecConfigMap(ctx context.Context, s *
 func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) (bool, error) {
 	spec := &s.run.Spec
 	st := &s.run.Status
-	for k := int32(1); k <= spec.TrustRegion.Phases; k++ {
+	for k := firstPhase(spec, st); k <= spec.TrustRegion.Phases; k++ {
 		for _, stage := range spec.Stages(k) {
 			if pr := phaseResult(st, k, false); pr != nil && pr.HasCompleted(stage) {
 				continue
@@ -540,7 +540,9 @@ func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) 
 			if pr.StartTime != nil {
 				pr.DurationSeconds = int64(pr.CompletionTime.Sub(pr.StartTime.Time).Seconds())
 			}
-			s.phasesDone++
+			if k > 0 {
+				s.phasesDone++ // the baseline is not a data-collection phase
+			}
 			// Tied to this status change (completionTime): a conflicting write drops it with the
 			// status and the next reconcile, which completes the phase again, queues it again;
 			// once written, completionTime is set and the event is never queued again.
@@ -548,12 +550,33 @@ func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) 
 		}
 	}
 	st.CompletionTime = s.now.DeepCopy()
-	msg := fmt.Sprintf("all %d phases completed; win rate %s; checkpoint %s", spec.TrustRegion.Phases, orDash(st.LatestWinRate), orDash(st.LatestCheckpoint))
+	msg := fmt.Sprintf("all %d phases completed; win rate %s; checkpoint %s", spec.TrustRegion.Phases, winRateChange(st), orDash(st.LatestCheckpoint))
+	if st.Report != "" {
+		msg += "; report " + st.Report
+	}
 	setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
 	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionTrue, alignv1.ReasonSucceeded, msg)
 	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
 	s.event(corev1.EventTypeNormal, alignv1.ReasonSucceeded, "Complete", nil, "%s", msg)
 	return true, nil
+}
+
+// firstPhase is where the walk starts: spec.FirstPhase() (0, the baseline eval, by default),
+// except for a run that started phase 1 without a baseline (created before the baseline
+// existed): the walk does not go back.
+func firstPhase(spec *alignv1.AlignmentRunSpec, st *alignv1.AlignmentRunStatus) int32 {
+	if spec.FirstPhase() == 0 && len(st.PhaseResults) > 0 && phaseResult(st, 0, false) == nil {
+		return 1
+	}
+	return spec.FirstPhase()
+}
+
+// winRateChange is "baseline -> latest" when the run has a baseline, else the latest win rate.
+func winRateChange(st *alignv1.AlignmentRunStatus) string {
+	if st.BaselineWinRate == "" {
+		return orDash(st.LatestWinRate)
+	}
+	return st.BaselineWinRate + " -> " + orDash(st.LatestWinRate)
 }
 
 // stageJobs returns the live (not being deleted) Jobs of a stage by attempt, and whether a Job
@@ -876,6 +899,8 @@ func stageSummary(pr *alignv1.PhaseResult, stage string) string {
 		return fmt.Sprintf(": %d pairs kept, %d ties", pr.PairsKept, pr.Ties)
 	case alignv1.StageTrain:
 		return fmt.Sprintf(": loss %s, reward accuracy %s, KL to reference %s", orDash(pr.Loss), orDash(pr.RewardAccuracy), orDash(pr.KLToReference))
+	case alignv1.StageReport:
+		return ""
 	default:
 		return fmt.Sprintf(": win rate %s, gold reward %s", orDash(pr.WinRate), orDash(pr.GoldReward))
 	}
@@ -884,6 +909,10 @@ func stageSummary(pr *alignv1.PhaseResult, stage string) string {
 // phaseSummary is the one-line note of a PhaseCompleted event: the phase's numbers, with the
 // win rate only when the phase was evaluated.
 func phaseSummary(pr *alignv1.PhaseResult, phases int32) string {
+	if pr.Phase == 0 {
+		return fmt.Sprintf("baseline (the initial model) evaluated: win rate %s, gold reward %s, mean length %s",
+			orDash(pr.WinRate), orDash(pr.GoldReward), orDash(pr.MeanLength))
+	}
 	msg := fmt.Sprintf("phase %d/%d completed: %d pairs kept, %d ties, loss %s, reward accuracy %s, KL to reference %s, KL to initial %s",
 		pr.Phase, phases, pr.PairsKept, pr.Ties, orDash(pr.Loss), orDash(pr.RewardAccuracy), orDash(pr.KLToReference), orDash(pr.KLToInitial))
 	if pr.HasCompleted(alignv1.StageEval) {

@@ -47,16 +47,22 @@ func fakeResult(stage, phaseLabel string, i int32) alignv1.StageResult {
 	case alignv1.StageEval:
 		r.WinRate, r.GoldReward, r.KLToInitial = f(0.5+0.1*float64(k)), f(0.25), f(0.2)
 		r.MeanLength, r.Distinct2 = f(21), f(0.8)
+	case alignv1.StageReport:
+		r.Report, r.Message = "flow/report.md", "win rate 0.5 -> 0.7"
 	}
 	return r
 }
 
-// stageSequence is the Job names a run creates when every stage succeeds first time.
-func stageSequence(run string, phases int32, everyPhase bool) []string {
+// stageSequence is the Job names a run creates when every stage succeeds first time (written
+// out here, not derived from spec.Stages, so that the walk itself is under test).
+func stageSequence(run string, phases int32, everyPhase, baseline bool) []string {
 	var names []string
+	if baseline {
+		names = append(names, JobName(run, 0, "eval", 0))
+	}
 	for k := int32(1); k <= phases; k++ {
-		for _, st := range []string{"sample", "label", "train", "eval"} {
-			if st == "eval" && !everyPhase && k < phases {
+		for _, st := range []string{"sample", "label", "train", "eval", "report"} {
+			if st == "eval" && !everyPhase && k < phases || st == "report" && (!baseline || k < phases) {
 				continue
 			}
 			names = append(names, JobName(run, k, st, 0))
@@ -74,10 +80,12 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 		name       string
 		phases     int32
 		everyPhase bool
+		baseline   bool // the default walk: the phase-0 baseline eval first, the report last
 	}{
-		{"offline F=1", 1, false},
-		{"bpo F=2, eval after the last phase", 2, false},
-		{"bpo F=2, eval every phase", 2, true},
+		{"offline F=1", 1, false, false},
+		{"bpo F=2, eval after the last phase", 2, false, false},
+		{"bpo F=2, eval every phase", 2, true, false},
+		{"bpo F=2, baseline and report (the defaults)", 2, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,11 +94,11 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			ns := newNamespace(t, "flow")
 			startManager(t, ns, func(r *AlignmentRunReconciler) { r.Policy.AllowedImages = []string{"example.com/"} })
 			run := createRun(t, testutil.MakeRun(ns, "flow").Phases(tc.phases).Members(2).
-				SamplerParallelism(2).EvalEveryPhase(tc.everyPhase).
+				SamplerParallelism(2).EvalEveryPhase(tc.everyPhase).Baseline(tc.baseline).
 				SamplerEnv("EXTRA", "1").TrainerImage("example.com/bpo-train:v1").
 				TrainerResources(corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}).Obj())
 
-			want := stageSequence(run.Name, tc.phases, tc.everyPhase)
+			want := stageSequence(run.Name, tc.phases, tc.everyPhase, tc.baseline)
 			for i, name := range want {
 				job := waitJob(t, ns, name)
 				// Jobs are created one at a time, in order.
@@ -123,7 +131,7 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			}
 			st := r.Status
 			if st.ObservedGeneration != r.Generation || st.State != alignv1.StateSucceeded || st.Phase != tc.phases || st.Phases != tc.phases ||
-				st.Progress != fmt.Sprintf("%d/%d", tc.phases, tc.phases) || st.Stage != "eval" ||
+				st.Progress != fmt.Sprintf("%d/%d", tc.phases, tc.phases) || st.Stage != map[bool]string{false: "eval", true: "report"}[tc.baseline] ||
 				st.StartTime == nil || st.CompletionTime == nil || st.Retries != 0 {
 				t.Errorf("status = %+v", st)
 			}
@@ -131,16 +139,38 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			if st.LatestWinRate != wantWin || st.LatestCheckpoint != fmt.Sprintf("phase-%d/members/member-0", tc.phases) {
 				t.Errorf("latestWinRate %q latestCheckpoint %q", st.LatestWinRate, st.LatestCheckpoint)
 			}
-			if len(st.PhaseResults) != int(tc.phases) {
+			wantBaseline, wantReport := "", ""
+			results := st.PhaseResults
+			if tc.baseline {
+				// Phase 0 is the initial model's evaluation: its win rate is the baseline, not the
+				// latest; the report stage names report.md, and the success message says both.
+				wantBaseline, wantReport = "0.5", "flow/report.md"
+				if len(results) == 0 || results[0].Phase != 0 || !slices.Equal(results[0].CompletedStages, []string{"eval"}) ||
+					results[0].WinRate != "0.5" || results[0].GoldReward != "0.25" || results[0].Loss != "" {
+					t.Fatalf("phase 0 (baseline) result: %+v", results)
+				}
+				results = results[1:]
+				if c := meta.FindStatusCondition(st.Conditions, alignv1.ConditionSucceeded); c == nil ||
+					!strings.Contains(c.Message, "win rate 0.5 -> "+wantWin) || !strings.Contains(c.Message, "report flow/report.md") {
+					t.Errorf("Succeeded message %+v", c)
+				}
+			}
+			if st.BaselineWinRate != wantBaseline || st.Report != wantReport {
+				t.Errorf("baselineWinRate %q report %q, want %q %q", st.BaselineWinRate, st.Report, wantBaseline, wantReport)
+			}
+			if len(results) != int(tc.phases) {
 				t.Fatalf("phaseResults: %+v", st.PhaseResults)
 			}
-			for _, pr := range st.PhaseResults {
+			for _, pr := range results {
 				evaluated := tc.everyPhase || pr.Phase == tc.phases
 				wantStages := []string{"sample", "label", "train"}
 				klInitial, winRate := "0.1", ""
 				if evaluated {
 					wantStages = append(wantStages, "eval")
 					klInitial, winRate = "0.2", formatMetric(0.5+0.1*float64(pr.Phase))
+				}
+				if tc.baseline && pr.Phase == tc.phases {
+					wantStages = append(wantStages, "report")
 				}
 				// sample: 2 shards of (20 samples, 8+i pairs, 2 identical); label: 1 shard (7 kept,
 				// 1 tie); train: mean over 2 members of loss 0.6/0.7, accuracy 0.5/0.6, KL 0.01/0.02.
@@ -169,17 +199,24 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 				return ""
 			})
 			// One PhaseCompleted per phase, with the phase's numbers (win rate when evaluated).
-			var wantNotes []string
+			var wantNotes, allNotes []string
 			for _, pr := range st.PhaseResults {
 				wantNotes = append(wantNotes, phaseSummary(&pr, tc.phases))
+			}
+			allNotes = slices.Clone(wantNotes)
+			if tc.baseline {
+				if wantNotes[0] != "baseline (the initial model) evaluated: win rate 0.5, gold reward 0.25, mean length 21" {
+					t.Errorf("phase 0 summary %q", wantNotes[0])
+				}
+				wantNotes = wantNotes[1:]
 			}
 			if wantNotes[0] != fmt.Sprintf("phase 1/%d completed: 7 pairs kept, 1 ties, loss 0.65, reward accuracy 0.55, KL to reference 0.015, KL to initial %s%s",
 				tc.phases, map[bool]string{true: "0.2", false: "0.1"}[tc.everyPhase || tc.phases == 1], map[bool]string{true: ", win rate 0.6", false: ""}[tc.everyPhase || tc.phases == 1]) {
 				t.Errorf("phase 1 summary %q", wantNotes[0])
 			}
 			consistently(t, time.Second, "one PhaseCompleted event per phase", func() string {
-				if got := eventNotes(t, ns, run.Name, "PhaseCompleted"); !slices.Equal(sortedCopy(got), sortedCopy(wantNotes)) {
-					return fmt.Sprintf("PhaseCompleted notes %q, want %q", got, wantNotes)
+				if got := eventNotes(t, ns, run.Name, "PhaseCompleted"); !slices.Equal(sortedCopy(got), sortedCopy(allNotes)) {
+					return fmt.Sprintf("PhaseCompleted notes %q, want %q", got, allNotes)
 				}
 				return ""
 			})
@@ -222,6 +259,9 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 				"bpo_alignmentrun_train_loss": 0.65, "bpo_alignmentrun_reward_accuracy": 0.55, "bpo_alignmentrun_kl_to_reference": 0.015,
 				"bpo_alignmentrun_kl_to_initial": 0.2, "bpo_alignmentrun_win_rate": 0.5 + 0.1*F,
 			}
+			if tc.baseline {
+				wantSeries["bpo_alignmentrun_baseline_win_rate"] = 0.5
+			}
 			if got := runSeries(t, ns, run.Name); !mapsEqual(got, wantSeries) {
 				t.Errorf("per-run series:\n got  %v\n want %v", got, wantSeries)
 			}
@@ -235,11 +275,12 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 
 			// kubectl get ar: the printer columns.
 			cols, names := printerColumns(t, ns, run.Name)
-			if cols["Stage"] != "eval" || cols["Phase"] != r.Status.Progress || cols["WinRate"] != wantWin || cols["State"] != "Succeeded" {
+			if cols["Stage"] != st.Stage || cols["Phase"] != r.Status.Progress || cols["WinRate"] != wantWin || cols["State"] != "Succeeded" ||
+				cols["Baseline"] != wantBaseline || cols["Progress"] != "" {
 				t.Errorf("printer columns %v", cols)
 			}
-			// kubectl get ar: NAME STATE PHASE STAGE WINRATE AGE (-o wide adds the rest).
-			if !slices.Equal(names[:6], []string{"Name", "State", "Phase", "Stage", "WinRate", "Age"}) {
+			// kubectl get ar: NAME STATE PHASE STAGE PROGRESS BASELINE WINRATE AGE (-o wide adds the rest).
+			if !slices.Equal(names[:8], []string{"Name", "State", "Phase", "Stage", "Progress", "Baseline", "WinRate", "Age"}) {
 				t.Errorf("column order %v", names)
 			}
 		})
@@ -283,7 +324,7 @@ func checkJobSpec(t *testing.T, run *alignv1.AlignmentRun, job *batchv1.Job) {
 	if job.Labels[alignv1.LabelRun] != run.Name || job.Labels[alignv1.LabelAttempt] == "" || phase == "" {
 		t.Errorf("%s labels %v", job.Name, job.Labels)
 	}
-	completions := map[string]int32{"sample": 2, "label": 1, "train": 2, "eval": 1}[stage]
+	completions := map[string]int32{"sample": 2, "label": 1, "train": 2, "eval": 1, "report": 1}[stage]
 	s := job.Spec
 	if ptr.Deref(s.Completions, 0) != completions || ptr.Deref(s.Parallelism, 0) != completions ||
 		ptr.Deref(s.CompletionMode, "") != batchv1.IndexedCompletion || ptr.Deref(s.BackoffLimit, -1) != 0 {
@@ -651,11 +692,11 @@ func TestRestartedController(t *testing.T) {
 			t.Errorf("%s was recreated or deleted (%v)", name, err)
 		}
 	}
-	for _, name := range stageSequence(run.Name, 2, false)[2:] {
+	for _, name := range stageSequence(run.Name, 2, false, false)[2:] {
 		succeed(t, ns, name)
 	}
 	r := waitCondition(t, ns, run.Name, alignv1.ConditionSucceeded, metav1.ConditionTrue, "")
-	if got := jobNames(listJobs(t, ns, run.Name)); !slices.Equal(got, sortedCopy(stageSequence(run.Name, 2, false))) {
+	if got := jobNames(listJobs(t, ns, run.Name)); !slices.Equal(got, sortedCopy(stageSequence(run.Name, 2, false, false))) {
 		t.Errorf("jobs %v: some stage ran twice", got)
 	}
 	if pr := r.Status.PhaseResults[0]; pr.PairsKept != 7 || pr.PairsSampled != 8 {
@@ -672,7 +713,7 @@ func TestTTLAfterFinished(t *testing.T) {
 	ns := newNamespace(t, "ttl")
 	startManager(t, ns)
 	run := createRun(t, testutil.MakeRun(ns, "brief").Phases(1).Members(1).TTLSecondsAfterFinished(1).Obj())
-	for _, name := range stageSequence(run.Name, 1, false) {
+	for _, name := range stageSequence(run.Name, 1, false, false) {
 		succeed(t, ns, name)
 	}
 	waitCondition(t, ns, run.Name, alignv1.ConditionSucceeded, metav1.ConditionTrue, "")

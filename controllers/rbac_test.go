@@ -67,7 +67,7 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 	}, ns)
 
 	run := createRun(t, testutil.MakeRun(ns, "rbac").Phases(1).Members(1).Obj())
-	for _, name := range stageSequence(run.Name, 1, false) {
+	for _, name := range stageSequence(run.Name, 1, false, false) {
 		succeed(t, ns, name)
 	}
 	waitCondition(t, ns, run.Name, alignv1.ConditionSucceeded, metav1.ConditionTrue, "")

@@ -122,7 +122,8 @@ func failureMessage(job *batchv1.Job, pods []corev1.Pod) (msg string, fromPod bo
 	return fmt.Sprintf("job %s failed", job.Name), false
 }
 
-// maxCheckpointBytes is the MaxLength of status.latestCheckpoint and phaseResults[].checkpoint.
+// maxCheckpointBytes is the MaxLength of status.latestCheckpoint, phaseResults[].checkpoint and
+// status.report.
 const maxCheckpointBytes = 1024
 
 // validResult reports a StageResult that status could not hold: folded as it is, it would make
@@ -131,6 +132,8 @@ func validResult(r *alignv1.StageResult) error {
 	switch {
 	case len(r.Checkpoint) > maxCheckpointBytes:
 		return fmt.Errorf("checkpoint is %d bytes, over %d", len(r.Checkpoint), maxCheckpointBytes)
+	case len(r.Report) > maxCheckpointBytes:
+		return fmt.Errorf("report is %d bytes, over %d", len(r.Report), maxCheckpointBytes)
 	case r.Samples < 0 || r.Pairs < 0 || r.Identical < 0 || r.Ties < 0 || r.Steps < 0:
 		return fmt.Errorf("negative count in %+v", *r)
 	}
@@ -238,7 +241,11 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 		for _, r := range results {
 			if r.WinRate != nil {
 				pr.WinRate = formatMetric(*r.WinRate)
-				st.LatestWinRate = pr.WinRate
+				if pr.Phase == 0 {
+					st.BaselineWinRate = pr.WinRate // the initial model: not the latest policy
+				} else {
+					st.LatestWinRate = pr.WinRate
+				}
 			}
 			if r.GoldReward != nil {
 				pr.GoldReward = formatMetric(*r.GoldReward)
@@ -260,6 +267,12 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 			}
 			if r.JudgeWinRate != nil {
 				pr.JudgeWinRate = formatMetric(*r.JudgeWinRate)
+			}
+		}
+	case alignv1.StageReport:
+		for _, r := range results {
+			if r.Report != "" {
+				st.Report = r.Report
 			}
 		}
 	}

@@ -25,7 +25,9 @@ type runSample struct {
 	// Sums over the phases (monotone: a phase's counts are final once its stage completed).
 	pairsSampled, pairsKept, ties int64
 	// The newest values reported (nil: none yet).
-	loss, rewardAccuracy, klToReference, klToInitial, winRate *float64
+	loss, rewardAccuracy, klToReference, klToInitial, winRate, baselineWinRate *float64
+	// The running stage's live progress (status.stageProgress; nil between stages).
+	stageProgress, stageRate *float64
 }
 
 // sampleRun reads a run's metrics from its status (pure).
@@ -43,8 +45,8 @@ func sampleRun(st *alignv1.AlignmentRunStatus) runSample {
 	}
 	for i := range prs {
 		pr := &prs[i]
-		if pr.CompletionTime != nil {
-			s.phasesDone++
+		if pr.CompletionTime != nil && pr.Phase > 0 {
+			s.phasesDone++ // phase 0, the baseline, is not a data-collection phase
 		}
 		s.pairsSampled += pr.PairsSampled
 		s.pairsKept += pr.PairsKept
@@ -55,6 +57,12 @@ func sampleRun(st *alignv1.AlignmentRunStatus) runSample {
 		newest(&s.klToInitial, pr.KLToInitial)
 	}
 	newest(&s.winRate, st.LatestWinRate)
+	newest(&s.baselineWinRate, st.BaselineWinRate)
+	if p := st.StageProgress; p != nil && p.Total > 0 {
+		r := float64(p.Done) / float64(p.Total)
+		s.stageProgress = &r
+		newest(&s.stageRate, p.Rate)
+	}
 	return s
 }
 
@@ -87,6 +95,12 @@ var perRunFamilies = []perRunFamily{
 		func(s *runSample) *float64 { return s.klToInitial }},
 	{perRun("bpo_alignmentrun_win_rate", TypeGauge, "Win rate of the run's newest evaluation (status.latestWinRate)."),
 		func(s *runSample) *float64 { return s.winRate }},
+	{perRun("bpo_alignmentrun_baseline_win_rate", TypeGauge, "Win rate of the initial model, the phase-0 evaluation (status.baselineWinRate)."),
+		func(s *runSample) *float64 { return s.baselineWinRate }},
+	{perRun("bpo_alignmentrun_stage_progress_ratio", TypeGauge, "Fraction of the running stage done, as its pods report it (status.stageProgress)."),
+		func(s *runSample) *float64 { return s.stageProgress }},
+	{perRun("bpo_alignmentrun_stage_units_per_second", TypeGauge, "Rate of the running stage in its units (rows, optimizer steps, prompts) per second, summed over its pods."),
+		func(s *runSample) *float64 { return s.stageRate }},
 }
 
 func perRun(name, typ, help string) MetricFamily {

@@ -25,7 +25,7 @@ const (
 	RecordFile = "experiment.json"
 	// RunManifestFile is DIR/runs/<run>/run.yaml: the manifest the run was made from
 	// (`bpo run -f` takes it as it is).
-	RunManifestFile = "run.yaml"
+	RunManifestFile = pipeline.ManifestFile
 	// RunTimingFile is DIR/runs/<run>/timing.json.
 	RunTimingFile = "timing.json"
 	// RunSummaryFile is DIR/runs/<run>/summary.json: the per-phase summaries of RunAll.
@@ -309,9 +309,6 @@ func runOne(volume string, r Run, split string, parallel int, scorer annotator.S
 	sums, err := env.RunAll(pipeline.RunHooks{})
 	if err == nil {
 		err = writeJSONAtomic(filepath.Join(env.WS.Root, RunSummaryFile), sums)
-	}
-	if err == nil {
-		_, err = env.WriteReport(sums)
 	}
 	var final *pipeline.EvalResult
 	if err == nil {

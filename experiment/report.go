@@ -354,6 +354,11 @@ func (rep *Report) arm(name string) *ArmStats {
 }
 
 func sameRecipe(a, b v1alpha1.AlignmentRunSpec) bool {
+	// Records keep the spec as it was defaulted then; fields added since take their defaults.
+	ra, rb := v1alpha1.AlignmentRun{Spec: *a.DeepCopy()}, v1alpha1.AlignmentRun{Spec: *b.DeepCopy()}
+	ra.SetDefaults()
+	rb.SetDefaults()
+	a, b = ra.Spec, rb.Spec
 	a.Workspace, b.Workspace = v1alpha1.WorkspaceSpec{}, v1alpha1.WorkspaceSpec{}
 	a.Seed, b.Seed = 0, 0
 	ja, errA := json.Marshal(a)

@@ -15,8 +15,16 @@ import (
 	"github.com/bpo-dev/bpo/trainer/task"
 )
 
-// Progress receives a stage's progress: done of total units (rows, steps).
-type Progress func(stage string, done, total int)
+// ProgressUpdate is a stage's progress: Done of Total units (rows, optimizer steps), and the
+// stage's live numbers when it has any (the train stage's running loss).
+type ProgressUpdate struct {
+	Stage       string
+	Done, Total int
+	Metrics     map[string]float64
+}
+
+// Progress receives a stage's progress as it advances.
+type Progress func(ProgressUpdate)
 
 // Env is everything a stage function needs: the run, its workspace, and where the
 // volume and data live. One Env serves any number of stage calls (the local runner
@@ -61,7 +69,11 @@ func NewEnv(run *Run, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: "/etc/bpo/data"}, nil
+	e := &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: "/etc/bpo/data"}
+	if err := e.writeManifest(); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -71,8 +83,12 @@ func (e *Env) logf(format string, args ...any) {
 }
 
 func (e *Env) progress(stage string, done, total int) {
+	e.progressWith(stage, done, total, nil)
+}
+
+func (e *Env) progressWith(stage string, done, total int, metrics map[string]float64) {
 	if e.Progress != nil {
-		e.Progress(stage, done, total)
+		e.Progress(ProgressUpdate{Stage: stage, Done: done, Total: total, Metrics: metrics})
 	}
 }
 

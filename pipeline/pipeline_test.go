@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/trainer/model"
 )
@@ -303,8 +305,8 @@ func TestResumeAfterKillMidStage(t *testing.T) {
 	}
 
 	e := makeRun("killed").Env(t, vol)
-	e.Progress = func(stage string, done, total int) {
-		if stage == "train/1" && done == total/2 {
+	e.Progress = func(u ProgressUpdate) {
+		if u.Stage == "train/1" && u.Done == u.Total/2 {
 			panic(errKilled)
 		}
 	}
@@ -333,9 +335,9 @@ func TestResumeAfterKillMidStage(t *testing.T) {
 	}
 	again := makeRun("killed").Env(t, vol)
 	var redone []string
-	again.Progress = func(stage string, done, total int) {
-		if done == 1 {
-			redone = append(redone, stage)
+	again.Progress = func(u ProgressUpdate) {
+		if u.Done == 1 {
+			redone = append(redone, u.Stage)
 		}
 	}
 	if _, err := again.RunAll(RunHooks{}); err != nil {
@@ -445,6 +447,9 @@ spec:
 	}
 }
 
+// The report is a stage of the walk: RunAll ends with it (its result names report.md and carries
+// the summary), and the same report renders again from the workspace folder alone (what
+// `bpo report --workspace` and a cluster's report stage read), byte for byte.
 func TestReportAfterRun(t *testing.T) {
 	vol := newVolume(t)
 	e := makeRun("report").Env(t, vol)
@@ -452,13 +457,37 @@ func TestReportAfterRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := e.WriteReport(sums)
-	if err != nil {
-		t.Fatal(err)
+	r, ok := e.Done(e.Run.Phases(), v1alpha1.StageReport, -1)
+	if !ok || r.Report != "report/report.md" || !strings.Contains(r.Message, "win rate") {
+		t.Fatalf("report stage result: %+v (done %v)", r, ok)
 	}
 	md, err := os.ReadFile(filepath.Join(e.WS.Root, "report.md"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	again, err := OpenRunFolder(e.WS.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reread, err := again.Summaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(sums, reread); d != "" {
+		t.Fatalf("summaries read back from the workspace differ from the run's (-run +workspace):\n%s", d)
+	}
+	if err := os.Remove(filepath.Join(e.WS.Root, "report.md")); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := again.RenderReport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md2, err := os.ReadFile(filepath.Join(e.WS.Root, "report.md")); err != nil || string(md2) != string(md) {
+		t.Fatalf("report rendered from the workspace folder differs from the report stage's (%v)", err)
+	}
+	if rep.Summary != r.Message {
+		t.Fatalf("summary %q, the stage said %q", rep.Summary, r.Message)
 	}
 	for _, want := range []string{"Initial model vs final policy", "Per phase", "winrate.png", "Sample completions", "## Diagnostics", "train-pair accuracy"} {
 		if !strings.Contains(string(md), want) {

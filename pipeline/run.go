@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 )
@@ -39,101 +38,85 @@ type PhaseSummary struct {
 
 // RunHooks lets the caller watch the loop (progress bars, tables).
 type RunHooks struct {
-	// StageStart is called before each stage (index -1 for eval).
+	// StageStart is called before each stage (index -1 for eval and report).
 	StageStart func(k int, stage string, index int)
 	// PhaseDone is called after each phase with its summary.
 	PhaseDone func(PhaseSummary)
 }
 
-// RunAll runs the whole loop in this process with the very stage functions the pods
-// run: the initial model's evaluation (phase 0, the baseline of the report), then for
-// each phase every sample shard, label shard and member, and the evaluation when the
-// schedule asks for one. Finished stages are skipped, so an interrupted run resumes
-// after the last completed stage.
+// RunAll runs the whole loop in this process with the very stage functions the pods run, in
+// the order the controller runs them (spec.Stages): the initial model's evaluation (phase 0,
+// the baseline), then for each phase every sample shard, label shard and member, the
+// evaluation when the schedule asks for one, and after the last phase the report. Finished
+// stages are skipped, so an interrupted run resumes after the last completed stage.
 func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
-	start := func(k int, stage string, index int) {
-		if h.StageStart != nil {
-			h.StageStart(k, stage, index)
-		}
-	}
-	start(0, v1alpha1.StageEval, -1)
-	if _, err := e.Eval(0); err != nil {
-		return nil, err
-	}
+	spec := &e.Run.Spec
 	var out []PhaseSummary
-	for k := 1; k <= e.Run.Phases(); k++ {
-		t0 := time.Now()
-		sum := PhaseSummary{Phase: k}
-		for s := 0; s < e.Run.SampleShards(); s++ {
-			start(k, v1alpha1.StageSample, s)
-			r, err := e.Sample(k, s, e.Run.SampleShards())
-			if err != nil {
+	for k := int(spec.FirstPhase()); k <= e.Run.Phases(); k++ {
+		for _, stage := range spec.Stages(int32(k)) {
+			if err := e.runStageLocally(k, stage, h); err != nil {
 				return out, err
 			}
-			sum.Samples += r.Samples
-		}
-		var decided *int64
-		for s := 0; s < e.Run.LabelShards(); s++ {
-			start(k, v1alpha1.StageLabel, s)
-			r, err := e.Label(k, s, e.Run.LabelShards())
-			if err != nil {
-				return out, err
+			if k >= 1 && stage == v1alpha1.StageTrain {
+				// The pair diagnostics every phase reports, evaluated or not: a small step of its
+				// own here (in a cluster, the next phase's train or the eval stage measures them).
+				if _, err := e.FreshPairAccuracy(k); err != nil {
+					return out, err
+				}
+				if _, err := e.TrainPairAccuracy(k); err != nil {
+					return out, err
+				}
 			}
-			sum.Pairs += r.Pairs
-			sum.Ties += r.Ties
-			sum.Identical += r.Identical
-			decided = addCount(decided, r.GuardDecided)
-			sum.Annotation = addAccounting(sum.Annotation, r.Annotation)
 		}
-		if decided != nil && sum.Pairs > 0 {
-			g := float64(*decided) / float64(sum.Pairs)
-			sum.GuardDecided = &g
+		if k == 0 {
+			continue
 		}
-		var results []v1alpha1.StageResult
-		for m := 0; m < e.Run.Members(); m++ {
-			start(k, v1alpha1.StageTrain, m)
-			r, err := e.Train(k, m)
-			if err != nil {
-				return out, err
-			}
-			results = append(results, r)
-		}
-		sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = meanTrain(results)
-		// The pair diagnostics, read from (or, in a workspace from before they existed, written
-		// to) the files member 0 and the eval stage share: a small step of its own here, so that
-		// every phase has its train-pair accuracy whether or not it is evaluated.
-		fresh, err := e.FreshPairAccuracy(k)
+		sum, err := e.PhaseSummary(k)
 		if err != nil {
 			return out, err
 		}
-		if fresh != nil {
-			sum.FreshPairAccuracy = fresh.Accuracy
-		}
-		trained, err := e.TrainPairAccuracy(k)
-		if err != nil {
-			return out, err
-		}
-		sum.TrainPairAccuracy = trained.Accuracy
-		for _, st := range e.Run.Spec.Stages(int32(k)) {
-			if st != v1alpha1.StageEval {
-				continue
-			}
-			start(k, v1alpha1.StageEval, -1)
-			r, err := e.Eval(k)
-			if err != nil {
-				return out, err
-			}
-			sum.Evaluated = true
-			sum.WinRate, sum.GoldReward, sum.KLToInit = val(r.WinRate), val(r.GoldReward), val(r.KLToInitial)
-			sum.JudgeWinRate = r.JudgeWinRate
-		}
-		sum.Seconds = time.Since(t0).Seconds()
 		out = append(out, sum)
 		if h.PhaseDone != nil {
 			h.PhaseDone(sum)
 		}
 	}
 	return out, nil
+}
+
+// runStageLocally runs every pod's share of one stage of phase k in turn.
+func (e *Env) runStageLocally(k int, stage string, h RunHooks) error {
+	start := func(index int) {
+		if h.StageStart != nil {
+			h.StageStart(k, stage, index)
+		}
+	}
+	var err error
+	switch stage {
+	case v1alpha1.StageSample:
+		for s := 0; s < e.Run.SampleShards() && err == nil; s++ {
+			start(s)
+			_, err = e.Sample(k, s, e.Run.SampleShards())
+		}
+	case v1alpha1.StageLabel:
+		for s := 0; s < e.Run.LabelShards() && err == nil; s++ {
+			start(s)
+			_, err = e.Label(k, s, e.Run.LabelShards())
+		}
+	case v1alpha1.StageTrain:
+		for m := 0; m < e.Run.Members() && err == nil; m++ {
+			start(m)
+			_, err = e.Train(k, m)
+		}
+	case v1alpha1.StageEval:
+		start(-1)
+		_, err = e.Eval(k)
+	case v1alpha1.StageReport:
+		start(-1)
+		_, err = e.Report()
+	default:
+		err = fmt.Errorf("phase %d: unknown stage %q", k, stage)
+	}
+	return err
 }
 
 // meanTrain averages the members' diagnostics, as the controller does for status.

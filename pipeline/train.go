@@ -97,6 +97,7 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 			params[name] = t.Data // the optimizer updates the adapter in place
 		}
 		grads := map[string][]float64{}
+		var running float64
 		epochs := int(e.Run.Spec.Budget.EpochsPerPhase)
 		// Every epoch takes the steps the budget plans (pairs/F pairs per phase), whatever ties
 		// and identical samples removed: batches wrap around the kept pairs. So every arm of a
@@ -125,7 +126,14 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 				}
 				opt.Step(params, grads)
 				r.Steps++
-				e.progress(stage, ep*steps+s+1, epochs*steps)
+				// The running loss: an exponential moving average over about 10 steps, so the
+				// live number is steady enough to read while the stage runs.
+				if r.Steps == 1 {
+					running = out.Loss
+				} else {
+					running = 0.9*running + 0.1*out.Loss
+				}
+				e.progressWith(stage, ep*steps+s+1, epochs*steps, map[string]float64{"loss": running})
 			}
 		}
 		// Diagnostics of the trained member over all of the phase's pairs.

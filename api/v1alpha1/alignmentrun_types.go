@@ -109,6 +109,9 @@ const (
 	StageLabel  = "label"
 	StageTrain  = "train"
 	StageEval   = "eval"
+	// StageReport runs once, after the last phase's eval: report.md, plots and sample
+	// completions in the workspace (spec.evaluator.report).
+	StageReport = "report"
 )
 
 // Labels the controller puts on every child object (Jobs, their pods, the spec ConfigMap).
@@ -161,8 +164,11 @@ const (
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`,description="Pending, Running, Suspended, Succeeded or Failed (derived from the conditions)"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.progress`,description="Current phase k of F"
 // +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.stage`,description="Current stage (sample, label, train, eval)"
+// +kubebuilder:printcolumn:name="Progress",type=integer,JSONPath=`.status.stageProgress.percent`,description="Percent of the current stage done (live, as its pods report it)"
+// +kubebuilder:printcolumn:name="Baseline",type=string,JSONPath=`.status.baselineWinRate`,description="Win rate of the initial model (phase 0)"
 // +kubebuilder:printcolumn:name="WinRate",type=string,JSONPath=`.status.latestWinRate`,description="Win rate of the latest evaluation"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="ETA",type=string,JSONPath=`.status.stageProgress.eta`,priority=1,description="Estimated time left in the current stage"
 // +kubebuilder:printcolumn:name="Retries",type=integer,JSONPath=`.status.retries`,priority=1,description="Failed attempts of the current stage"
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.status=="True")].reason`,priority=1,description="Reason of the condition that is True"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="metadata.name must be at most 40 characters so that child Job names (<run>-p<k>-<stage>-a<n>) stay within 63: use a shorter name"
@@ -778,7 +784,30 @@ type EvaluatorSpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.judge is immutable: create a new AlignmentRun to change the recipe"
 	Judge *AnnotatorSpec `json:"judge,omitempty"`
+
+	// baseline evaluates the initial model before phase 1, as phase 0 (status.phaseResults
+	// entry 0 and status.baselineWinRate): the point every later evaluation and the report are
+	// compared with. Default true; false saves one eval stage (and a remote judge's spend).
+	// +optional
+	// +kubebuilder:default=true
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.baseline is immutable: create a new AlignmentRun to change the recipe"
+	Baseline *bool `json:"baseline,omitempty"`
+
+	// report adds a report stage after the last phase: report.md, plots and the initial model's
+	// and the final policy's completions side by side, written into the run's workspace folder
+	// (status.report names it). Default true. The report compares the final policy with the
+	// baseline, so there is no report stage when baseline is false.
+	// +optional
+	// +kubebuilder:default=true
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.evaluator.report is immutable: create a new AlignmentRun to change the recipe"
+	Report *bool `json:"report,omitempty"`
 }
+
+// BaselineEnabled reports spec.evaluator.baseline (default true).
+func (e *EvaluatorSpec) BaselineEnabled() bool { return e.Baseline == nil || *e.Baseline }
+
+// ReportEnabled reports spec.evaluator.report (default true).
+func (e *EvaluatorSpec) ReportEnabled() bool { return e.Report == nil || *e.Report }
 
 // WorkspaceSpec is the volume shared by all stages. In a cluster persistentVolumeClaim is
 // required (ReadWriteMany when stages may run on different nodes); path is only for the local
@@ -903,7 +932,7 @@ type AlignmentRunStatus struct {
 	// +kubebuilder:validation:MaxLength=16
 	Progress string `json:"progress,omitempty"`
 
-	// stage is the current (or, once finished, last) stage: sample, label, train or eval.
+	// stage is the current (or, once finished, last) stage: sample, label, train, eval or report.
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	Stage string `json:"stage,omitempty"`
@@ -930,6 +959,23 @@ type AlignmentRunStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	LatestWinRate string `json:"latestWinRate,omitempty"`
 
+	// baselineWinRate is the initial model's win rate (the phase-0 evaluation,
+	// spec.evaluator.baseline), for kubectl get next to latestWinRate.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	BaselineWinRate string `json:"baselineWinRate,omitempty"`
+
+	// report is the workspace-relative path of report.md, once the report stage wrote it
+	// (`bpo report --workspace` renders the same report from the workspace again).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Report string `json:"report,omitempty"`
+
+	// stageProgress is the running stage's live progress, as its pods report it to the
+	// manager (docs/design.md, "Live progress"); absent between stages and once finished.
+	// +optional
+	StageProgress *StageProgress `json:"stageProgress,omitempty"`
+
 	// startTime is when the run first started (was first reconciled while not suspended).
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
@@ -939,16 +985,56 @@ type AlignmentRunStatus struct {
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 }
 
+// StageProgress is a running stage's progress, summed over the pods that reported it.
+type StageProgress struct {
+	// phase and stage are the stage this progress is of.
+	// +required
+	Phase int32 `json:"phase"`
+	// +required
+	// +kubebuilder:validation:MaxLength=16
+	Stage string `json:"stage"`
+	// done and total count the stage's units (rows sampled or labelled, optimizer steps,
+	// evaluated prompts), summed over the reporting pods.
+	// +optional
+	Done int64 `json:"done,omitempty"`
+	// +optional
+	Total int64 `json:"total,omitempty"`
+	// percent is 100*done/total, rounded down.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent int32 `json:"percent,omitempty"`
+	// rate is units per second (%.4g), summed over the reporting pods.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Rate string `json:"rate,omitempty"`
+	// eta is the estimated time left at the current rate (a Go duration, e.g. "2m10s").
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	ETA string `json:"eta,omitempty"`
+	// metrics are the stage's live numbers (e.g. the running loss of a train stage), means over
+	// the reporting pods, %.4g; at most 8.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=8
+	Metrics map[string]string `json:"metrics,omitempty"`
+	// pods is how many of the stage's pods have reported.
+	// +optional
+	Pods int32 `json:"pods,omitempty"`
+	// updateTime is when the manager last folded a report in.
+	// +optional
+	UpdateTime *metav1.Time `json:"updateTime,omitempty"`
+}
+
 // PhaseResult summarises one phase, folded from the stages' StageResults.
 type PhaseResult struct {
-	// phase is k, 1-based.
+	// phase is k, 1-based; 0 is the initial model's evaluation (spec.evaluator.baseline).
 	// +required
 	Phase int32 `json:"phase"`
 
 	// completedStages lists the stages of this phase that have completed.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:MaxItems=5
 	CompletedStages []string `json:"completedStages,omitempty"`
 
 	// samples is the number of responses sampled (sum over sample shards).

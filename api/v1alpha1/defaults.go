@@ -82,6 +82,12 @@ func (r *AlignmentRun) SetDefaults() {
 		s.Trainer.MaxGradNorm = DefaultMaxGradNorm
 	}
 	setInt(&s.Evaluator.SamplesPerPrompt, 1)
+	if s.Evaluator.Baseline == nil {
+		s.Evaluator.Baseline = ptr(true)
+	}
+	if s.Evaluator.Report == nil {
+		s.Evaluator.Report = ptr(true)
+	}
 	if s.Seed == 0 {
 		s.Seed = 1
 	}
@@ -112,12 +118,32 @@ func (s *AlignmentRunSpec) BackoffLimitOrDefault() int32 {
 	return *s.BackoffLimit
 }
 
-// Stages lists the stages of phase k (1-based) in order: sample, label, train, and eval when
-// evaluator.everyPhase is set or k is the last phase.
+// FirstPhase is where a run starts: 0 (the initial model's evaluation, the baseline) when
+// evaluator.baseline is on, else 1.
+func (s *AlignmentRunSpec) FirstPhase() int32 {
+	if s.Evaluator.BaselineEnabled() {
+		return 0
+	}
+	return 1
+}
+
+// Stages lists the stages of phase k in order, the walk both the controller and the local
+// runner take for k = FirstPhase()..F: phase 0 is the baseline eval alone; every phase has
+// sample, label, train, and eval when evaluator.everyPhase is set or k is the last phase; the
+// last phase ends with the report stage when evaluator.report is on.
 func (s *AlignmentRunSpec) Stages(k int32) []string {
+	if k == 0 {
+		if s.Evaluator.BaselineEnabled() {
+			return []string{StageEval}
+		}
+		return nil
+	}
 	st := []string{StageSample, StageLabel, StageTrain}
 	if s.Evaluator.EveryPhase || k >= s.TrustRegion.Phases {
 		st = append(st, StageEval)
+	}
+	if k == s.TrustRegion.Phases && s.Evaluator.ReportEnabled() && s.Evaluator.BaselineEnabled() {
+		st = append(st, StageReport)
 	}
 	return st
 }

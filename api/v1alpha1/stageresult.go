@@ -6,9 +6,9 @@ package v1alpha1
 // the kubelet truncates termination messages there.
 // +kubebuilder:object:generate=false
 type StageResult struct {
-	// Stage is sample, label, train or eval.
+	// Stage is sample, label, train, eval or report.
 	Stage string `json:"stage"`
-	// Phase is the 1-based data-collection phase.
+	// Phase is the 1-based data-collection phase (0: the baseline eval of the initial model).
 	Phase int32 `json:"phase"`
 	// Index is the shard (sample, label) or ensemble member (train).
 	Index int32 `json:"index"`
@@ -59,6 +59,8 @@ type StageResult struct {
 
 	// Checkpoint is the workspace-relative path the stage wrote (train, sample).
 	Checkpoint string `json:"checkpoint,omitempty"`
+	// Report (report) is the workspace-relative path of report.md.
+	Report string `json:"report,omitempty"`
 	// DurationSeconds is the stage's own wall time.
 	DurationSeconds float64 `json:"durationSeconds,omitempty"`
 	// Message is a short human-readable note; on failure, the error.

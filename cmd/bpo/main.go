@@ -57,7 +57,7 @@ func main() {
 		return profileFile.Close()
 	}
 	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
-	root.AddCommand(experimentCmd(), serveCmd(), conformanceCmd())
+	root.AddCommand(experimentCmd(), serveCmd(), conformanceCmd(), reportCmd())
 	root.AddCommand(extraCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpo:", pipeline.Redact(err.Error()))

@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
 )
 
@@ -65,11 +66,9 @@ workspace folder.`,
 				return err
 			}
 			fmt.Fprintf(out, "\nAll phases (%s):\n%s", time.Since(start).Round(time.Second), pipeline.FormatTable(sums))
-			rep, err := env.WriteReport(sums)
-			if err != nil {
-				return err
+			if r, ok := env.Done(run.Phases(), v1alpha1.StageReport, -1); ok {
+				fmt.Fprintf(out, "\n%s\nreport: %s\n", r.Message, filepath.Join(env.VolumeRoot, r.Report))
 			}
-			fmt.Fprintf(out, "\n%s\nreport: %s\n", rep.Summary, filepath.Join(env.WS.Root, "report.md"))
 			return nil
 		},
 	}
@@ -109,7 +108,8 @@ func (b *bars) stageStart(k int, stage string, index int) {
 	}
 }
 
-func (b *bars) progress(stage string, done, total int) {
+func (b *bars) progress(u pipeline.ProgressUpdate) {
+	stage, done, total := u.Stage, u.Done, u.Total
 	if b.quiet {
 		return
 	}

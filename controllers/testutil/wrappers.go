@@ -15,8 +15,10 @@ import (
 type RunWrapper struct{ alignv1.AlignmentRun }
 
 // MakeRun returns a small valid run: builtin model tiny-reviews and task reviews, 64 pairs in
-// F = 2 phases of 16-pair steps, 2 ensemble members, workspace PVC "workspace". Other fields
-// are left to the schema defaults (call Defaulted for the Go equivalent).
+// F = 2 phases of 16-pair steps, 2 ensemble members, workspace PVC "workspace", and no baseline
+// (so no report either: the walk is phases 1..F, and tests that drive it name fewer Jobs;
+// Baseline(true) gives the default walk). Other fields are left to the schema defaults (call
+// Defaulted for the Go equivalent).
 func MakeRun(ns, name string) *RunWrapper {
 	return &RunWrapper{alignv1.AlignmentRun{
 		TypeMeta:   metav1.TypeMeta{APIVersion: alignv1.GroupVersion.String(), Kind: "AlignmentRun"},
@@ -27,6 +29,7 @@ func MakeRun(ns, name string) *RunWrapper {
 			Budget:      alignv1.BudgetSpec{Pairs: 64, PairsPerStep: 16},
 			Ensemble:    alignv1.EnsembleSpec{Members: 2},
 			Data:        alignv1.DataSpec{Builtin: "reviews"},
+			Evaluator:   alignv1.EvaluatorSpec{Baseline: ptr.To(false)},
 			Workspace: alignv1.WorkspaceSpec{
 				PersistentVolumeClaim: &alignv1.WorkspacePVC{ClaimName: "workspace"},
 				SubPath:               "runs",
@@ -90,6 +93,10 @@ func (w *RunWrapper) LabelerParallelism(n int32) *RunWrapper {
 
 // EvalEveryPhase sets spec.evaluator.everyPhase.
 func (w *RunWrapper) EvalEveryPhase(b bool) *RunWrapper { w.Spec.Evaluator.EveryPhase = b; return w }
+
+// Baseline sets spec.evaluator.baseline (true: the default walk, with the phase-0 baseline eval
+// and the report stage after the last phase).
+func (w *RunWrapper) Baseline(b bool) *RunWrapper { w.Spec.Evaluator.Baseline = ptr.To(b); return w }
 
 // BackoffLimit sets spec.backoffLimit.
 func (w *RunWrapper) BackoffLimit(n int32) *RunWrapper { w.Spec.BackoffLimit = ptr.To(n); return w }
