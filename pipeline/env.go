@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 	"github.com/bpo-dev/bpo/trainer/annotator"
 	"github.com/bpo-dev/bpo/trainer/model"
 	"github.com/bpo-dev/bpo/trainer/task"
@@ -61,7 +62,7 @@ func NewEnv(run *Run, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: "/etc/bpo/data"}, nil
+	return &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: contract.DataDirPath}, nil
 }
 
 func (e *Env) logf(format string, args ...any) {

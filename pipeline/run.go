@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // PhaseSummary is one row of the local runner's per-phase table (and of report.md).
@@ -64,41 +65,41 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 	for k := 1; k <= e.Run.Phases(); k++ {
 		t0 := time.Now()
 		sum := PhaseSummary{Phase: k}
+		// The stages' results fold into the phase's numbers as the controller folds them into
+		// status (contract.Fold).
+		sampled := map[int32]v1alpha1.StageResult{}
 		for s := 0; s < e.Run.SampleShards(); s++ {
 			start(k, v1alpha1.StageSample, s)
 			r, err := e.Sample(k, s, e.Run.SampleShards())
 			if err != nil {
 				return out, err
 			}
-			sum.Samples += r.Samples
+			sampled[int32(s)] = r
 		}
-		var decided *int64
+		sum.Samples = contract.Fold(v1alpha1.StageSample, sampled).Samples
+		labelled := map[int32]v1alpha1.StageResult{}
 		for s := 0; s < e.Run.LabelShards(); s++ {
 			start(k, v1alpha1.StageLabel, s)
 			r, err := e.Label(k, s, e.Run.LabelShards())
 			if err != nil {
 				return out, err
 			}
-			sum.Pairs += r.Pairs
-			sum.Ties += r.Ties
-			sum.Identical += r.Identical
-			decided = addCount(decided, r.GuardDecided)
-			sum.Annotation = addAccounting(sum.Annotation, r.Annotation)
+			labelled[int32(s)] = r
 		}
-		if decided != nil && sum.Pairs > 0 {
-			g := float64(*decided) / float64(sum.Pairs)
-			sum.GuardDecided = &g
-		}
-		var results []v1alpha1.StageResult
+		l := contract.Fold(v1alpha1.StageLabel, labelled)
+		sum.Pairs, sum.Ties, sum.Identical = l.Pairs, l.Ties, l.Identical
+		sum.GuardDecided, sum.Annotation = l.GuardDecidedShare, l.Annotation
+		members := map[int32]v1alpha1.StageResult{}
 		for m := 0; m < e.Run.Members(); m++ {
 			start(k, v1alpha1.StageTrain, m)
 			r, err := e.Train(k, m)
 			if err != nil {
 				return out, err
 			}
-			results = append(results, r)
+			members[int32(m)] = r
 		}
-		sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = meanTrain(results)
+		t := contract.Fold(v1alpha1.StageTrain, members)
+		sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = val(t.Loss), val(t.RewardAccuracy), val(t.RewardMargin), val(t.KLToReference)
 		// The pair diagnostics, read from (or, in a workspace from before they existed, written
 		// to) the files member 0 and the eval stage share: a small step of its own here, so that
 		// every phase has its train-pair accuracy whether or not it is evaluated.
@@ -134,25 +135,6 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 		}
 	}
 	return out, nil
-}
-
-// meanTrain averages the members' diagnostics, as the controller does for status.
-func meanTrain(rs []v1alpha1.StageResult) (l, acc, margin, kl float64) {
-	n := 0.0
-	for _, r := range rs {
-		if r.Loss == nil {
-			continue
-		}
-		n++
-		l += *r.Loss
-		acc += val(r.RewardAccuracy)
-		margin += val(r.RewardMargin)
-		kl += val(r.KLToReference)
-	}
-	if n == 0 {
-		return 0, 0, 0, 0
-	}
-	return l / n, acc / n, margin / n, kl / n
 }
 
 func val(p *float64) float64 {
