@@ -23,6 +23,10 @@ const (
 	// stagePodFSGroup owns the workspace volume's files so that the non-root stage process can
 	// write them whatever its uid (65532 is the distroless "nonroot" user and group).
 	stagePodFSGroup = 65532
+
+	// stageContractVersion is recorded in status.stageContract when a run starts: the contract
+	// its stage Jobs are built with.
+	stageContractVersion = contract.Version
 )
 
 // JobName is the deterministic name of the Job running attempt n (0-based) of a stage of
