@@ -447,6 +447,7 @@ func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope)
 	}
 	if st.StartTime == nil {
 		st.StartTime = s.now.DeepCopy()
+		st.StageContract = stageContractVersion
 	}
 	return false, nil
 }

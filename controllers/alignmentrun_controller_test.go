@@ -132,7 +132,7 @@ func TestRunSucceedsThroughAllStages(t *testing.T) {
 			st := r.Status
 			if st.ObservedGeneration != r.Generation || st.State != alignv1.StateSucceeded || st.Phase != tc.phases || st.Phases != tc.phases ||
 				st.Progress != fmt.Sprintf("%d/%d", tc.phases, tc.phases) || st.Stage != map[bool]string{false: "eval", true: "report"}[tc.baseline] ||
-				st.StartTime == nil || st.CompletionTime == nil || st.Retries != 0 {
+				st.StartTime == nil || st.CompletionTime == nil || st.Retries != 0 || st.StageContract != "v1" {
 				t.Errorf("status = %+v", st)
 			}
 			wantWin := formatMetric(0.5 + 0.1*float64(tc.phases))
@@ -603,14 +603,14 @@ func TestCreatedSuspended(t *testing.T) {
 	startManager(t, ns)
 	run := createRun(t, testutil.MakeRun(ns, "later").Suspend(true).Obj())
 	r := waitCondition(t, ns, run.Name, alignv1.ConditionSuspended, metav1.ConditionTrue, "")
-	if r.Status.StartTime != nil || len(listJobs(t, ns, run.Name)) != 0 {
+	if r.Status.StartTime != nil || r.Status.StageContract != "" || len(listJobs(t, ns, run.Name)) != 0 {
 		t.Errorf("suspended run started: %+v", r.Status)
 	}
 	setSuspend(t, ns, run.Name, false)
 	waitJob(t, ns, "later-p1-sample")
 	eventually(t, waitTimeout, "startTime after resume", func() string {
-		if r := getRun(t, ns, run.Name); r.Status.StartTime == nil {
-			return "no startTime"
+		if r := getRun(t, ns, run.Name); r.Status.StartTime == nil || r.Status.StageContract != "v1" {
+			return fmt.Sprintf("startTime %v, stageContract %q", r.Status.StartTime, r.Status.StageContract)
 		}
 		return ""
 	})

@@ -12,27 +12,21 @@ import (
 	"sigs.k8s.io/yaml"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
-// Paths and names of the stage contract (docs/design.md).
+// Pod-side names of the stage contract that only the controller uses (the rest, paths, flags
+// and environment, are in package stage/contract).
 const (
-	containerName      = "bpo"
-	workspaceMountPath = "/workspace"
-	configMountPath    = "/etc/bpo"
-	runConfigKey       = "run.yaml"
-	dataDir            = "data"
-	terminationLog     = "/dev/termination-log"
-
-	// EnvRunName and EnvRunUID identify the run to the stage process (the workspace records
-	// the owner uid and refuses a foreign one).
-	EnvRunName = "BPO_RUN_NAME"
-	EnvRunUID  = "BPO_RUN_UID"
-	// EnvAnnotatorToken carries spec.labeler.annotator.secretRef into label and eval pods.
-	EnvAnnotatorToken = alignv1.EnvAnnotatorToken
+	containerName = "bpo"
 
 	// stagePodFSGroup owns the workspace volume's files so that the non-root stage process can
 	// write them whatever its uid (65532 is the distroless "nonroot" user and group).
 	stagePodFSGroup = 65532
+
+	// stageContractVersion is recorded in status.stageContract when a run starts: the contract
+	// its stage Jobs are built with.
+	stageContractVersion = contract.Version
 )
 
 // JobName is the deterministic name of the Job running attempt n (0-based) of a stage of
@@ -89,22 +83,23 @@ func buildConfigMap(run *alignv1.AlignmentRun) (*corev1.ConfigMap, error) {
 			Namespace: run.Namespace,
 			Labels:    childLabels(run),
 		},
-		Data: map[string]string{runConfigKey: doc},
+		Data: map[string]string{contract.RunConfigKey: doc},
 	}, nil
 }
 
 // stageTemplate returns the scheduling template of a stage and its number of completions
-// (= parallelism): shards for sample and label, ensemble members for train, 1 for eval.
+// (= parallelism, contract.Completions).
 func stageTemplate(spec *alignv1.AlignmentRunSpec, stage string) (*alignv1.StageTemplate, int32) {
+	n := contract.Completions(spec, stage)
 	switch stage {
 	case alignv1.StageSample:
-		return &spec.Sampler.StageTemplate, ptr.Deref(spec.Sampler.Parallelism, 1)
+		return &spec.Sampler.StageTemplate, n
 	case alignv1.StageLabel:
-		return &spec.Labeler.StageTemplate, ptr.Deref(spec.Labeler.Parallelism, 1)
+		return &spec.Labeler.StageTemplate, n
 	case alignv1.StageTrain:
-		return &spec.Trainer.StageTemplate, max(spec.Ensemble.Members, 1)
+		return &spec.Trainer.StageTemplate, n
 	default:
-		return &spec.Evaluator.StageTemplate, 1
+		return &spec.Evaluator.StageTemplate, n
 	}
 }
 
@@ -124,20 +119,10 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		podLabels[k] = v
 	}
 
+	// The stage's own command line (contract.PodInvocation), then spec.<stage>.args; a
+	// spec.<stage>.command takes spec.<stage>.args alone.
 	command := []string{"bpo"}
-	args := []string{stage,
-		"--config", configMountPath + "/" + runConfigKey,
-		"--workspace", workspaceMountPath,
-		"--phase", strconv.Itoa(int(k)),
-	}
-	if stage == alignv1.StageSample || stage == alignv1.StageLabel {
-		args = append(args, "--shards", strconv.Itoa(int(completions)))
-	}
-	if spec.Data.ConfigMap != nil {
-		// Explicit, so the stage never relies on a compiled-in default for where the data is.
-		args = append(args, "--data-dir", configMountPath+"/"+dataDir)
-	}
-	args = append(args, "--termination-log", terminationLog)
+	args := append([]string{stage}, contract.PodInvocation(spec, stage, k).Args()...)
 	args = append(args, tmpl.Args...)
 	if len(tmpl.Command) > 0 {
 		command = append([]string(nil), tmpl.Command...)
@@ -145,16 +130,16 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	}
 
 	env := []corev1.EnvVar{
-		{Name: EnvRunName, Value: run.Name},
-		{Name: EnvRunUID, Value: string(run.UID)},
+		{Name: contract.EnvRunName, Value: run.Name},
+		{Name: contract.EnvRunUID, Value: string(run.UID)},
 	}
 	// label scores pairs and eval scores outputs with the same annotator.
 	scores := stage == alignv1.StageLabel || stage == alignv1.StageEval
 	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind.IsRemote() && a.SecretRef != nil {
-		env = append(env, corev1.EnvVar{Name: EnvAnnotatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: a.SecretRef.DeepCopy()}})
+		env = append(env, corev1.EnvVar{Name: contract.EnvAnnotatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: a.SecretRef.DeepCopy()}})
 	}
 	if j := spec.Evaluator.Judge; stage == alignv1.StageEval && j != nil && j.Kind.IsRemote() && j.SecretRef != nil {
-		env = append(env, corev1.EnvVar{Name: alignv1.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
+		env = append(env, corev1.EnvVar{Name: contract.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
 	}
 	for _, e := range tmpl.Env {
 		env = append(env, *e.DeepCopy())
@@ -172,14 +157,14 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	// /etc/bpo: run.yaml from the spec ConfigMap, plus data/<key> from spec.data.configMap.
 	sources := []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{
 		LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(run.Name)},
-		Items:                []corev1.KeyToPath{{Key: runConfigKey, Path: runConfigKey}},
+		Items:                []corev1.KeyToPath{{Key: contract.RunConfigKey, Path: contract.RunConfigKey}},
 	}}}
 	if cm := spec.Data.ConfigMap; cm != nil {
 		sources = append(sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
 			Items: []corev1.KeyToPath{
-				{Key: cm.PromptsKey, Path: dataDir + "/" + cm.PromptsKey},
-				{Key: cm.EvalKey, Path: dataDir + "/" + cm.EvalKey},
+				{Key: cm.PromptsKey, Path: contract.DataDirName + "/" + cm.PromptsKey},
+				{Key: cm.EvalKey, Path: contract.DataDirName + "/" + cm.EvalKey},
 			},
 		}})
 	}
@@ -187,7 +172,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		Name:         "config",
 		VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}},
 	}}
-	mounts := []corev1.VolumeMount{{Name: "config", MountPath: configMountPath, ReadOnly: true}}
+	mounts := []corev1.VolumeMount{{Name: "config", MountPath: contract.ConfigMountPath, ReadOnly: true}}
 	// The root filesystem is read-only; /tmp is the one scratch place a stage (or a library it
 	// loads) may write outside the workspace.
 	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
@@ -199,7 +184,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 				ClaimName: pvc.ClaimName,
 			}},
 		})
-		mounts = append(mounts, corev1.VolumeMount{Name: "workspace", MountPath: workspaceMountPath, SubPath: spec.Workspace.SubPath})
+		mounts = append(mounts, corev1.VolumeMount{Name: "workspace", MountPath: contract.WorkspaceMountPath, SubPath: spec.Workspace.SubPath})
 	}
 
 	var tolerations []corev1.Toleration
@@ -275,7 +260,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 						Env:                      env,
 						Resources:                stageResources(tmpl.Resources, r.StageResources),
 						VolumeMounts:             mounts,
-						TerminationMessagePath:   terminationLog,
+						TerminationMessagePath:   contract.TerminationLogPath,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: ptr.To(false),

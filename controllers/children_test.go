@@ -8,9 +8,11 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/controllers/testutil"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // TestBuildJob covers the parts of the pod template that the envtest flow does not: the HTTP
@@ -39,16 +41,16 @@ func TestBuildJob(t *testing.T) {
 		envNot  string
 	}{
 		"sample: default command plus extra args and scheduling": {
-			stage: "sample", command: []string{"bpo"}, argsHas: []string{"--shards", "--verbose", "--data-dir", "/etc/bpo/data"}, envNot: EnvAnnotatorToken,
+			stage: "sample", command: []string{"bpo"}, argsHas: []string{"--shards", "--verbose", "--data-dir", "/etc/bpo/data"}, envNot: contract.EnvAnnotatorToken,
 		},
 		"label: the annotator token from the Secret": {
-			stage: "label", command: []string{"bpo"}, argsHas: []string{"--shards"}, envHas: EnvAnnotatorToken,
+			stage: "label", command: []string{"bpo"}, argsHas: []string{"--shards"}, envHas: contract.EnvAnnotatorToken,
 		},
 		"train: no shards": {
-			stage: "train", command: []string{"bpo"}, argsNot: []string{"--shards"}, envNot: EnvAnnotatorToken,
+			stage: "train", command: []string{"bpo"}, argsNot: []string{"--shards"}, envNot: contract.EnvAnnotatorToken,
 		},
 		"eval: command override takes the whole command line; scores with the annotator too": {
-			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"}, envHas: EnvAnnotatorToken,
+			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"}, envHas: contract.EnvAnnotatorToken,
 		},
 	}
 	for name, tc := range cases {
@@ -76,7 +78,7 @@ func TestBuildJob(t *testing.T) {
 			for _, e := range c.Env {
 				env[e.Name] = e
 			}
-			if env[EnvRunUID].Value != "uid-7" {
+			if env[contract.EnvRunUID].Value != "uid-7" {
 				t.Errorf("env %v", c.Env)
 			}
 			if tc.envHas != "" {
@@ -199,9 +201,9 @@ func TestJudgeTokensReachOnlyScoringPods(t *testing.T) {
 		want  map[string]string // env var -> Secret name
 	}{
 		{judged, "sample", map[string]string{}},
-		{judged, "label", map[string]string{EnvAnnotatorToken: "gold"}},
+		{judged, "label", map[string]string{contract.EnvAnnotatorToken: "gold"}},
 		{judged, "train", map[string]string{}},
-		{judged, "eval", map[string]string{EnvAnnotatorToken: "gold", alignv1.EnvEvaluatorToken: "judge"}},
+		{judged, "eval", map[string]string{contract.EnvAnnotatorToken: "gold", alignv1.EnvEvaluatorToken: "judge"}},
 		{builtin, "label", map[string]string{}},
 		{builtin, "eval", map[string]string{}},
 	} {
@@ -213,6 +215,47 @@ func TestJudgeTokensReachOnlyScoringPods(t *testing.T) {
 		}
 		if !maps.Equal(got, tc.want) {
 			t.Errorf("%s %s: secret env %v, want %v", tc.run.Name, tc.stage, got, tc.want)
+		}
+	}
+}
+
+// TestBuildJobArgsAreTheContracts: without a command override, every stage pod runs
+// `bpo <stage>` with exactly contract.PodInvocation's flags (which cmd/bpo's round-trip test
+// parses with the stage commands' flags), then spec.<stage>.args; the mounts and the
+// termination-message path are the contract's paths.
+func TestBuildJobArgsAreTheContracts(t *testing.T) {
+	t.Parallel()
+	r := &AlignmentRunReconciler{StageImage: "img"}
+	for _, run := range []*alignv1.AlignmentRun{
+		testutil.MakeRun("ns", "plain").Defaulted(),
+		testutil.MakeRun("ns", "cm").DataConfigMap("prompts").Mutate(func(a *alignv1.AlignmentRun) {
+			a.Spec.Sampler.Parallelism, a.Spec.Labeler.Parallelism = ptr.To(int32(3)), ptr.To(int32(2))
+			a.Spec.Ensemble.Members = 4
+			a.Spec.Trainer.Args = []string{"--verbose"}
+		}).Defaulted(),
+	} {
+		for _, stage := range contract.Stages {
+			for _, k := range []int32{0, 2} {
+				job := r.buildJob(run, k, stage, 0)
+				c := job.Spec.Template.Spec.Containers[0]
+				want := append(append([]string{stage}, contract.PodInvocation(&run.Spec, stage, k).Args()...), run.Spec.Trainer.Args...)
+				if stage != alignv1.StageTrain {
+					want = want[:len(want)-len(run.Spec.Trainer.Args)]
+				}
+				if !slices.Equal(c.Command, []string{"bpo"}) || !slices.Equal(c.Args, want) {
+					t.Errorf("%s %s: %v %v, want bpo %v", run.Name, stage, c.Command, c.Args, want)
+				}
+				if n := *job.Spec.Completions; n != contract.Completions(&run.Spec, stage) {
+					t.Errorf("%s %s: %d completions", run.Name, stage, n)
+				}
+				mounts := map[string]bool{}
+				for _, m := range c.VolumeMounts {
+					mounts[m.MountPath] = true
+				}
+				if !mounts[contract.ConfigMountPath] || !mounts[contract.WorkspaceMountPath] || c.TerminationMessagePath != contract.TerminationLogPath {
+					t.Errorf("%s %s: mounts %v, termination message at %s", run.Name, stage, c.VolumeMounts, c.TerminationMessagePath)
+				}
+			}
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // fzPod is a pod of a stage Job that ended in phase with the container's termination
@@ -72,7 +73,7 @@ func FuzzStageResult(f *testing.F) {
 			if !ok || !reflect.DeepEqual(got, want) {
 				t.Fatalf("results %+v, want %+v at index %d", results, want, want.Index)
 			}
-			if err := validResult(&got); err != nil {
+			if err := contract.CheckResult(&got); err != nil {
 				t.Fatalf("accepted a result status cannot hold: %v", err)
 			}
 			b, err := json.Marshal(got)

@@ -2,11 +2,9 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -15,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // Job state, read from the terminal conditions the Job controller sets.
@@ -68,7 +67,7 @@ func podIndex(pod *corev1.Pod, res *alignv1.StageResult) int32 {
 
 // stageResults reads one StageResult per completion index from the termination messages of the
 // Job's succeeded pods. bad counts succeeded pods whose message is not a StageResult, or one that
-// could not be written into status (validResult).
+// status could not hold (contract.ReadResult).
 func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad int) {
 	results = map[int32]alignv1.StageResult{}
 	for i := range pods {
@@ -80,10 +79,8 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 		if term == nil || term.ExitCode != 0 {
 			continue
 		}
-		// Only a JSON object is a StageResult: "null" would unmarshal to an all-zero result.
-		msg := strings.TrimSpace(term.Message)
-		var res alignv1.StageResult
-		if !strings.HasPrefix(msg, "{") || json.Unmarshal([]byte(msg), &res) != nil || validResult(&res) != nil {
+		res, err := contract.ReadResult(term.Message)
+		if err != nil {
 			bad++
 			continue
 		}
@@ -106,11 +103,7 @@ func failureMessage(job *batchv1.Job, pods []corev1.Pod) (msg string, fromPod bo
 		if pod.Status.Phase != corev1.PodFailed || term == nil {
 			continue
 		}
-		msg := strings.TrimSpace(term.Message)
-		var res alignv1.StageResult
-		if json.Unmarshal([]byte(msg), &res) == nil && res.Message != "" {
-			msg = res.Message
-		}
+		msg := contract.FailureText(term.Message)
 		if msg == "" {
 			msg = fmt.Sprintf("exit code %d (%s)", term.ExitCode, term.Reason)
 		}
@@ -120,24 +113,6 @@ func failureMessage(job *batchv1.Job, pods []corev1.Pod) (msg string, fromPod bo
 		return fmt.Sprintf("job %s: %s: %s", job.Name, c.Reason, c.Message), false
 	}
 	return fmt.Sprintf("job %s failed", job.Name), false
-}
-
-// maxCheckpointBytes is the MaxLength of status.latestCheckpoint, phaseResults[].checkpoint and
-// status.report.
-const maxCheckpointBytes = 1024
-
-// validResult reports a StageResult that status could not hold: folded as it is, it would make
-// every status write fail with 422 (a field over its schema bound) while the run moved on.
-func validResult(r *alignv1.StageResult) error {
-	switch {
-	case len(r.Checkpoint) > maxCheckpointBytes:
-		return fmt.Errorf("checkpoint is %d bytes, over %d", len(r.Checkpoint), maxCheckpointBytes)
-	case len(r.Report) > maxCheckpointBytes:
-		return fmt.Errorf("report is %d bytes, over %d", len(r.Report), maxCheckpointBytes)
-	case r.Samples < 0 || r.Pairs < 0 || r.Identical < 0 || r.Ties < 0 || r.Steps < 0:
-		return fmt.Errorf("negative count in %+v", *r)
-	}
-	return nil
 }
 
 // truncate shortens s to at most n bytes plus "...", never inside a UTF-8 character (a
@@ -156,129 +131,59 @@ func truncate(s string, n int) string {
 // formatMetric renders a real-valued metric for status (strings, %.4g).
 func formatMetric(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 
-// meanOf returns the mean of the non-nil values picked from the results, and whether any was set.
-func meanOf(results []alignv1.StageResult, pick func(*alignv1.StageResult) *float64) (string, bool) {
-	var sum float64
-	n := 0
-	for i := range results {
-		if v := pick(&results[i]); v != nil {
-			sum += *v
-			n++
-		}
-	}
-	if n == 0 {
-		return "", false
-	}
-	return formatMetric(sum / float64(n)), true
-}
-
-// foldResults folds a stage's StageResults into the phase's result (docs/design.md):
-// sample sums samples/pairs/identical; label sums pairs kept, ties, a remote annotator's
-// accounting and guard-decided pairs (shown as a fraction of the pairs kept); train averages its diagnostics over members,
-// takes member 0's checkpoint and puts member 0's prevTrainPairAccuracy on the previous phase;
-// eval copies its metrics.
+// foldResults folds a stage's StageResults (contract.Fold) into the phase's result
+// (docs/design.md): sample's samples, candidate pairs and identical prompts; label's pairs kept,
+// ties, a remote annotator's accounting and the guard-decided share of the pairs kept; train's
+// member means, member 0's checkpoint, and member 0's prevTrainPairAccuracy on the previous
+// phase; eval's metrics. A metric no pod reported leaves the field as it was.
 func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage string, byIndex map[int32]alignv1.StageResult) {
-	idx := make([]int32, 0, len(byIndex))
-	for i := range byIndex {
-		idx = append(idx, i)
-	}
-	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
-	results := make([]alignv1.StageResult, 0, len(idx))
-	for _, i := range idx {
-		results = append(results, byIndex[i])
-	}
-
-	setIf := func(dst *string, v string, ok bool) {
-		if ok {
-			*dst = v
+	f := contract.Fold(stage, byIndex)
+	set := func(dst *string, v *float64) {
+		if v != nil {
+			*dst = formatMetric(*v)
 		}
 	}
 	switch stage {
 	case alignv1.StageSample:
-		pr.Samples, pr.PairsSampled, pr.Identical = 0, 0, 0
-		for _, r := range results {
-			pr.Samples += r.Samples
-			pr.PairsSampled += r.Pairs
-			pr.Identical += r.Identical
-		}
+		pr.Samples, pr.PairsSampled, pr.Identical = f.Samples, f.Pairs, f.Identical
 	case alignv1.StageLabel:
-		pr.PairsKept, pr.Ties, pr.Annotation = 0, 0, nil
-		var decided, measured int64 // guard-decided pairs, and the pairs of the shards that count them
-		for _, r := range results {
-			pr.PairsKept += r.Pairs
-			pr.Ties += r.Ties
-			if r.Annotation != nil {
-				if pr.Annotation == nil {
-					pr.Annotation = &alignv1.AnnotationAccounting{}
-				}
-				pr.Annotation.Add(*r.Annotation)
-			}
-			if r.GuardDecided != nil {
-				decided += *r.GuardDecided
-				measured += r.Pairs
-			}
-		}
-		if measured > 0 {
-			pr.GuardDecided = formatMetric(float64(decided) / float64(measured))
-		}
+		pr.PairsKept, pr.Ties, pr.Annotation = f.Pairs, f.Ties, f.Annotation
+		set(&pr.GuardDecided, f.GuardDecidedShare)
 	case alignv1.StageTrain:
-		setIf(meanOfInto(&pr.Loss, results, func(r *alignv1.StageResult) *float64 { return r.Loss }))
-		setIf(meanOfInto(&pr.RewardAccuracy, results, func(r *alignv1.StageResult) *float64 { return r.RewardAccuracy }))
-		setIf(meanOfInto(&pr.RewardMargin, results, func(r *alignv1.StageResult) *float64 { return r.RewardMargin }))
-		setIf(meanOfInto(&pr.KLToReference, results, func(r *alignv1.StageResult) *float64 { return r.KLToReference }))
-		setIf(meanOfInto(&pr.KLToInitial, results, func(r *alignv1.StageResult) *float64 { return r.KLToInitial }))
-		setIf(meanOfInto(&pr.FreshPairAccuracy, results, func(r *alignv1.StageResult) *float64 { return r.FreshPairAccuracy }))
+		set(&pr.Loss, f.Loss)
+		set(&pr.RewardAccuracy, f.RewardAccuracy)
+		set(&pr.RewardMargin, f.RewardMargin)
+		set(&pr.KLToReference, f.KLToReference)
+		set(&pr.KLToInitial, f.KLToInitial)
+		set(&pr.FreshPairAccuracy, f.FreshPairAccuracy)
 		// Member 0 also measures the previous phase's train-pair accuracy (that phase may have had
 		// no eval stage to report it); it belongs to the previous phase's entry.
 		if prev := phaseResult(st, pr.Phase-1, false); prev != nil {
-			setIf(meanOfInto(&prev.TrainPairAccuracy, results, func(r *alignv1.StageResult) *float64 { return r.PrevTrainPairAccuracy }))
+			set(&prev.TrainPairAccuracy, f.PrevTrainPairAccuracy)
 		}
-		if r, ok := byIndex[0]; ok && r.Checkpoint != "" {
-			pr.Checkpoint = r.Checkpoint
-			st.LatestCheckpoint = r.Checkpoint
+		if f.Checkpoint != "" {
+			pr.Checkpoint = f.Checkpoint
+			st.LatestCheckpoint = f.Checkpoint
 		}
 	case alignv1.StageEval:
-		for _, r := range results {
-			if r.WinRate != nil {
-				pr.WinRate = formatMetric(*r.WinRate)
-				if pr.Phase == 0 {
-					st.BaselineWinRate = pr.WinRate // the initial model: not the latest policy
-				} else {
-					st.LatestWinRate = pr.WinRate
-				}
-			}
-			if r.GoldReward != nil {
-				pr.GoldReward = formatMetric(*r.GoldReward)
-			}
-			if r.KLToInitial != nil {
-				pr.KLToInitial = formatMetric(*r.KLToInitial)
-			}
-			if r.MeanLength != nil {
-				pr.MeanLength = formatMetric(*r.MeanLength)
-			}
-			if r.Distinct2 != nil {
-				pr.Distinct2 = formatMetric(*r.Distinct2)
-			}
-			if r.Fluency != nil {
-				pr.Fluency = formatMetric(*r.Fluency)
-			}
-			if r.TrainPairAccuracy != nil {
-				pr.TrainPairAccuracy = formatMetric(*r.TrainPairAccuracy)
-			}
-			if r.JudgeWinRate != nil {
-				pr.JudgeWinRate = formatMetric(*r.JudgeWinRate)
+		set(&pr.WinRate, f.WinRate)
+		if f.WinRate != nil {
+			if pr.Phase == 0 {
+				st.BaselineWinRate = pr.WinRate // the initial model: not the latest policy
+			} else {
+				st.LatestWinRate = pr.WinRate
 			}
 		}
+		set(&pr.GoldReward, f.GoldReward)
+		set(&pr.KLToInitial, f.KLToInitial)
+		set(&pr.MeanLength, f.MeanLength)
+		set(&pr.Distinct2, f.Distinct2)
+		set(&pr.Fluency, f.Fluency)
+		set(&pr.TrainPairAccuracy, f.TrainPairAccuracy)
+		set(&pr.JudgeWinRate, f.JudgeWinRate)
 	case alignv1.StageReport:
-		for _, r := range results {
-			if r.Report != "" {
-				st.Report = r.Report
-			}
+		if f.Report != "" {
+			st.Report = f.Report
 		}
 	}
-}
-
-func meanOfInto(dst *string, results []alignv1.StageResult, pick func(*alignv1.StageResult) *float64) (*string, string, bool) {
-	v, ok := meanOf(results, pick)
-	return dst, v, ok
 }

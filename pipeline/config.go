@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 	"github.com/bpo-dev/bpo/trainer/loss"
 )
 
@@ -131,10 +132,10 @@ func (r *Run) Members() int { return int(r.Spec.Ensemble.Members) }
 func (r *Run) PairsPerPhase() int { return int(r.Spec.Budget.Pairs / r.Spec.TrustRegion.Phases) }
 
 // SampleShards and LabelShards are the sampler's and labeler's parallelism.
-func (r *Run) SampleShards() int { return int(deref(r.Spec.Sampler.Parallelism, 1)) }
+func (r *Run) SampleShards() int { return int(contract.Completions(&r.Spec, v1alpha1.StageSample)) }
 
 // LabelShards is the labeler's parallelism.
-func (r *Run) LabelShards() int { return int(deref(r.Spec.Labeler.Parallelism, 1)) }
+func (r *Run) LabelShards() int { return int(contract.Completions(&r.Spec, v1alpha1.StageLabel)) }
 
 func deref[T any](p *T, def T) T {
 	if p == nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 	"github.com/bpo-dev/bpo/trainer/annotator"
 	"github.com/bpo-dev/bpo/trainer/model"
 	"github.com/bpo-dev/bpo/trainer/task"
@@ -69,7 +70,7 @@ func NewEnv(run *Run, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: "/etc/bpo/data"}
+	e := &Env{Run: run, WS: ws, VolumeRoot: volumeRoot, DataDir: contract.DataDirPath}
 	if err := e.writeManifest(); err != nil {
 		return nil, err
 	}

@@ -119,25 +119,6 @@ func (e *Env) runStageLocally(k int, stage string, h RunHooks) error {
 	return err
 }
 
-// meanTrain averages the members' diagnostics, as the controller does for status.
-func meanTrain(rs []v1alpha1.StageResult) (l, acc, margin, kl float64) {
-	n := 0.0
-	for _, r := range rs {
-		if r.Loss == nil {
-			continue
-		}
-		n++
-		l += *r.Loss
-		acc += val(r.RewardAccuracy)
-		margin += val(r.RewardMargin)
-		kl += val(r.KLToReference)
-	}
-	if n == 0 {
-		return 0, 0, 0, 0
-	}
-	return l / n, acc / n, margin / n, kl / n
-}
-
 func val(p *float64) float64 {
 	if p == nil {
 		return 0

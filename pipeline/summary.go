@@ -4,50 +4,44 @@ import (
 	"fmt"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // PhaseSummary reads phase k's summary back from the workspace: the stages' done markers (the
-// StageResults every stage stores next to its outputs), the pair diagnostics and the
-// evaluation. The local loop, the report stage of a cluster run and `bpo report` all call it,
-// so a report reads the same numbers however the run was executed. Seconds is the sum of the
-// phase's stage durations (its compute time: in a cluster, shards run side by side).
+// StageResults every stage stores next to its outputs) folded as the controller folds its pods'
+// results into status (contract.Fold), the pair diagnostics and the evaluation. The local loop,
+// the report stage of a cluster run and `bpo report` all call it, so a report reads the same
+// numbers however the run was executed. Seconds is the sum of the phase's stage durations (its
+// compute time: in a cluster, shards run side by side).
 func (e *Env) PhaseSummary(k int) (PhaseSummary, error) {
 	sum := PhaseSummary{Phase: k}
 	sample, err := e.shardResults(k, v1alpha1.StageSample)
 	if err != nil {
 		return sum, err
 	}
-	for _, r := range sample {
-		sum.Samples += r.Samples
-		sum.Seconds += r.DurationSeconds
-	}
+	sum.Samples = contract.Fold(v1alpha1.StageSample, sample).Samples
 	label, err := e.shardResults(k, v1alpha1.StageLabel)
 	if err != nil {
 		return sum, err
 	}
-	var decided *int64
-	for _, r := range label {
-		sum.Pairs += r.Pairs
-		sum.Ties += r.Ties
-		sum.Identical += r.Identical
-		sum.Seconds += r.DurationSeconds
-		decided = addCount(decided, r.GuardDecided)
-		sum.Annotation = addAccounting(sum.Annotation, r.Annotation)
-	}
-	if decided != nil && sum.Pairs > 0 {
-		g := float64(*decided) / float64(sum.Pairs)
-		sum.GuardDecided = &g
-	}
-	var train []v1alpha1.StageResult
+	l := contract.Fold(v1alpha1.StageLabel, label)
+	sum.Pairs, sum.Ties, sum.Identical = l.Pairs, l.Ties, l.Identical
+	sum.GuardDecided, sum.Annotation = l.GuardDecidedShare, l.Annotation
+	train := map[int32]v1alpha1.StageResult{}
 	for m := range e.Run.Members() {
 		r, ok := e.Done(k, v1alpha1.StageTrain, m)
 		if !ok {
 			return sum, fmt.Errorf("phase %d: train member %d has not finished (%s is missing)", k, m, e.WS.DonePath(k, v1alpha1.StageTrain, m))
 		}
-		train = append(train, r)
-		sum.Seconds += r.DurationSeconds
+		train[int32(m)] = r
 	}
-	sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = meanTrain(train)
+	t := contract.Fold(v1alpha1.StageTrain, train)
+	sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = val(t.Loss), val(t.RewardAccuracy), val(t.RewardMargin), val(t.KLToReference)
+	for _, rs := range []map[int32]v1alpha1.StageResult{sample, label, train} {
+		for _, r := range rs {
+			sum.Seconds += r.DurationSeconds
+		}
+	}
 	fresh, err := e.FreshPairAccuracy(k)
 	if err != nil {
 		return sum, err
@@ -82,19 +76,20 @@ func (e *Env) Summaries() ([]PhaseSummary, error) {
 	return out, nil
 }
 
-// shardResults reads the done markers of every recorded shard of a sharded stage of phase k.
-func (e *Env) shardResults(k int, stage string) ([]v1alpha1.StageResult, error) {
+// shardResults reads the done markers of every recorded shard of a sharded stage of phase k,
+// by shard.
+func (e *Env) shardResults(k int, stage string) (map[int32]v1alpha1.StageResult, error) {
 	n, err := e.recordedShards(k, stage)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]v1alpha1.StageResult, 0, n)
+	out := make(map[int32]v1alpha1.StageResult, n)
 	for j := range n {
 		r, ok := e.Done(k, stage, j)
 		if !ok {
 			return nil, fmt.Errorf("phase %d: %s shard %d of %d has not finished (%s is missing)", k, stage, j, n, e.WS.DonePath(k, stage, j))
 		}
-		out = append(out, r)
+		out[int32(j)] = r
 	}
 	return out, nil
 }

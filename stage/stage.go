@@ -1,7 +1,9 @@
 // Package stage is the versioned contract between the operator and the stage pods (the
 // `bpo sample|label|train|eval` commands, or any program that replaces them): the JSON
 // Schemas of the files a stage reads and writes, and a conformance check that runs a stage
-// against a fixture workspace (docs/stage-contract.md).
+// against a fixture workspace (docs/stage-contract.md). The contract's code that both sides
+// import (completions, invocation, termination message, result folding) is the leaf package
+// stage/contract: this package runs our own pipeline and so is no leaf.
 package stage
 
 import (
@@ -15,10 +17,12 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // ContractVersion is the version of the stage contract this package describes.
-const ContractVersion = "v1"
+const ContractVersion = contract.Version
 
 // Schema names: one per document kind of the contract.
 const (

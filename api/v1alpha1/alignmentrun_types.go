@@ -983,6 +983,14 @@ type AlignmentRunStatus struct {
 	// completionTime is when the run succeeded or failed.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// stageContract is the version of the stage contract (docs/stage-contract.md: the stage
+	// pods' invocation, workspace files and termination message) the controller ran this run's
+	// stages with, recorded when the run starts (e.g. "v1"). Empty for a run started by an
+	// operator from before the field.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	StageContract string `json:"stageContract,omitempty"`
 }
 
 // StageProgress is a running stage's progress, summed over the pods that reported it.

@@ -56,8 +56,10 @@ func main() {
 		pprof.StopCPUProfile()
 		return profileFile.Close()
 	}
-	root.AddCommand(runCmd(), stageCmd("sample"), stageCmd("label"), stageCmd("train"), stageCmd("eval"), scoreCmd())
-	root.AddCommand(experimentCmd(), serveCmd(), conformanceCmd(), reportCmd())
+	root.AddCommand(runCmd(), scoreCmd(), experimentCmd(), serveCmd(), conformanceCmd())
+	for _, sc := range stageCommands() {
+		root.AddCommand(sc.cmd)
+	}
 	root.AddCommand(extraCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "bpo:", pipeline.Redact(err.Error()))
