@@ -62,7 +62,10 @@ func (e *Env) trainExternal(k, m int) (v1alpha1.StageResult, error) {
 		if msg == "" {
 			msg = strings.TrimSpace(stderr.String())
 		}
-		return v1alpha1.StageResult{}, fmt.Errorf("phase %d train %d: %s: %v: %s", k, m, strings.Join(e.TrainCommand, " "), err, Redact(msg))
+		if msg != "" {
+			msg = ": " + Redact(msg)
+		}
+		return v1alpha1.StageResult{}, fmt.Errorf("phase %d train %d: %s: %v%s", k, m, strings.Join(e.TrainCommand, " "), err, msg)
 	}
 	r, done := e.Done(k, v1alpha1.StageTrain, m)
 	if !done {
