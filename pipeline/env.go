@@ -45,6 +45,9 @@ type Env struct {
 	Log io.Writer
 	// Scorer, when set, replaces the annotator the spec names (tests, experiments).
 	Scorer annotator.Scorer
+	// TrainCommand, when set, is a stage program that Train runs in place of the Go trainer, as
+	// the operator's train pods would (external.go; `bpo run` sets it from spec.trainer.command).
+	TrainCommand []string
 
 	base *Base
 	task *task.Task

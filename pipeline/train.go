@@ -43,6 +43,9 @@ func (r *Run) objective() model.Objective {
 // log-probs the sample stage recorded. Member 0 of a phase k >= 2 first measures the pair
 // diagnostics of the policy after phase k-1 (diagnostics.go).
 func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
+	if len(e.TrainCommand) > 0 {
+		return e.trainExternal(k, m)
+	}
 	return e.once(k, v1alpha1.StageTrain, m, func(r *v1alpha1.StageResult) error {
 		if m < 0 || m >= e.Run.Members() {
 			return fmt.Errorf("member index %d outside [0,%d)", m, e.Run.Members())

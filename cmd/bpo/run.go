@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -49,6 +50,10 @@ workspace folder.`,
 				return fmt.Errorf("--split %q: use eval or validation", split)
 			}
 			env.EvalSplit = split
+			if cmdline := ar.Spec.Trainer.Command; len(cmdline) > 0 {
+				// A train stage of another engine (docs/stage-contract.md): run as a pod would run it.
+				env.TrainCommand = append(slices.Clone(cmdline), ar.Spec.Trainer.Args...)
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n%s\n\n", run.Name, run.Describe(), env.WS.Root, engineLine())
 			start := time.Now()
