@@ -573,7 +573,7 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 
 	st.Phase, st.Stage, st.Retries = k, stage, a.Attempt
 	st.Progress = fmt.Sprintf("%d/%d", k, F)
-	where := fmt.Sprintf("phase %d/%d stage %s", k, F, stage)
+	where := stageWhere(k, F, stage)
 	var related runtime.Object
 	if job != nil {
 		related = job

@@ -106,10 +106,15 @@ func currentJob(st *alignv1.AlignmentRunStatus, all []*batchv1.Job, k int32, sta
 	return attempt, jobs[attempt], deleting
 }
 
+// stageWhere names a stage in messages and events: "phase k/F stage s".
+func stageWhere(k, phases int32, stage string) string {
+	return fmt.Sprintf("phase %d/%d stage %s", k, phases, stage)
+}
+
 // decideStage decides what to do next with one stage, from what is known now; it does no I/O.
 func decideStage(in stageInputs) action {
 	attempt, job, deleting := currentJob(in.Status, in.Jobs, in.Phase, in.Stage)
-	where := fmt.Sprintf("phase %d/%d stage %s", in.Phase, in.Phases, in.Stage)
+	where := stageWhere(in.Phase, in.Phases, in.Stage)
 	a := action{Attempt: attempt}
 	if job == nil {
 		if deleting {
