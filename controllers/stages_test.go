@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,10 @@ func TestDecideStage(t *testing.T) {
 	pullBackOff := stagePodOf(running, 1, corev1.PodPending, 0, "")
 	pullBackOff.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerName, Image: "bpo:typo",
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "bpo:typo"`}}}}
+	longHold := stagePodOf(running, 0, corev1.PodPending, 0, "")
+	longHold.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+		Reason: corev1.PodReasonUnschedulable, Message: "0/300 nodes are available: " + strings.Repeat("1 node(s) had untolerated taint {dedicated: infra}. ", 30)}}
+	longHoldMsg := "phase 1/2 stage label: Job r-p1-label: pod r-p1-label-0 is unschedulable: " + strings.TrimSpace(longHold.Status.Conditions[0].Message)
 	const unschedulableMsg = "phase 1/2 stage label: Job r-p1-label: pod r-p1-label-0 is unschedulable: 0/3 nodes are available: 3 Insufficient memory."
 	const suspendedMsg = "phase 1/2 stage label: Job r-p1-label is suspended and waits for whatever suspended it to resume it"
 	const retryNote = "phase 1/2 stage label attempt 0 failed (pod r-p1-label-0: annotator unreachable: dial tcp 10.0.0.1:443: connection refused); retrying (1 of 2 retries)"
@@ -194,6 +199,13 @@ func TestDecideStage(t *testing.T) {
 		pods:   []corev1.Pod{unschedulable},
 		want: action{Kind: actHeld, Job: "r-p1-label", Reason: alignv1.ReasonStagePodsPending, Message: unschedulableMsg,
 			Events: []stageEvent{{Type: corev1.EventTypeWarning, Reason: alignv1.ReasonStagePodsPending, Action: "WaitForStage", Note: unschedulableMsg}}},
+	}, {
+		// The condition holds the message cut to 1024 bytes: the same hold is not reported again.
+		name:   "a hold with a long message, already reported: no new event",
+		status: tracking(label, 0, alignv1.ReasonStagePodsPending, truncate(longHoldMsg, 1024)),
+		jobs:   []*batchv1.Job{running},
+		pods:   []corev1.Pod{longHold},
+		want:   action{Kind: actHeld, Job: "r-p1-label", Reason: alignv1.ReasonStagePodsPending, Message: longHoldMsg},
 	}, {
 		name:   "image pull back-off, a different hold than the one reported: reported again",
 		status: tracking(label, 0, alignv1.ReasonStagePodsPending, unschedulableMsg),
@@ -306,13 +318,16 @@ func TestDecideStage(t *testing.T) {
 			}
 			in := stageInputs{Phase: 1, Phases: 2, Stage: label, Status: c.status, Jobs: c.jobs, Pods: c.pods,
 				Now: t0, BackoffLimit: limit, ResultsGrace: grace}
-			before := append([]corev1.Pod(nil), c.pods...)
+			before, status := append([]corev1.Pod(nil), c.pods...), c.status.DeepCopy()
 			got := decideStage(in)
 			if diff := cmp.Diff(c.want, got); diff != "" {
 				t.Errorf("decideStage (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(before, c.pods); diff != "" {
 				t.Errorf("decideStage changed its input pods (-before +after):\n%s", diff)
+			}
+			if diff := cmp.Diff(status, c.status); diff != "" {
+				t.Errorf("decideStage changed the status (-before +after):\n%s", diff)
 			}
 		})
 	}
