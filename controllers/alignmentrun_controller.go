@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -433,8 +432,7 @@ func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope)
 			where = fmt.Sprintf("at phase %d/%d stage %s", st.Phase, st.Phases, st.Stage)
 		}
 		msg := fmt.Sprintf("spec.suspend is true: suspended %s", where)
-		setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonSuspended, msg)
-		setCondition(s, alignv1.ConditionSuspended, metav1.ConditionTrue, alignv1.ReasonSuspended, msg)
+		setState(s, suspendedState(msg))
 		if !wasSuspended || n > 0 {
 			s.event(corev1.EventTypeNormal, alignv1.ReasonSuspended, "Suspend", nil, "%s; deleted %d running Jobs", msg, n)
 		}
@@ -442,7 +440,7 @@ func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope)
 	}
 	if wasSuspended {
 		msg := fmt.Sprintf("spec.suspend is false: resumed at phase %d/%d stage %s", st.Phase, st.Phases, st.Stage)
-		setCondition(s, alignv1.ConditionSuspended, metav1.ConditionFalse, alignv1.ReasonResumed, msg)
+		setState(s, resumedState(msg))
 		s.event(corev1.EventTypeNormal, alignv1.ReasonResumed, "Resume", nil, "%s", msg)
 	}
 	if st.StartTime == nil {
@@ -555,9 +553,7 @@ func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) 
 	if st.Report != "" {
 		msg += "; report " + st.Report
 	}
-	setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
-	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionTrue, alignv1.ReasonSucceeded, msg)
-	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonSucceeded, msg)
+	setState(s, succeededState(msg))
 	s.event(corev1.EventTypeNormal, alignv1.ReasonSucceeded, "Complete", nil, "%s", msg)
 	return true, nil
 }
@@ -580,81 +576,55 @@ func winRateChange(st *alignv1.AlignmentRunStatus) string {
 	return st.BaselineWinRate + " -> " + orDash(st.LatestWinRate)
 }
 
-// stageJobs returns the live (not being deleted) Jobs of a stage by attempt, and whether a Job
-// of the stage is still being deleted.
-func (s *scope) stageJobs(k int32, stage string) (map[int32]*batchv1.Job, bool) {
-	jobs := map[int32]*batchv1.Job{}
-	deleting := false
-	for _, j := range s.jobs {
-		l := j.Labels
-		if l[alignv1.LabelPhase] != strconv.Itoa(int(k)) || l[alignv1.LabelStage] != stage {
-			continue
-		}
-		a, err := strconv.Atoi(l[alignv1.LabelAttempt])
-		if err != nil {
-			continue
-		}
-		if !j.DeletionTimestamp.IsZero() {
-			deleting = true
-			continue
-		}
-		jobs[int32(a)] = j
-	}
-	return jobs, deleting
-}
-
-// reconcileStage advances one stage of phase k and reports whether it has completed.
+// reconcileStage advances one stage of phase k and reports whether it has completed: it reads
+// what decideStage needs (the current Job's pods), lets it decide, and carries the action out.
 func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k int32, stage string) (bool, error) {
 	st := &s.run.Status
 	F := s.run.Spec.TrustRegion.Phases
-
-	// The attempt in progress: from the status when it tracks this stage (a Job deleted by
-	// suspend is recreated under the same attempt), or the newest Job if the status lags.
-	attempt := int32(0)
-	if st.Phase == k && st.Stage == stage {
-		attempt = st.Retries
+	in := stageInputs{
+		Phase: k, Phases: F, Stage: stage, Status: st, Jobs: s.jobs, Now: s.now.Time,
+		BackoffLimit: s.run.Spec.BackoffLimitOrDefault(), ResultsGrace: r.resultsGrace(),
 	}
-	jobs, deleting := s.stageJobs(k, stage)
-	for a := range jobs {
-		attempt = max(attempt, a)
-	}
-	st.Phase, st.Stage, st.Retries = k, stage, attempt
-	st.Progress = fmt.Sprintf("%d/%d", k, F)
-	job := jobs[attempt]
-	where := fmt.Sprintf("phase %d/%d stage %s", k, F, stage)
-
-	switch {
-	case job == nil:
-		if deleting {
-			// An old Job of this stage is going away; create the next one after it is gone.
-			s.requeue(time.Second)
-			setRunning(s, where+": waiting for a deleted Job to go away")
-			return false, nil
-		}
-		_, err := r.startJob(ctx, s, k, stage, attempt, where)
-		return false, err
-
-	case jobComplete(job):
+	_, job, _ := currentJob(st, s.jobs, k, stage)
+	if job != nil {
 		pods, err := r.jobPods(ctx, job)
 		if err != nil {
 			return false, err
 		}
-		results, bad := stageResults(pods)
-		if want := int(*job.Spec.Completions); len(results) < want {
-			since := jobFinishTime(job, batchv1.JobComplete)
-			if s.now.Sub(since) < r.resultsGrace() {
-				s.requeue(2 * time.Second)
-				setRunning(s, fmt.Sprintf("%s: Job %s complete, waiting for StageResults (%d of %d)", where, job.Name, len(results), want))
-				return false, nil
-			}
-			// Counting the stage as done with what is there would record a phase with missing
-			// counts; the stage is idempotent, so another attempt reports every shard again.
-			msg := fmt.Sprintf("Job %s completed but only %d of %d pods left a valid StageResult in their termination message (%d unreadable or invalid)", job.Name, len(results), want, bad)
-			s.event(corev1.EventTypeWarning, "StageResultsIncomplete", "ReadResults", job, "%s: %s", where, msg)
-			return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, msg)
+		in.Pods = pods
+	}
+	a := decideStage(in)
+
+	st.Phase, st.Stage, st.Retries = k, stage, a.Attempt
+	st.Progress = fmt.Sprintf("%d/%d", k, F)
+	where := stageWhere(k, F, stage)
+	var related runtime.Object
+	if job != nil {
+		related = job
+	}
+	onCreate := -1 // the index in s.events of the event that stands only if the Job is created
+	for _, e := range a.Events {
+		s.event(e.Type, e.Reason, e.Action, related, "%s", e.Note)
+		if e.OnCreate {
+			onCreate = len(s.events) - 1
 		}
+	}
+	if a.RequeueAfter > 0 {
+		s.requeue(a.RequeueAfter)
+	}
+
+	switch a.Kind {
+	case actCreate:
+		_, err := r.startJob(ctx, s, k, stage, a.Attempt, where)
+		return false, err
+
+	case actRunning, actWait, actHeld:
+		setState(s, runningState(a.Reason, a.Message))
+		return false, nil
+
+	case actComplete:
 		pr := phaseResult(st, k, true)
-		foldResults(st, pr, stage, results)
+		foldResults(st, pr, stage, a.Results)
 		pr.CompletedStages = append(pr.CompletedStages, stage)
 		if pr.StartTime == nil {
 			pr.StartTime = job.CreationTimestamp.DeepCopy()
@@ -666,42 +636,30 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 		s.event(corev1.EventTypeNormal, "StageSucceeded", "CompleteStage", job, "%s succeeded (Job %s)%s", where, job.Name, stageSummary(pr, stage))
 		return true, nil
 
-	case jobFailed(job):
-		pods, err := r.jobPods(ctx, job)
-		if err != nil {
-			return false, err
-		}
-		msg, fromPod := failureMessage(job, pods)
-		if !fromPod && s.now.Sub(jobFinishTime(job, batchv1.JobFailed)) < min(r.resultsGrace(), failureMessageGrace) {
-			// As for results: the pod's terminated state (the stage's own error) may reach the
-			// cache after the Job's Failed condition; wait for it a little before settling for
-			// the Job's generic message (briefly: a deleted pod never shows one).
-			s.requeue(2 * time.Second)
-			setRunning(s, fmt.Sprintf("%s: Job %s failed, waiting for the failed pod's message", where, job.Name))
-			return false, nil
-		}
-		return false, r.retryOrFail(ctx, s, k, stage, attempt, where, job, msg)
-
-	default:
-		reason, hold, err := r.stageHold(ctx, job)
-		if err != nil {
-			return false, err
-		}
-		if hold == "" {
-			setRunning(s, fmt.Sprintf("%s running (Job %s)", where, job.Name))
-			return false, nil
-		}
-		msg := where + ": " + hold
-		if c := meta.FindStatusCondition(st.Conditions, alignv1.ConditionRunning); c == nil || c.Reason != reason || c.Message != truncate(msg, 1024) {
-			eventType := corev1.EventTypeWarning
-			if reason == alignv1.ReasonStageQueued {
-				eventType = corev1.EventTypeNormal
+	case actRetry:
+		created, err := r.startJob(ctx, s, k, stage, a.Attempt, where)
+		if onCreate >= 0 {
+			if created {
+				// The retry took effect with the Job's creation: it is reported (event and
+				// metric) even if this reconcile's status write conflicts, because the next
+				// reconcile finds the Job and has no failed attempt left to retry.
+				s.events[onCreate].done = true
+			} else {
+				// Not retried now: either an earlier reconcile created the attempt (and
+				// reported it) or the creation failed (the next reconcile tries again and
+				// reports it then).
+				s.events = append(s.events[:onCreate], s.events[onCreate+1:]...)
 			}
-			s.event(eventType, reason, "WaitForStage", job, "%s", msg)
 		}
-		setRunningReason(s, reason, msg)
-		return false, nil
+		if created {
+			s.retried = append(s.retried, stage)
+		}
+		return false, err
+
+	case actFail:
+		return false, r.fail(ctx, s, a.Reason, a.Message)
 	}
+	return false, fmt.Errorf("%s: unknown stage action %q", where, a.Kind)
 }
 
 // nameConflict reads key from the API server (not the cache) into obj and, when the object is not
@@ -728,35 +686,6 @@ func (r *AlignmentRunReconciler) nameConflict(ctx context.Context, s *scope, obj
 	msg := fmt.Sprintf("%s %s/%s exists and is not controlled by this AlignmentRun; the operator does not adopt it: delete it or rename the run", kind, key.Namespace, key.Name)
 	s.event(corev1.EventTypeWarning, alignv1.ReasonNameConflict, "CheckOwner", obj, "%s", msg)
 	return true, r.fail(ctx, s, alignv1.ReasonNameConflict, msg)
-}
-
-// retryOrFail starts the next attempt of a stage whose attempt failed with msg, or fails the run
-// once spec.backoffLimit retries are used.
-func (r *AlignmentRunReconciler) retryOrFail(ctx context.Context, s *scope, k int32, stage string, attempt int32, where string, job *batchv1.Job, msg string) error {
-	st := &s.run.Status
-	limit := s.run.Spec.BackoffLimitOrDefault()
-	if attempt < limit {
-		s.event(corev1.EventTypeWarning, "StageRetry", "RetryStage", job,
-			"%s attempt %d failed (%s); retrying (%d of %d retries)", where, attempt, msg, attempt+1, limit)
-		retry := len(s.events) - 1
-		st.Retries = attempt + 1
-		created, err := r.startJob(ctx, s, k, stage, attempt+1, where)
-		if !created {
-			// Not retried now: either an earlier reconcile created the attempt (and reported
-			// it) or the creation failed (the next reconcile tries again and reports it then).
-			s.events = append(s.events[:retry], s.events[retry+1:]...)
-			return err
-		}
-		// The retry took effect with the Job's creation: it is reported (event and metric)
-		// even if this reconcile's status write conflicts, because the next reconcile finds the
-		// Job and has no failed attempt left to retry.
-		s.events[retry].done = true
-		s.retried = append(s.retried, stage)
-		return err
-	}
-	failMsg := fmt.Sprintf("%s failed after %d attempts (backoffLimit %d): %s", where, attempt+1, limit, msg)
-	s.event(corev1.EventTypeWarning, alignv1.ReasonStageFailed, "Fail", job, "%s", failMsg)
-	return r.fail(ctx, s, alignv1.ReasonStageFailed, failMsg)
 }
 
 // startJob creates attempt n of a stage Job (idempotently: the name is deterministic). It reports
@@ -792,8 +721,7 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 	default:
 		return false, fmt.Errorf("creating Job %s: %w", job.Name, err)
 	}
-	msg := fmt.Sprintf("%s running (Job %s)", where, job.Name)
-	setRunning(s, msg)
+	setState(s, runningState(alignv1.ReasonStageRunning, fmt.Sprintf("%s running (Job %s)", where, job.Name)))
 	return err == nil, nil
 }
 
@@ -821,49 +749,9 @@ func (r *AlignmentRunReconciler) fail(ctx context.Context, s *scope, reason, msg
 	if st.CompletionTime == nil {
 		st.CompletionTime = s.now.DeepCopy()
 	}
-	setCondition(s, alignv1.ConditionRunning, metav1.ConditionFalse, alignv1.ReasonFailed, msg)
-	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionFalse, alignv1.ReasonFailed, msg)
-	setCondition(s, alignv1.ConditionFailed, metav1.ConditionTrue, reason, msg)
+	setState(s, failedState(reason, msg))
 	_, err := r.deleteJobs(ctx, s, true)
 	return err
-}
-
-// ---- conditions ----
-
-// initConditions makes sure the four condition types exist, in a fixed order.
-func initConditions(s *scope) {
-	for _, t := range []string{alignv1.ConditionRunning, alignv1.ConditionSuspended, alignv1.ConditionSucceeded, alignv1.ConditionFailed} {
-		if meta.FindStatusCondition(s.run.Status.Conditions, t) != nil {
-			continue
-		}
-		reason, msg := alignv1.ReasonInProgress, "the run has not finished"
-		switch t {
-		case alignv1.ConditionRunning:
-			reason, msg = alignv1.ReasonPending, "no stage has started yet"
-		case alignv1.ConditionSuspended:
-			reason, msg = alignv1.ReasonNotSuspended, "spec.suspend has not been set"
-		}
-		setCondition(s, t, metav1.ConditionFalse, reason, msg)
-	}
-}
-
-func setCondition(s *scope, t string, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&s.run.Status.Conditions, metav1.Condition{
-		Type: t, Status: status, Reason: reason, Message: truncate(msg, 1024),
-		ObservedGeneration: s.run.Generation, LastTransitionTime: s.now,
-	})
-}
-
-func setRunning(s *scope, msg string) { setRunningReason(s, alignv1.ReasonStageRunning, msg) }
-
-func setRunningReason(s *scope, reason, msg string) {
-	setCondition(s, alignv1.ConditionRunning, metav1.ConditionTrue, reason, msg)
-	setCondition(s, alignv1.ConditionSucceeded, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
-	setCondition(s, alignv1.ConditionFailed, metav1.ConditionFalse, alignv1.ReasonInProgress, "the run has not finished")
-}
-
-func isTrue(st *alignv1.AlignmentRunStatus, t string) bool {
-	return meta.IsStatusConditionTrue(st.Conditions, t)
 }
 
 // ---- helpers ----

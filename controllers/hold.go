@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
@@ -19,26 +18,22 @@ var stuckWaiting = map[string]bool{
 	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
 }
 
-// stageHold says why an unfinished stage Job visibly makes no progress: it is suspended
+// jobHold says why an unfinished stage Job visibly makes no progress: it is suspended
 // (queued, e.g. in Kueue), or one of its pods cannot start. It returns the Running reason
 // and a message, or "" when nothing holds the stage back.
-func (r *AlignmentRunReconciler) stageHold(ctx context.Context, job *batchv1.Job) (string, string, error) {
+func jobHold(job *batchv1.Job, pods []corev1.Pod) (reason, msg string) {
 	if ptr.Deref(job.Spec.Suspend, false) {
 		if q := job.Labels[alignv1.LabelKueueQueueName]; q != "" {
-			return alignv1.ReasonStageQueued, fmt.Sprintf("Job %s is queued in Kueue LocalQueue %q and waits for admission (suspended until admitted; is Kueue installed and the queue defined?)", job.Name, q), nil
+			return alignv1.ReasonStageQueued, fmt.Sprintf("Job %s is queued in Kueue LocalQueue %q and waits for admission (suspended until admitted; is Kueue installed and the queue defined?)", job.Name, q)
 		}
-		return alignv1.ReasonStageQueued, fmt.Sprintf("Job %s is suspended and waits for whatever suspended it to resume it", job.Name), nil
-	}
-	pods, err := r.jobPods(ctx, job)
-	if err != nil {
-		return "", "", err
+		return alignv1.ReasonStageQueued, fmt.Sprintf("Job %s is suspended and waits for whatever suspended it to resume it", job.Name)
 	}
 	for i := range pods {
 		if why := podHold(&pods[i]); why != "" {
-			return alignv1.ReasonStagePodsPending, fmt.Sprintf("Job %s: %s", job.Name, why), nil
+			return alignv1.ReasonStagePodsPending, fmt.Sprintf("Job %s: %s", job.Name, why)
 		}
 	}
-	return "", "", nil
+	return "", ""
 }
 
 // podHold explains why a live pod cannot start ("" if it can or already did).
