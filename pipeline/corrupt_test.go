@@ -22,7 +22,7 @@ func TestCorruptSampleShard(t *testing.T) {
 		"garbled":      func(b []byte) []byte { return bytes.Replace(b, []byte(`"prompt"`), []byte(`"pr\x00mpt"`), 1) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := makeRun("corrupt-" + strings.ReplaceAll(name, " ", "-")).Shards(2, 1).Env(t, vol)
+			e := makeRun("corrupt-"+strings.ReplaceAll(name, " ", "-")).Shards(2, 1).Env(t, vol)
 			for s := range 2 {
 				if _, err := e.Sample(1, s, 2); err != nil {
 					t.Fatal(err)
