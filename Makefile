@@ -22,11 +22,28 @@ GOFMT_FILES = find . -name '*.go' -type f -not -path './.git/*' -not -path './.c
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# VERSION is stamped into the binaries (`manager --version`, whose default stage image is
+# ghcr.io/bpo-dev/bpo:$(VERSION); `bpo --version`): by default the git tag v<version> of the
+# commit (git describe: <version>-<n>-g<hash> past it, -dirty with local changes), none without a
+# tag (the binaries' defaults then apply: the chart's appVersion for the manager). `make build
+# VERSION=1.2.3` sets it; Dockerfile.manager and Dockerfile.bpo take it as --build-arg VERSION.
+VERSION ?= $(patsubst v%,%,$(shell git describe --tags --match 'v*' --dirty 2>/dev/null))
+VERSION_LDFLAGS = $(if $(VERSION),-X github.com/bpo-dev/bpo/controllers.Version=$(VERSION) -X main.version=$(VERSION))
+
 .PHONY: build
-build: ## go build -o bin/ ./cmd/...
+build: ## go build -o bin/ ./cmd/... (with -ldflags -X VERSION)
 	@mkdir -p bin
-	@if [ -d cmd ]; then echo '$(GO) build -o bin/ ./cmd/...'; $(GO) build -o bin/ ./cmd/...; \
+	@if [ -d cmd ]; then echo '$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o bin/ ./cmd/...'; $(GO) build -ldflags "$(VERSION_LDFLAGS)" -o bin/ ./cmd/...; \
 	else echo 'build: no cmd/ yet, nothing to build'; fi
+
+.PHONY: verify-version
+verify-version: VERSION = 0.0.0-verify
+verify-version: ## build manager and bpo with build's -ldflags and VERSION=0.0.0-verify; fail unless both report it
+	@d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o "$$d/" ./cmd/manager ./cmd/bpo; \
+	m=$$("$$d/manager" --version); b=$$("$$d/bpo" --version); echo "$$m"; echo "$$b"; \
+	[[ "$$m" == "manager $(VERSION) (default stage image ghcr.io/bpo-dev/bpo:$(VERSION))" && "$$b" == "bpo version $(VERSION)" ]] \
+	  || { echo "verify-version: the -X paths of VERSION_LDFLAGS do not reach the binaries" >&2; exit 1; }
 
 .PHONY: test
 test: ## the CI test command: envtest assets, vet, gofmt, go test ./... (hack/test.sh)

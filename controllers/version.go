@@ -1,7 +1,8 @@
 package controllers
 
 // Version is the operator's version. Release builds set it with
-// -ldflags "-X github.com/bpo-dev/bpo/controllers.Version=<version>"; the default is the
+// -ldflags "-X github.com/bpo-dev/bpo/controllers.Version=<version>" (`make build VERSION=...`,
+// by default the commit's git tag; Dockerfile.manager's --build-arg VERSION); the default is the
 // version of the chart (Chart.yaml appVersion, checked by test/chart), so a plain `go build`
 // still names a pinned stage image, never a moving tag such as :latest.
 var Version = "0.1.0"

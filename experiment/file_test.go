@@ -75,8 +75,8 @@ func TestExperimentRunsResolve(t *testing.T) {
 	var names []string
 	for _, r := range runs {
 		names = append(names, r.Name)
-		if r.AR.Spec.Seed != r.Seed || r.AR.Name != r.Name {
-			t.Fatalf("%s: seed %d name %s", r.Name, r.AR.Spec.Seed, r.AR.Name)
+		if r.AR.Spec.Seed == nil || *r.AR.Spec.Seed != r.Seed || r.AR.Name != r.Name {
+			t.Fatalf("%s: seed %v name %s", r.Name, r.AR.Spec.Seed, r.AR.Name)
 		}
 	}
 	if got := strings.Join(names, " "); got != "a-s3 ema-s3 a-s7 ema-s7" {

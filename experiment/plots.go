@@ -90,7 +90,7 @@ func newPlot(title, xl, yl string) *plot.Plot {
 func (rep *Report) family() []ArmStats {
 	base := rep.arm(rep.Baseline)
 	strip := func(s v1alpha1.AlignmentRunSpec) v1alpha1.AlignmentRunSpec {
-		s.TrustRegion, s.Workspace, s.Seed = v1alpha1.TrustRegionSpec{}, v1alpha1.WorkspaceSpec{}, 0
+		s.TrustRegion, s.Workspace, s.Seed = v1alpha1.TrustRegionSpec{}, v1alpha1.WorkspaceSpec{}, nil
 		return s
 	}
 	want := strip(base.runs[0].Spec)

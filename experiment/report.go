@@ -360,7 +360,7 @@ func sameRecipe(a, b v1alpha1.AlignmentRunSpec) bool {
 	rb.SetDefaults()
 	a, b = ra.Spec, rb.Spec
 	a.Workspace, b.Workspace = v1alpha1.WorkspaceSpec{}, v1alpha1.WorkspaceSpec{}
-	a.Seed, b.Seed = 0, 0
+	a.Seed, b.Seed = nil, nil
 	ja, errA := json.Marshal(a)
 	jb, errB := json.Marshal(b)
 	return errA == nil && errB == nil && bytes.Equal(ja, jb)

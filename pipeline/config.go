@@ -62,10 +62,40 @@ func DecodeRun(data []byte) (*v1alpha1.AlignmentRun, error) {
 		return nil, fmt.Errorf("apiVersion is %q, want %s", ar.APIVersion, v1alpha1.GroupVersion)
 	}
 	ar.SetDefaults()
+	zeros := keepExplicitZeros(docs[0], &ar)
 	if errs := ar.ValidateLocal(); len(errs) > 0 {
+		for _, e := range errs {
+			if d, ok := zeros[e.Field]; ok {
+				e.Detail += fmt.Sprintf("; 0 does not mean the default: remove the field for the default (%d)", d)
+			}
+		}
 		return nil, errs.ToAggregate()
 	}
 	return &ar, nil
+}
+
+// keepExplicitZeros undoes SetDefaults for the integer fields the document sets to 0, and
+// returns their paths with their defaults. Go cannot tell such a field from an absent one, so
+// SetDefaults would give it the default; the API server can, and rejects the 0 (each of these
+// fields has a minimum of 1 or more), so the local runner must reject it too.
+func keepExplicitZeros(doc []byte, ar *v1alpha1.AlignmentRun) map[string]int32 {
+	// A probe decoded over a sentinel: a field the document leaves out keeps it.
+	var probe v1alpha1.AlignmentRun
+	seen := probe.Spec.DefaultedInts()
+	for _, f := range seen {
+		*f.Value = -1
+	}
+	if yaml.Unmarshal(doc, &probe) != nil {
+		return nil // the strict decode accepted it; cannot happen
+	}
+	zeros := map[string]int32{}
+	for i, f := range ar.Spec.DefaultedInts() {
+		if *seen[i].Value == 0 {
+			*f.Value = 0
+			zeros[f.Path.String()] = f.Default
+		}
+	}
+	return zeros
 }
 
 func splitYAMLDocuments(data []byte) [][]byte {

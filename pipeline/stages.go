@@ -374,15 +374,23 @@ func (e *Env) phaseSamples(k int) ([]SampleRow, error) {
 	}
 	var all []SampleRow
 	for s := 0; s < n; s++ {
-		if _, done := e.Done(k, v1alpha1.StageSample, s); !done {
+		r, done := e.Done(k, v1alpha1.StageSample, s)
+		if !done {
 			return nil, fmt.Errorf("sample shard %d of %d of phase %d has not finished: run the sample stage first", s, n, k)
 		}
-		rows, err := ReadJSONL[SampleRow](e.WS.SamplesPath(k, s))
+		path := e.WS.SamplesPath(k, s)
+		rows, err := ReadJSONL[SampleRow](path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("sample shard %d of phase %d is missing (%s): run the sample stage first", s, k, e.WS.SamplesPath(k, s))
+			return nil, fmt.Errorf("sample shard %d of phase %d is missing (%s): run the sample stage first", s, k, path)
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("sample shard %d of phase %d is unreadable: %w; %s", s, k, err, resample(e.WS.DonePath(k, v1alpha1.StageSample, s)))
+		}
+		// Its done marker counts every row it wrote: a file cut at a line boundary reads
+		// cleanly, and only this names the file (the total below cannot).
+		if want := r.Pairs + r.Identical; int64(len(rows)) != want {
+			return nil, fmt.Errorf("sample shard %d of phase %d (%s) holds %d rows, its sample stage wrote %d: the file was truncated or changed after sampling; %s",
+				s, k, path, len(rows), want, resample(e.WS.DonePath(k, v1alpha1.StageSample, s)))
 		}
 		all = append(all, rows...)
 	}
@@ -396,6 +404,12 @@ func (e *Env) phaseSamples(k int) ([]SampleRow, error) {
 		}
 	}
 	return all, nil
+}
+
+// resample is the fix for a damaged sample shard: its done marker makes the sample stage a no-op,
+// so the shard is only sampled again once the marker is gone.
+func resample(marker string) string {
+	return fmt.Sprintf("delete it and its done marker %s to sample it again", marker)
 }
 
 // PhasePairs reads every labelled pair of phase k, in prompt order: the recorded number of label

@@ -260,13 +260,13 @@ type AlignmentRunSpec struct {
 	Evaluator EvaluatorSpec `json:"evaluator,omitempty"`
 
 	// seed fixes every random choice of the run (prompt order, sampling, batch order), so a
-	// run is reproducible and the arms of a comparison can share or vary their seeds.
-	// Default 1. Immutable.
+	// run is reproducible and the arms of a comparison can share or vary their seeds. 0 is a
+	// seed like any other. Default 1. Immutable.
 	// +optional
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.seed is immutable: create a new AlignmentRun to change the recipe"
-	Seed int64 `json:"seed,omitempty"`
+	Seed *int64 `json:"seed,omitempty"`
 
 	// workspace is the shared volume every stage pod mounts at /workspace. Immutable.
 	// +required

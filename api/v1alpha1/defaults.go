@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "slices"
+import (
+	"slices"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
 
 // Default values; the CRD schema carries the same values as +kubebuilder:default markers and a
 // test (controllers) checks that SetDefaults and the API server agree.
@@ -19,6 +23,7 @@ const (
 	DefaultLearningRate     Decimal = "5e-5"
 	DefaultMaxGradNorm      Decimal = "1.0"
 	DefaultBackoffLimit     int32   = 2
+	DefaultSeed             int64   = 1
 	DefaultAnnotator                = "sentiment"
 	DefaultPromptsKey               = "prompts.jsonl"
 	DefaultEvalKey                  = "eval.jsonl"
@@ -44,14 +49,11 @@ func (r *AlignmentRun) SetDefaults() {
 	if s.TrustRegion.Reference == "" {
 		s.TrustRegion.Reference = ReferenceBehavior
 	}
-	setInt(&s.TrustRegion.Phases, DefaultPhases)
-	setInt(&s.Budget.PairsPerStep, DefaultPairsPerStep)
-	setInt(&s.Budget.EvalPrompts, DefaultEvalPrompts)
-	setInt(&s.Budget.EpochsPerPhase, DefaultEpochsPerPhase)
-	setInt(&s.Budget.SamplesPerPrompt, DefaultSamplesPerPrompt)
-	setInt(&s.Ensemble.Members, DefaultMembers)
-	setInt(&s.Ensemble.Rank, DefaultRank)
-	setInt(&s.Ensemble.Alpha, DefaultAlpha)
+	for _, d := range s.DefaultedInts() {
+		if *d.Value == 0 {
+			*d.Value = d.Default
+		}
+	}
 	if cm := s.Data.ConfigMap; cm != nil {
 		if cm.PromptsKey == "" {
 			cm.PromptsKey = DefaultPromptsKey
@@ -66,7 +68,6 @@ func (r *AlignmentRun) SetDefaults() {
 	if s.Sampler.Temperature == "" {
 		s.Sampler.Temperature = DefaultTemperature
 	}
-	setInt(&s.Sampler.MaxNewTokens, DefaultMaxNewTokens)
 	if s.Labeler.Parallelism == nil {
 		s.Labeler.Parallelism = ptr(int32(1))
 	}
@@ -81,15 +82,14 @@ func (r *AlignmentRun) SetDefaults() {
 	if s.Trainer.MaxGradNorm == "" {
 		s.Trainer.MaxGradNorm = DefaultMaxGradNorm
 	}
-	setInt(&s.Evaluator.SamplesPerPrompt, 1)
 	if s.Evaluator.Baseline == nil {
 		s.Evaluator.Baseline = ptr(true)
 	}
 	if s.Evaluator.Report == nil {
 		s.Evaluator.Report = ptr(true)
 	}
-	if s.Seed == 0 {
-		s.Seed = 1
+	if s.Seed == nil { // a pointer: an explicit seed 0 is a seed, not "unset"
+		s.Seed = ptr(DefaultSeed)
 	}
 	if s.Suspend == nil {
 		s.Suspend = ptr(false)
@@ -99,9 +99,31 @@ func (r *AlignmentRun) SetDefaults() {
 	}
 }
 
-func setInt(p *int32, v int32) {
-	if *p == 0 {
-		*p = v
+// DefaultedInt is an integer field of the spec whose zero value stands for "unset": Go cannot
+// tell an absent field from an explicit 0, so SetDefaults gives both the default. The API
+// server can (an explicit 0 fails the field's minimum); the local runner finds explicit zeros
+// with these pointers (pipeline.DecodeRun) so that they fail validation there too.
+// +kubebuilder:object:generate=false
+type DefaultedInt struct {
+	Path    *field.Path
+	Value   *int32
+	Default int32
+}
+
+// DefaultedInts lists the spec's defaulted integer fields, pointing into s.
+func (s *AlignmentRunSpec) DefaultedInts() []DefaultedInt {
+	p := field.NewPath("spec")
+	return []DefaultedInt{
+		{p.Child("trustRegion", "phases"), &s.TrustRegion.Phases, DefaultPhases},
+		{p.Child("budget", "pairsPerStep"), &s.Budget.PairsPerStep, DefaultPairsPerStep},
+		{p.Child("budget", "evalPrompts"), &s.Budget.EvalPrompts, DefaultEvalPrompts},
+		{p.Child("budget", "epochsPerPhase"), &s.Budget.EpochsPerPhase, DefaultEpochsPerPhase},
+		{p.Child("budget", "samplesPerPrompt"), &s.Budget.SamplesPerPrompt, DefaultSamplesPerPrompt},
+		{p.Child("ensemble", "members"), &s.Ensemble.Members, DefaultMembers},
+		{p.Child("ensemble", "rank"), &s.Ensemble.Rank, DefaultRank},
+		{p.Child("ensemble", "alpha"), &s.Ensemble.Alpha, DefaultAlpha},
+		{p.Child("sampler", "maxNewTokens"), &s.Sampler.MaxNewTokens, DefaultMaxNewTokens},
+		{p.Child("evaluator", "samplesPerPrompt"), &s.Evaluator.SamplesPerPrompt, 1},
 	}
 }
 

@@ -151,6 +151,10 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 	errs = append(errs, validateRange(ep.Child("rank"), int64(s.Ensemble.Rank), 1, 1024)...)
 	errs = append(errs, validateRange(ep.Child("alpha"), int64(s.Ensemble.Alpha), 1, 4096)...)
 
+	if s.Seed != nil && *s.Seed < 0 {
+		errs = append(errs, field.Invalid(p.Child("seed"), *s.Seed, "must be 0 or more (omit it for the default, 1)"))
+	}
+
 	// data
 	dp := p.Child("data")
 	n := 0

@@ -82,6 +82,11 @@ func (in *AlignmentRunSpec) DeepCopyInto(out *AlignmentRunSpec) {
 	in.Labeler.DeepCopyInto(&out.Labeler)
 	in.Trainer.DeepCopyInto(&out.Trainer)
 	in.Evaluator.DeepCopyInto(&out.Evaluator)
+	if in.Seed != nil {
+		in, out := &in.Seed, &out.Seed
+		*out = new(int64)
+		**out = **in
+	}
 	in.Workspace.DeepCopyInto(&out.Workspace)
 	if in.Suspend != nil {
 		in, out := &in.Suspend, &out.Suspend

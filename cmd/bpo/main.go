@@ -18,6 +18,7 @@ func main() {
 	root := &cobra.Command{
 		Use:           "bpo",
 		Short:         "Online preference alignment with a behavior-model reference (BPO)",
+		Version:       bpoVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -60,6 +60,8 @@ var InvalidCases = []InvalidCase{
 	}, "spec.trustRegion.emaAlpha must be a decimal with 0 < emaAlpha <= 1", "spec.trustRegion.emaAlpha"},
 	{"Fixed without fixedCheckpoint", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Reference = alignv1.ReferenceFixed },
 		"spec.trustRegion.fixedCheckpoint is required when spec.trustRegion.reference is Fixed", "spec.trustRegion.fixedCheckpoint"},
+	{"seed negative", func(r *alignv1.AlignmentRun) { r.Spec.Seed = ptr.To(int64(-1)) },
+		"spec.seed", "spec.seed"},
 	{"too many ensemble members", func(r *alignv1.AlignmentRun) { r.Spec.Ensemble.Members = 17 },
 		"spec.ensemble.members", "spec.ensemble.members"},
 	{"temperature zero", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.Temperature = "0" },

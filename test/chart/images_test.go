@@ -138,17 +138,20 @@ func parseDockerfile(t *testing.T, p string) *dockerfile {
 	return df
 }
 
-var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
+var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:([-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
 
-// expand substitutes ${VAR}, ${VAR:-default} and $VAR.
+// expand substitutes ${VAR}, ${VAR:-default}, ${VAR:+alternative} (itself expanded) and $VAR.
 func expand(s string, vars map[string]string) string {
 	return varRef.ReplaceAllStringFunc(s, func(m string) string {
 		sub := varRef.FindStringSubmatch(m)
-		name := sub[1] + sub[4]
-		if v := vars[name]; v != "" {
+		v := vars[sub[1]+sub[5]]
+		switch {
+		case sub[3] == "+" && v != "":
+			return expand(sub[4], vars)
+		case sub[3] == "+" || v != "":
 			return v
 		}
-		return sub[3]
+		return sub[4]
 	})
 }
 
@@ -350,6 +353,9 @@ func parseGoBuild(t *testing.T, file string, in instruction) goBuild {
 
 type imageSpec struct {
 	file, pkg, binary string
+	// versionVar is the -X target of the VERSION build argument; version the binary's
+	// --version output for a VERSION of imageTestVersion.
+	versionVar, version string
 	// cgo: built with CGO_ENABLED=1 onto a Debian slim base that installs exactly these apt
 	// packages (the shared libraries the binary dlopens); else CGO_ENABLED=0 onto distroless
 	// static (or scratch).
@@ -358,9 +364,11 @@ type imageSpec struct {
 }
 
 var images = []imageSpec{
-	{file: "Dockerfile.manager", pkg: "./cmd/manager", binary: "/manager"},
+	{file: "Dockerfile.manager", pkg: "./cmd/manager", binary: "/manager",
+		versionVar: "github.com/bpo-dev/bpo/controllers.Version", version: "manager " + imageTestVersion + " (default stage image ghcr.io/bpo-dev/bpo:" + imageTestVersion + ")"},
 	// trainer/blas dlopens Debian's OpenBLAS (libopenblas.so.0).
-	{file: "Dockerfile.bpo", pkg: "./cmd/bpo", binary: "/usr/local/bin/bpo", cgo: true, packages: []string{"libopenblas0-pthread"}},
+	{file: "Dockerfile.bpo", pkg: "./cmd/bpo", binary: "/usr/local/bin/bpo", cgo: true, packages: []string{"libopenblas0-pthread"},
+		versionVar: "main.version", version: "bpo version " + imageTestVersion},
 }
 
 func (s imageSpec) cgoEnabled() string {
@@ -431,8 +439,12 @@ func TestDockerfiles(t *testing.T) {
 			if !strings.HasPrefix(img.builder.from, "golang:1.26") {
 				t.Errorf("builder FROM %q, want golang:1.26*", img.builder.from)
 			}
-			if img.build.env["CGO_ENABLED"] != spec.cgoEnabled() || !img.build.trim || !slices.Equal(strings.Fields(img.build.ldflags), []string{"-s", "-w"}) {
+			if img.build.env["CGO_ENABLED"] != spec.cgoEnabled() || !img.build.trim || !slices.Equal(strings.Fields(expand(img.build.ldflags, nil)), []string{"-s", "-w"}) {
 				t.Errorf("go build: env %v trimpath %v ldflags %q; want CGO_ENABLED=%s -trimpath -ldflags \"-s -w\"", img.build.env, img.build.trim, img.build.ldflags, spec.cgoEnabled())
+			}
+			// The VERSION build argument, when given, is stamped where the binary reads it.
+			if got, want := strings.Fields(expand(img.build.ldflags, map[string]string{"VERSION": "1.2.3"})), []string{"-s", "-w", "-X", spec.versionVar + "=1.2.3"}; !slices.Equal(got, want) {
+				t.Errorf("go build -ldflags with --build-arg VERSION=1.2.3: %q, want %q", got, want)
 			}
 			if img.build.pkg != spec.pkg {
 				t.Errorf("builds %q, want %q", img.build.pkg, spec.pkg)
@@ -586,6 +598,9 @@ func removeBuilds() {
 	})
 }
 
+// imageTestVersion is the VERSION build argument of the replayed image builds.
+const imageTestVersion = "0.0.0-image"
+
 // buildImage replays the builder stage of a Dockerfile outside Docker and returns the binary:
 // the COPYed files go into a scratch context, and the RUN's `go build` runs there with the
 // stage's ENV and the RUN's variables (TARGETOS/TARGETARCH as BuildKit sets them for the host).
@@ -621,7 +636,7 @@ func buildImage(t *testing.T, spec imageSpec) string {
 				}
 			}
 		}
-		vars := map[string]string{"TARGETOS": "linux", "TARGETARCH": runtime.GOARCH}
+		vars := map[string]string{"TARGETOS": "linux", "TARGETARCH": runtime.GOARCH, "VERSION": imageTestVersion}
 		env := os.Environ()
 		for k, v := range img.stageEnv {
 			env = append(env, k+"="+expand(v, vars))
@@ -632,7 +647,7 @@ func buildImage(t *testing.T, spec imageSpec) string {
 		out := filepath.Join(dir, "out", filepath.Base(img.build.output))
 		args := []string{"build"}
 		for i := 0; i < len(img.build.args); i++ {
-			a := img.build.args[i]
+			a := expand(img.build.args[i], vars) // the shell expands the RUN's build arguments
 			if a == "-o" {
 				args = append(args, "-o", out)
 				i++
@@ -749,7 +764,11 @@ func TestImageBuilds(t *testing.T) {
 			if f.Section(".symtab") != nil {
 				t.Errorf("%s has a symbol table: -ldflags -s did not apply", bin)
 			}
-			out, err := exec.Command(bin, "--help").CombinedOutput()
+			out, err := exec.Command(bin, "--version").CombinedOutput()
+			if got := strings.TrimSpace(string(out)); err != nil || got != spec.version {
+				t.Errorf("%s --version built with --build-arg VERSION=%s: %q (%v), want %q", filepath.Base(bin), imageTestVersion, got, err, spec.version)
+			}
+			out, err = exec.Command(bin, "--help").CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s --help: %v\n%s", filepath.Base(bin), err, out)
 			}
