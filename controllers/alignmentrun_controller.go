@@ -33,6 +33,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
 )
@@ -74,6 +75,12 @@ type AlignmentRunReconciler struct {
 	MaxConcurrentReconciles int
 	// Now returns the current time (tests may override it); nil means time.Now.
 	Now func() time.Time
+
+	// ProgressURL is what stage pods post their live progress to (the manager's progress
+	// endpoint as the pods reach it); empty: pods are given no endpoint and report nothing.
+	ProgressURL string
+	// Progress holds the pods' reports; nil: status.stageProgress stays empty.
+	Progress *ProgressServer
 
 	// APIReader reads objects that the label-scoped cache cannot see (a squatter without our
 	// labels); SetupWithManager sets the manager's, nil means Client.
@@ -156,7 +163,7 @@ func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		DeleteFunc:  func(e event.DeleteEvent) bool { return hold(e.Object) != "" },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("alignmentrun").
 		For(&alignv1.AlignmentRun{}).
 		Owns(&batchv1.Job{}).
@@ -165,8 +172,12 @@ func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
 			SkipNameValidation:      ptr.To(true),
-		}).
-		Complete(r)
+		})
+	if r.Progress != nil {
+		// Runs whose pods reported progress (at most every progressFoldInterval per run).
+		b = b.WatchesRawSource(source.Channel(r.Progress.events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
 func podToRun(_ context.Context, o client.Object) []reconcile.Request {
@@ -234,6 +245,7 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
 		if apierrors.IsNotFound(err) {
 			tracker.forget(req.NamespacedName)
+			r.Progress.Forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -253,6 +265,8 @@ func (r *AlignmentRunReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	// Derived from the conditions as they will be written, in the same status write.
 	s.run.Status.State = alignv1.StateOf(s.run.Status.Conditions)
+	// The running stage's live progress, as its pods last reported it (none once it ended).
+	s.run.Status.StageProgress = r.Progress.StageProgress(req.NamespacedName, &s.run.Status)
 	if !equality.Semantic.DeepEqual(run.Status, s.run.Status) {
 		patch := client.MergeFromWithOptions(run, client.MergeFromWithOptimisticLock{})
 		if perr := r.Status().Patch(ctx, s.run, patch); perr != nil {

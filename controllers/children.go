@@ -141,6 +141,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	if j := spec.Evaluator.Judge; stage == alignv1.StageEval && j != nil && j.Kind.IsRemote() && j.SecretRef != nil {
 		env = append(env, corev1.EnvVar{Name: contract.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
 	}
+	if r.ProgressURL != "" {
+		env = append(env, progressEnv(r.ProgressURL)...)
+	}
 	for _, e := range tmpl.Env {
 		env = append(env, *e.DeepCopy())
 	}
@@ -185,6 +188,14 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 			}},
 		})
 		mounts = append(mounts, corev1.VolumeMount{Name: "workspace", MountPath: contract.WorkspaceMountPath, SubPath: spec.Workspace.SubPath})
+	}
+	serviceAccount := ""
+	if r.ProgressURL != "" {
+		v, m := progressTokenVolume()
+		volumes, mounts = append(volumes, v), append(mounts, m)
+		// A projected token names its service account: the namespace's default, which the
+		// API server's admission would pick anyway. It grants nothing (no API token is mounted).
+		serviceAccount = "default"
 	}
 
 	var tolerations []corev1.Toleration
@@ -240,6 +251,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec: corev1.PodSpec{
 					RestartPolicy:                corev1.RestartPolicyNever,
+					ServiceAccountName:           serviceAccount,
 					AutomountServiceAccountToken: ptr.To(false),
 					EnableServiceLinks:           ptr.To(false),
 					NodeSelector:                 nodeSelector,

@@ -163,8 +163,17 @@ func TestExplainServedByAPIServer(t *testing.T) {
 	t.Parallel()
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
-	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/openapi/v3/apis/alignment.bpo.dev/v1alpha1").DoRaw(context.Background())
-	must(t, err)
+	// The API server publishes a CRD's OpenAPI v3 document a little after the CRD is
+	// established (a controller of its own): until then the path answers 404.
+	var raw []byte
+	eventually(t, waitTimeout, "the CRD's OpenAPI v3 document is served", func() string {
+		var err error
+		raw, err = cs.Discovery().RESTClient().Get().AbsPath("/openapi/v3/apis/alignment.bpo.dev/v1alpha1").DoRaw(context.Background())
+		if err != nil {
+			return err.Error()
+		}
+		return ""
+	})
 	var doc struct {
 		Components struct {
 			Schemas map[string]struct {

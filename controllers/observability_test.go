@@ -72,6 +72,11 @@ func TestSampleRun(t *testing.T) {
 			}},
 			runSample{state: alignv1.StateRunning, phasesDone: 1, phases: 3, pairsSampled: 23, pairsKept: 15, ties: 2,
 				loss: f(0.5), rewardAccuracy: f(0.7), klToReference: f(0.02), klToInitial: f(0.3), winRate: f(0.61)}},
+		{"the baseline is not a phase done; live progress of the running stage",
+			alignv1.AlignmentRunStatus{State: alignv1.StateRunning, Phases: 2, BaselineWinRate: "0.25", LatestWinRate: "",
+				StageProgress: &alignv1.StageProgress{Phase: 1, Stage: "train", Done: 16, Total: 64, Rate: "3.5"},
+				PhaseResults:  []alignv1.PhaseResult{{Phase: 0, WinRate: "0.25", CompletionTime: done}}},
+			runSample{state: alignv1.StateRunning, phases: 2, baselineWinRate: f(0.25), stageProgress: f(0.25), stageRate: f(3.5)}},
 		{"unparsable numbers are left out",
 			alignv1.AlignmentRunStatus{State: alignv1.StateFailed, Phases: 1, LatestWinRate: "n/a", PhaseResults: []alignv1.PhaseResult{{Phase: 1, Loss: "NaN?"}}},
 			runSample{state: alignv1.StateFailed, phases: 1}},
@@ -84,8 +89,10 @@ func TestSampleRun(t *testing.T) {
 	}
 	for _, c := range cases {
 		got := sampleRun(&c.st)
-		g := []any{got.state, got.phasesDone, got.phases, got.pairsSampled, got.pairsKept, got.ties, show(got.loss), show(got.rewardAccuracy), show(got.klToReference), show(got.klToInitial), show(got.winRate)}
-		w := []any{c.want.state, c.want.phasesDone, c.want.phases, c.want.pairsSampled, c.want.pairsKept, c.want.ties, show(c.want.loss), show(c.want.rewardAccuracy), show(c.want.klToReference), show(c.want.klToInitial), show(c.want.winRate)}
+		g := []any{got.state, got.phasesDone, got.phases, got.pairsSampled, got.pairsKept, got.ties, show(got.loss), show(got.rewardAccuracy), show(got.klToReference), show(got.klToInitial), show(got.winRate),
+			show(got.baselineWinRate), show(got.stageProgress), show(got.stageRate)}
+		w := []any{c.want.state, c.want.phasesDone, c.want.phases, c.want.pairsSampled, c.want.pairsKept, c.want.ties, show(c.want.loss), show(c.want.rewardAccuracy), show(c.want.klToReference), show(c.want.klToInitial), show(c.want.winRate),
+			show(c.want.baselineWinRate), show(c.want.stageProgress), show(c.want.stageRate)}
 		if !slices.Equal(g, w) {
 			t.Errorf("%s:\n got  %v\n want %v", c.name, g, w)
 		}

@@ -64,7 +64,16 @@ func OpenEnv(config, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewEnv(run, volumeRoot)
+	env, err := NewEnv(run, volumeRoot)
+	if err != nil {
+		return nil, err
+	}
+	// A stage pod given a progress endpoint reports to it as it goes (the local runner draws
+	// bars instead).
+	if rep := ProgressFromEnv(os.Stderr); rep != nil {
+		env.Progress = rep.Update
+	}
+	return env, nil
 }
 
 // NewEnv opens (or creates) the run's workspace under volumeRoot.

@@ -50,6 +50,10 @@ func newManager(restConfig *rest.Config, o *options) (ctrl.Manager, error) {
 			return nil, fmt.Errorf("adding the metrics certificate watcher: %w", err)
 		}
 	}
+	progress, err := addProgressServer(mgr, o)
+	if err != nil {
+		return nil, err
+	}
 	if err := (&controllers.AlignmentRunReconciler{
 		Client:                  mgr.GetClient(),
 		Scheme:                  mgr.GetScheme(),
@@ -58,6 +62,8 @@ func newManager(restConfig *rest.Config, o *options) (ctrl.Manager, error) {
 		StageResources:          resources,
 		Policy:                  o.stagePolicy(),
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		Progress:                progress,
+		ProgressURL:             o.progressURL,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the AlignmentRun controller: %w", err)
 	}

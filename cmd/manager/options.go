@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,7 @@ type options struct {
 	policy                      controllers.StagePolicy
 	stageResources              stageResourceFlags
 	version                     bool
+	progressAddr, progressURL   string
 }
 
 // stageResourceFlags are the operator-wide defaults of stage containers' resources, as
@@ -64,6 +66,8 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.stageResources.memoryRequest, "stage-memory-request", q(d.Requests, corev1.ResourceMemory), "Default memory request"+per)
 	fs.StringVar(&o.stageResources.cpuLimit, "stage-cpu-limit", q(d.Limits, corev1.ResourceCPU), "Default CPU limit of stage containers whose spec.<stage>.resources sets no CPU limit (\"\": none; the engine sizes its threads from it).")
 	fs.StringVar(&o.stageResources.memoryLimit, "stage-memory-limit", q(d.Limits, corev1.ResourceMemory), "Default memory limit of stage containers whose spec.<stage>.resources sets no memory limit (\"\": none; raised to the stage's own request when that is larger).")
+	fs.StringVar(&o.progressAddr, "progress-bind-address", ":8082", "Address of the endpoint stage pods post their live progress to (\"0\": none; status.stageProgress then stays empty).")
+	fs.StringVar(&o.progressURL, "progress-url", "", "URL stage pods reach the progress endpoint at, e.g. http://bpo-progress.bpo-system.svc:8082 (empty: pods are told no endpoint and report nothing).")
 	fs.BoolVar(&o.version, "version", false, "Print the version and the default stage image, and exit.")
 }
 
@@ -100,6 +104,14 @@ func (o *options) validate() error {
 	}
 	if _, err := o.stageResources.requirements(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.progressURL != "" {
+		if u, err := url.Parse(o.progressURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--progress-url %q: want an http(s) URL with a host, e.g. http://bpo-progress.bpo-system.svc:8082", o.progressURL))
+		}
+		if o.progressAddr == "0" {
+			errs = append(errs, errors.New("--progress-url is set but --progress-bind-address=0 serves no endpoint: set both or neither"))
+		}
 	}
 	return errors.Join(errs...)
 }

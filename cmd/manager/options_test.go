@@ -22,9 +22,13 @@ func TestStageResourceFlags(t *testing.T) {
 		"defaults": {want: "cpu=100m,memory=256Mi|memory=2Gi"},
 		"override and disable": {args: []string{"--stage-cpu-request=1", "--stage-memory-request=", "--stage-memory-limit=", "--stage-cpu-limit=4"},
 			want: "cpu=1|cpu=4"},
-		"not a quantity":      {args: []string{"--stage-memory-limit=lots"}, wantErr: `--stage-memory-limit="lots"`},
-		"zero":                {args: []string{"--stage-cpu-request=0"}, wantErr: "--stage-cpu-request"},
-		"request above limit": {args: []string{"--stage-memory-request=4Gi"}, wantErr: "--stage-memory-request (4Gi) is above --stage-memory-limit (2Gi)"},
+		"not a quantity":         {args: []string{"--stage-memory-limit=lots"}, wantErr: `--stage-memory-limit="lots"`},
+		"zero":                   {args: []string{"--stage-cpu-request=0"}, wantErr: "--stage-cpu-request"},
+		"request above limit":    {args: []string{"--stage-memory-request=4Gi"}, wantErr: "--stage-memory-request (4Gi) is above --stage-memory-limit (2Gi)"},
+		"progress url":           {args: []string{"--progress-url=http://bpo-progress.bpo-system.svc:8082"}, want: "cpu=100m,memory=256Mi|memory=2Gi"},
+		"progress url not a url": {args: []string{"--progress-url=bpo-progress:8082"}, wantErr: `--progress-url "bpo-progress:8082": want an http(s) URL`},
+		"progress url without an endpoint": {args: []string{"--progress-url=http://x:8082", "--progress-bind-address=0"},
+			wantErr: "--progress-bind-address=0 serves no endpoint"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -40,6 +40,23 @@ const (
 	// remote annotator's and judge's secretRef.
 	EnvAnnotatorToken = v1alpha1.EnvAnnotatorToken
 	EnvEvaluatorToken = v1alpha1.EnvEvaluatorToken
+	// EnvProgressURL is where a stage posts its live progress (the manager's progress endpoint,
+	// when the manager has one) with the token in EnvProgressTokenFile (docs/design.md, "Live
+	// progress"). Absent: the stage reports no progress.
+	EnvProgressURL       = "BPO_PROGRESS_URL"
+	EnvProgressTokenFile = "BPO_PROGRESS_TOKEN_FILE"
+)
+
+// The progress token: a projected service-account token for ProgressAudience only, bound to the
+// pod, mounted read-only at ProgressTokenDir.
+const (
+	ProgressAudience  = "progress.alignment.bpo.dev"
+	ProgressTokenDir  = "/var/run/secrets/alignment.bpo.dev/progress"
+	ProgressTokenFile = ProgressTokenDir + "/token"
+	// ProgressTokenSeconds is the token's lifetime; the kubelet renews it at 80%.
+	ProgressTokenSeconds = 3600
+	// ProgressPath is the endpoint's path under EnvProgressURL.
+	ProgressPath = "/v1/progress"
 )
 
 // Flag names of the `<command> <stage>` invocation.

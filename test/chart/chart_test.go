@@ -141,7 +141,7 @@ var matrix = []chartCase{
 			if sm.GetLabels()["release"] != "prometheus" {
 				t.Errorf("ServiceMonitor labels %v lack release=prometheus", sm.GetLabels())
 			}
-			svc := objs.one(t, "Service")
+			svc := metricsService(t, objs)
 			sel := mapOf(field(sm.Object, "spec", "selector", "matchLabels"))
 			if len(sel) == 0 {
 				t.Fatal("ServiceMonitor has no selector")
@@ -243,8 +243,23 @@ metrics:
 		args: renderArgs{set: []string{"networkPolicy.enabled=true", "metrics.enabled=false"}},
 		check: func(t *testing.T, objs objects) {
 			np := objs.one(t, "NetworkPolicy")
+			in, ok := field(np.Object, "spec", "ingress").([]any)
+			if !ok || len(in) != 1 || str(field(mapOf(in[0]), "ports", "[0]", "port")) != "8082" {
+				t.Errorf("without metrics the manager takes only the stage pods' progress: %v", field(np.Object, "spec", "ingress"))
+			}
+		},
+	},
+	{
+		name: "network-policy-without-metrics-or-progress",
+		args: renderArgs{set: []string{"networkPolicy.enabled=true", "metrics.enabled=false", "progress.enabled=false"}},
+		check: func(t *testing.T, objs objects) {
+			np := objs.one(t, "NetworkPolicy")
 			if in, ok := field(np.Object, "spec", "ingress").([]any); !ok || len(in) != 0 {
-				t.Errorf("without metrics the manager takes no ingress: %v", field(np.Object, "spec", "ingress"))
+				t.Errorf("without metrics and progress the manager takes no ingress: %v", field(np.Object, "spec", "ingress"))
+			}
+			args := managerArgs(t, objs)
+			if args["--progress-bind-address"] != "0" || args["--progress-url"] != "" || len(objs.ofKind("Service")) != 0 {
+				t.Errorf("progress.enabled=false: args %v, Services %v", args, objs.ofKind("Service"))
 			}
 		},
 	},
@@ -299,8 +314,10 @@ metrics:
 			if args["--metrics-bind-address"] != "0" || args["--leader-elect"] != "false" {
 				t.Errorf("args %v", args)
 			}
-			if len(objs.ofKind("Service")) != 0 {
-				t.Errorf("metrics.enabled=false still renders a Service")
+			for _, svc := range objs.ofKind("Service") {
+				if strings.HasSuffix(svc.GetName(), "-metrics") {
+					t.Errorf("metrics.enabled=false still renders %s", svc.GetName())
+				}
 			}
 			if objs.get("Role", releaseNamespace, "bpo-operator-leader-election") != nil {
 				t.Errorf("leaderElection.enabled=false still renders the leader-election Role")
@@ -494,8 +511,14 @@ func checkCommon(t *testing.T, objs objects) {
 				t.Errorf("Service %s selects %s=%v; pods have %v", svc.GetName(), k, v, podLabels[k])
 			}
 		}
-		if str(field(svc.Object, "spec", "ports", "[0]", "targetPort")) != "metrics" {
-			t.Errorf("Service %s targets %v", svc.GetName(), field(svc.Object, "spec", "ports", "[0]", "targetPort"))
+		// <fullname>-metrics targets the manager's metrics port, <fullname>-progress its progress port.
+		want := svc.GetName()[strings.LastIndex(svc.GetName(), "-")+1:]
+		named := false
+		for _, p := range managerContainer(t, objs)["ports"].([]any) {
+			named = named || str(mapOf(p)["name"]) == want
+		}
+		if target := str(field(svc.Object, "spec", "ports", "[0]", "targetPort")); target != want || !named {
+			t.Errorf("Service %s targets %v, want the manager's %q port", svc.GetName(), target, want)
 		}
 	}
 
@@ -523,7 +546,7 @@ func checkCommon(t *testing.T, objs objects) {
 
 func checkDefaults(t *testing.T, objs objects) {
 	want := map[string]int{"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 5, "ClusterRoleBinding": 2,
-		"Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1}
+		"Role": 1, "RoleBinding": 1, "Service": 2, "Deployment": 1}
 	got := map[string]int{}
 	for _, u := range objs {
 		got[u.GetKind()]++
@@ -547,6 +570,7 @@ func checkDefaults(t *testing.T, objs objects) {
 		"--stage-image": "ghcr.io/bpo-dev/bpo:" + app, "--stage-image-pull-policy": "IfNotPresent",
 		"--max-concurrent-reconciles": "1", "--zap-log-level": "info", "--zap-encoder": "json",
 		"--allow-stage-command": "false", "--allow-stage-secret-env": "false",
+		"--progress-bind-address": ":8082", "--progress-url": "http://bpo-operator-progress." + releaseNamespace + ".svc:8082",
 	}
 	if !reflect.DeepEqual(args, wantArgs) {
 		t.Errorf("manager args\n got %v\nwant %v", args, wantArgs)

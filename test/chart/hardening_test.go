@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/bpo-dev/bpo/controllers"
 )
 
@@ -85,14 +87,26 @@ func checkNetworkPolicy(t *testing.T, objs objects, scraper map[string]any) {
 		t.Errorf("policyTypes %v", types)
 	}
 	ingress, _ := field(np.Object, "spec", "ingress").([]any)
-	if len(ingress) != 1 {
-		t.Fatalf("want one ingress rule, got %v", ingress)
+	if len(ingress) != 2 {
+		t.Fatalf("want two ingress rules (metrics, progress), got %v", ingress)
 	}
-	var metricsPort string
+	var metricsPort, progressPort string
 	for _, p := range managerContainer(t, objs)["ports"].([]any) {
-		if str(mapOf(p)["name"]) == "metrics" {
+		switch str(mapOf(p)["name"]) {
+		case "metrics":
 			metricsPort = str(mapOf(p)["containerPort"])
+		case "progress":
+			progressPort = str(mapOf(p)["containerPort"])
 		}
+	}
+	// The progress port: from stage pods only (any namespace, the run label present).
+	pports, _ := mapOf(ingress[1])["ports"].([]any)
+	pfrom, _ := mapOf(ingress[1])["from"].([]any)
+	wantExpr := []any{map[string]any{"key": "alignment.bpo.dev/run", "operator": "Exists"}}
+	if len(pports) != 1 || progressPort == "" || str(mapOf(pports[0])["port"]) != progressPort || len(pfrom) != 1 ||
+		len(mapOf(mapOf(pfrom[0])["namespaceSelector"])) != 0 ||
+		!reflect.DeepEqual(field(mapOf(pfrom[0]), "podSelector", "matchExpressions"), wantExpr) {
+		t.Errorf("progress ingress %v: want port %s from pods with the alignment.bpo.dev/run label in any namespace", ingress[1], progressPort)
 	}
 	ports, _ := mapOf(ingress[0])["ports"].([]any)
 	if len(ports) != 1 || str(mapOf(ports[0])["port"]) != metricsPort || str(mapOf(ports[0])["protocol"]) != "TCP" {
@@ -123,7 +137,7 @@ func TestKustomizeOptionalComponents(t *testing.T) {
 	objs := kustomizeDefault(t, true)
 	checkNetworkPolicy(t, objs, map[string]any{"alignment.bpo.dev/metrics-scraper": "true"})
 
-	sm, svc := objs.one(t, "ServiceMonitor"), objs.one(t, "Service")
+	sm, svc := objs.one(t, "ServiceMonitor"), metricsService(t, objs)
 	if sm.GetNamespace() != "bpo-system" {
 		t.Errorf("ServiceMonitor in %q", sm.GetNamespace())
 	}
@@ -247,4 +261,22 @@ func TestNoLatestImages(t *testing.T) {
 	if !reflect.DeepEqual(refs, want) {
 		t.Errorf("config/default images %v, want %v", refs, want)
 	}
+}
+
+// metricsService is the Service in front of the metrics port (the progress endpoint has one too).
+func metricsService(t *testing.T, objs objects) *unstructured.Unstructured {
+	t.Helper()
+	var out *unstructured.Unstructured
+	for _, svc := range objs.ofKind("Service") {
+		if strings.HasSuffix(svc.GetName(), "-metrics") {
+			if out != nil {
+				t.Fatalf("two metrics Services: %s, %s", out.GetName(), svc.GetName())
+			}
+			out = svc
+		}
+	}
+	if out == nil {
+		t.Fatalf("no metrics Service in %s", objs)
+	}
+	return out
 }

@@ -305,13 +305,17 @@ func startManager(ctx context.Context, t *testing.T) {
 	}
 	mp, err1 := freePort()
 	hp, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
+	pp, err3 := freePort()
+	if err := errors.Join(err1, err2, err3); err != nil {
 		t.Fatal(err)
 	}
-	// later flags win: the chart's own values first, then what a host process needs
+	// later flags win: the chart's own values first, then what a host process needs (the agent
+	// runs stage pods as host processes: they reach the progress endpoint on loopback)
 	args = append(args, "--kubeconfig="+kc,
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", mp),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", hp),
+		fmt.Sprintf("--progress-bind-address=127.0.0.1:%d", pp),
+		fmt.Sprintf("--progress-url=http://127.0.0.1:%d", pp),
 		"--zap-encoder=console")
 	ak.managerLog = filepath.Join(env.dir, "logs", "manager.log")
 	logf, err := os.OpenFile(ak.managerLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

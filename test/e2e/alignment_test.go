@@ -44,6 +44,25 @@ const (
 
 var qsStages = []string{alignv1.StageSample, alignv1.StageLabel, alignv1.StageTrain, alignv1.StageEval}
 
+// qsStep is one stage of one phase of the quickstart's walk.
+type qsStep struct {
+	phase int
+	stage string
+}
+
+// qsWalk is the quickstart's walk (evaluator.everyPhase, baseline and report by default),
+// written out, not derived from spec.Stages, so that the walk itself is under test: the baseline
+// eval of the initial model as phase 0, every stage of phases 1..F, then the report.
+func qsWalk() []qsStep {
+	walk := []qsStep{{0, alignv1.StageEval}}
+	for k := 1; k <= qsPhases; k++ {
+		for _, st := range qsStages {
+			walk = append(walk, qsStep{k, st})
+		}
+	}
+	return append(walk, qsStep{qsPhases, alignv1.StageReport})
+}
+
 func completionsOf(stage string) int {
 	switch stage {
 	case alignv1.StageSample:
@@ -184,7 +203,7 @@ func quickstartRun(ctx context.Context, t *testing.T, tl *report) *alignv1.Align
 	checkRunStatus(t, run)
 	jobs := checkJobs(ctx, t, run, nil)
 	checkWorkspace(t, run)
-	checkEvents(ctx, t, run, "StageSucceeded", len(qsStages)*qsPhases)
+	checkEvents(ctx, t, run, "StageSucceeded", len(qsWalk()))
 	tl.runTimeline(t, run, t0, created(), total, pods, jobs)
 	return run
 }
@@ -227,7 +246,9 @@ func stuckRun(ctx context.Context, t *testing.T, tl *report) {
 	}
 	stuck := time.Since(t0)
 	record(t, "(h) data ConfigMap missing -> Running=StagePodsPending", stuck)
-	for _, want := range []string{"phase 1/2 stage sample", "CreateContainerConfigError", cmName} {
+	// The first stage is the baseline's evaluation, which reads the held-out prompts from the
+	// missing ConfigMap.
+	for _, want := range []string{"phase 0/2 stage eval", "CreateContainerConfigError", cmName} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("Running message %q lacks %q", msg, want)
 		}
@@ -252,10 +273,13 @@ func stuckRun(ctx context.Context, t *testing.T, tl *report) {
 	t1 := time.Now()
 	run := waitSucceeded(ctx, t, name, 10*time.Minute)
 	record(t, "(h) ConfigMap created -> Succeeded", time.Since(t1))
-	if n := len(run.Status.PhaseResults); n != qsPhases {
-		t.Errorf("%d phase results, want %d", n, qsPhases)
+	if n := len(run.Status.PhaseResults); n != qsPhases+1 {
+		t.Errorf("%d phase results, want %d (the baseline and %d phases)", n, qsPhases+1, qsPhases)
 	}
 	for _, pr := range run.Status.PhaseResults {
+		if pr.Phase == 0 {
+			continue // the baseline labels nothing
+		}
 		a := pr.Annotation
 		if a == nil || a.Requests < 2*a.Pairs || a.Pairs != pr.PairsKept+pr.Ties || a.PositionFlips != 0 {
 			t.Errorf("phase %d: judge accounting %+v for %d pairs kept and %d ties", pr.Phase, a, pr.PairsKept, pr.Ties)
@@ -333,6 +357,7 @@ func killRun(ctx context.Context, t *testing.T, tl *report, first *alignv1.Align
 	pods := watchPods(t, alignv1.LabelRun+"="+name)
 	created := observeCreation(ctx, name)
 	t0 := time.Now()
+	progress := watchProgress(ctx, name)
 	applyManifest(ctx, t, "quickstart-kill-e2e.yaml", manifest)
 
 	trainJob := name + "-p1-train"
@@ -392,6 +417,8 @@ func killRun(ctx context.Context, t *testing.T, tl *report, first *alignv1.Align
 		t.Error(err)
 	}
 	checkRunStatus(t, run)
+	// Phase 2's train stage runs epochsPerPhase passes undisturbed: its progress moves in status.
+	progress.checkProgressMoved(t, run, qsPhases)
 	jobs := checkJobs(ctx, t, run, map[string]bool{"1/train": true})
 	checkWorkspace(t, run)
 	checkEvents(ctx, t, run, "StageRetry", 1)
@@ -509,21 +536,41 @@ func checkRunStatus(t *testing.T, run *alignv1.AlignmentRun) {
 	if st.StartTime == nil || st.CompletionTime == nil || st.CompletionTime.Before(st.StartTime) {
 		t.Errorf("startTime %v completionTime %v", st.StartTime, st.CompletionTime)
 	}
-	if len(st.PhaseResults) != qsPhases {
-		t.Fatalf("status.phaseResults has %d entries, want %d: %s", len(st.PhaseResults), qsPhases, statusJSON(run))
+	if len(st.PhaseResults) != qsPhases+1 {
+		t.Fatalf("status.phaseResults has %d entries, want %d (the baseline and %d phases): %s", len(st.PhaseResults), qsPhases+1, qsPhases, statusJSON(run))
 	}
-	for i, pr := range st.PhaseResults {
+	// Phase 0: the initial model's evaluation, the baseline.
+	base := st.PhaseResults[0]
+	if base.Phase != 0 || !slices.Equal(base.CompletedStages, []string{alignv1.StageEval}) || base.PairsKept != 0 || base.Loss != "" {
+		t.Errorf("phaseResults[0] is not the baseline evaluation: %+v", base)
+	}
+	if v := parseMetric(t, "phaseResults[0].winRate", base.WinRate); v < 0 || v > 1 || st.BaselineWinRate != base.WinRate {
+		t.Errorf("baseline win rate %q, status.baselineWinRate %q", base.WinRate, st.BaselineWinRate)
+	}
+	if want := run.Name + "/report.md"; st.Report != want {
+		t.Errorf("status.report %q, want %q", st.Report, want)
+	}
+	if c := condition(run, alignv1.ConditionSucceeded); c == nil || !strings.Contains(c.Message, "win rate "+st.BaselineWinRate+" -> "+st.LatestWinRate) ||
+		!strings.Contains(c.Message, "report "+st.Report) {
+		t.Errorf("Succeeded message %+v: want the baseline -> final win rate and the report", c)
+	}
+	for i, pr := range st.PhaseResults[1:] {
 		k := i + 1
-		p := fmt.Sprintf("phaseResults[%d] (phase %d)", i, pr.Phase)
+		p := fmt.Sprintf("phaseResults[%d] (phase %d)", k, pr.Phase)
 		if int(pr.Phase) != k {
 			t.Errorf("%s: want phase %d", p, k)
 		}
+		var wantStages []string
+		for _, s := range qsWalk() {
+			if s.phase == k {
+				wantStages = append(wantStages, s.stage)
+			}
+		}
 		got := slices.Clone(pr.CompletedStages)
 		sort.Strings(got)
-		wantStages := slices.Clone(qsStages)
 		sort.Strings(wantStages)
 		if !slices.Equal(got, wantStages) {
-			t.Errorf("%s: completedStages %v, want %v", p, pr.CompletedStages, qsStages)
+			t.Errorf("%s: completedStages %v, want %v", p, pr.CompletedStages, wantStages)
 		}
 		if pr.Samples != qsPairsPerPhase*qsSamplesPerPrompt {
 			t.Errorf("%s: samples %d, want %d", p, pr.Samples, qsPairsPerPhase*qsSamplesPerPrompt)
@@ -559,8 +606,8 @@ func checkRunStatus(t *testing.T, run *alignv1.AlignmentRun) {
 	if want := fmt.Sprintf("%s/phase-%d/members/member-0", run.Name, qsPhases); st.LatestCheckpoint != want {
 		t.Errorf("status.latestCheckpoint %q, want %q", st.LatestCheckpoint, want)
 	}
-	if st.LatestWinRate != st.PhaseResults[qsPhases-1].WinRate {
-		t.Errorf("status.latestWinRate %q != phase %d winRate %q", st.LatestWinRate, qsPhases, st.PhaseResults[qsPhases-1].WinRate)
+	if st.LatestWinRate != st.PhaseResults[qsPhases].WinRate {
+		t.Errorf("status.latestWinRate %q != phase %d winRate %q", st.LatestWinRate, qsPhases, st.PhaseResults[qsPhases].WinRate)
 	}
 }
 
@@ -613,8 +660,9 @@ func checkJobs(ctx context.Context, t *testing.T, run *alignv1.AlignmentRun, ret
 	}
 	var timings []jobTiming
 	wantNames := 0
-	for k := 1; k <= qsPhases; k++ {
-		for _, stage := range qsStages {
+	for _, step := range qsWalk() {
+		k, stage := step.phase, step.stage
+		{
 			attempts := []int{0}
 			if retried[fmt.Sprintf("%d/%s", k, stage)] {
 				attempts = []int{0, 1}
@@ -763,10 +811,15 @@ func checkJob(ctx context.Context, t *testing.T, run *alignv1.AlignmentRun, j *b
 			continue
 		}
 		wantIdx := idx
-		if stage == alignv1.StageEval {
+		if stage == alignv1.StageEval || stage == alignv1.StageReport {
 			wantIdx = 0
 		}
-		if r.Stage != stage || int(r.Phase) != k || int(r.Index) != wantIdx || r.Message != "" {
+		// The report's message is its summary (baseline -> final); other stages say nothing.
+		wantMsg := r.Message == ""
+		if stage == alignv1.StageReport {
+			wantMsg = strings.Contains(r.Message, "win rate")
+		}
+		if r.Stage != stage || int(r.Phase) != k || int(r.Index) != wantIdx || !wantMsg {
 			errf("pod %s: StageResult %+v, want stage %s phase %d index %d", p.Name, r, stage, k, wantIdx)
 		}
 		jt.compute = max(jt.compute, r.DurationSeconds)
@@ -815,7 +868,7 @@ func checkWorkspace(t *testing.T, run *alignv1.AlignmentRun) {
 	}
 	for k := 1; k <= qsPhases; k++ {
 		ph := fmt.Sprintf("phase-%d", k)
-		pr := run.Status.PhaseResults[k-1]
+		pr := run.Status.PhaseResults[k]
 		exists(ph + "/behavior/model.safetensors")
 		exists(ph + "/behavior/config.json")
 		if _, err := os.Stat(filepath.Join(root, ph, "reference")); err == nil {
@@ -896,6 +949,44 @@ func checkWorkspace(t *testing.T, run *alignv1.AlignmentRun) {
 		if _, err := os.Stat(filepath.Join(workspaceRoot(), ckpt, "adapter.safetensors")); err != nil {
 			t.Errorf("status.latestCheckpoint %s: %v", ckpt, err)
 		}
+	}
+	checkReport(t, run, root)
+}
+
+// checkReport: the baseline's evaluation and the report stage's files are on the workspace where
+// status says, the report compares the baseline with the final policy, and `bpo report
+// --workspace` renders the very same report.md again from the run's folder alone.
+func checkReport(t *testing.T, run *alignv1.AlignmentRun, root string) {
+	t.Helper()
+	var base pipeline.EvalResult
+	if b, err := os.ReadFile(filepath.Join(root, "phase-0", "eval", "result.json")); err != nil || json.Unmarshal(b, &base) != nil {
+		t.Errorf("baseline evaluation phase-0/eval/result.json: %v", err)
+	} else if formatMetric(base.WinRate) != run.Status.BaselineWinRate {
+		t.Errorf("status.baselineWinRate %q, phase-0/eval/result.json gives %s", run.Status.BaselineWinRate, formatMetric(base.WinRate))
+	}
+	path := filepath.Join(workspaceRoot(), run.Status.Report)
+	md, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("status.report %q: %v", run.Status.Report, err)
+		return
+	}
+	for _, want := range []string{"# Alignment report: " + run.Name, "Initial model vs final policy", "Sample completions", "winrate.png"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("%s lacks %q", path, want)
+		}
+	}
+	for _, f := range []string{"winrate.png", "kl.png", "run.yaml"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Errorf("workspace: %v", err)
+		}
+	}
+	if err := os.Rename(path, path+".pod"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(env.podBin, "bpo"), "report", "--workspace", root).CombinedOutput()
+	again, rerr := os.ReadFile(path)
+	if err != nil || rerr != nil || string(again) != string(md) {
+		t.Errorf("bpo report --workspace %s: %v (%v), same report.md as the report stage's: %v\n%s", root, err, rerr, string(again) == string(md), out)
 	}
 }
 

@@ -108,6 +108,9 @@ func faultRun(t *testing.T, name string, extra func(map[string]any)) []byte {
 		setPath(obj, faultEpochs, "spec", "budget", "epochsPerPhase")
 		setPath(obj, 8, "spec", "budget", "evalPrompts")
 		setPath(obj, faultShards, "spec", "sampler", "parallelism")
+		// No baseline (and so no report): the faults are in the data path of phase 1, and each
+		// stage has one Job to count.
+		setPath(obj, false, "spec", "evaluator", "baseline")
 		if extra != nil {
 			extra(obj)
 		}
