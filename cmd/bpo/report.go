@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -44,14 +43,7 @@ volume root, as for every stage).`,
 			}
 			return renderReport(cmd, inv.Workspace, manifest)
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "bpo report: %s\n", engineLine())
-		res, err := runReportStage(*inv)
-		if err != nil {
-			res = v1alpha1.StageResult{Stage: v1alpha1.StageReport, Phase: int32(inv.Phase), Message: err.Error()}
-			_ = pipeline.ReportResult(res, inv.TerminationLog, nil)
-			return err
-		}
-		return pipeline.ReportResult(res, inv.TerminationLog, cmd.OutOrStdout())
+		return execStage(cmd, *inv)
 	}
 	return c, inv
 }
@@ -73,20 +65,4 @@ func renderReport(cmd *cobra.Command, dir, manifest string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s\nreport: %s\n", rep.Summary, filepath.Join(env.WS.Root, pipeline.ReportFile))
 	return nil
-}
-
-func runReportStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
-	var none v1alpha1.StageResult
-	if err := inv.ResolveIndex(os.LookupEnv); err != nil {
-		return none, err
-	}
-	env, err := pipeline.OpenEnv(inv.Config, inv.Workspace)
-	if err != nil {
-		return none, err
-	}
-	if err := contract.CheckPhase(inv.Stage, inv.Phase, env.Run.Phases()); err != nil {
-		return none, err
-	}
-	env.DataDir = inv.DataDir
-	return env.Report()
 }

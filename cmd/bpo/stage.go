@@ -48,18 +48,22 @@ func newStageCmd(stage string) (*cobra.Command, *contract.Invocation) {
 		Args:  cobra.NoArgs,
 	}
 	inv := contract.Register(c.Flags(), stage)
-	c.RunE = func(cmd *cobra.Command, _ []string) error {
-		fmt.Fprintf(cmd.ErrOrStderr(), "bpo %s: %s\n", stage, engineLine())
-		res, err := runStage(*inv)
-		if err != nil {
-			// The controller shows this message in the run's Failed condition.
-			res = v1alpha1.StageResult{Stage: stage, Phase: int32(inv.Phase), Index: int32(max(inv.Index, 0)), Message: err.Error()}
-			_ = pipeline.ReportResult(res, inv.TerminationLog, nil)
-			return err
-		}
-		return pipeline.ReportResult(res, inv.TerminationLog, cmd.OutOrStdout())
-	}
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return execStage(cmd, *inv) }
 	return c, inv
+}
+
+// execStage runs one stage as a pod does and writes its StageResult (or, on error, a result
+// carrying the message, which the controller shows in the run's Failed condition) to the
+// termination log and stdout.
+func execStage(cmd *cobra.Command, inv contract.Invocation) error {
+	fmt.Fprintf(cmd.ErrOrStderr(), "bpo %s: %s\n", inv.Stage, engineLine())
+	res, err := runStage(inv)
+	if err != nil {
+		res = v1alpha1.StageResult{Stage: inv.Stage, Phase: int32(inv.Phase), Index: int32(max(inv.Index, 0)), Message: err.Error()}
+		_ = pipeline.ReportResult(res, inv.TerminationLog, nil)
+		return err
+	}
+	return pipeline.ReportResult(res, inv.TerminationLog, cmd.OutOrStdout())
 }
 
 func runStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
@@ -85,6 +89,8 @@ func runStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
 		return env.Train(inv.Phase, inv.Index)
 	case v1alpha1.StageEval:
 		return env.Eval(inv.Phase)
+	case v1alpha1.StageReport:
+		return env.Report()
 	}
 	return none, fmt.Errorf("unknown stage %q", inv.Stage)
 }
