@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -437,6 +438,19 @@ func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope)
 	st := &s.run.Status
 	wasSuspended := isTrue(st, alignv1.ConditionSuspended)
 	if s.run.Spec.IsSuspended() {
+		// Resume recreates the stage under the attempt status records: record the attempt of
+		// the Job about to be deleted first (a retry whose status write conflicted is known only
+		// from its Job), and delete it once that status is written.
+		if k, stage, attempt, ok := inFlight(s.jobs); ok {
+			o := &s.orig.Status
+			if o.Phase != k || o.Stage != stage || o.Retries != attempt {
+				st.Phase, st.Stage, st.Retries = k, stage, attempt
+				st.Progress = fmt.Sprintf("%d/%d", k, s.run.Spec.TrustRegion.Phases)
+				setState(s, suspendedState(fmt.Sprintf("spec.suspend is true: suspending at phase %d/%d stage %s", k, st.Phases, stage)))
+				s.requeue(100 * time.Millisecond)
+				return true, nil
+			}
+		}
 		n, err := r.deleteJobs(ctx, s, true)
 		if err != nil {
 			return true, err
@@ -737,6 +751,23 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 	}
 	setState(s, runningState(alignv1.ReasonStageRunning, fmt.Sprintf("%s running (Job %s)", where, job.Name)))
 	return err == nil, nil
+}
+
+// inFlight is the stage Job that runs (not finished, not being deleted), by its labels: the
+// newest attempt when there are several.
+func inFlight(jobs []*batchv1.Job) (k int32, stage string, attempt int32, ok bool) {
+	for _, j := range jobs {
+		if !j.DeletionTimestamp.IsZero() || jobFinished(j) {
+			continue
+		}
+		p, err1 := strconv.Atoi(j.Labels[alignv1.LabelPhase])
+		a, err2 := strconv.Atoi(j.Labels[alignv1.LabelAttempt])
+		if err1 != nil || err2 != nil || j.Labels[alignv1.LabelStage] == "" || (ok && int32(a) < attempt) {
+			continue
+		}
+		k, stage, attempt, ok = int32(p), j.Labels[alignv1.LabelStage], int32(a), true
+	}
+	return k, stage, attempt, ok
 }
 
 // deleteJobs deletes the run's Jobs (only the unfinished ones when activeOnly) with background

@@ -170,6 +170,85 @@ func TestRetryReportedDespiteStatusConflict(t *testing.T) {
 	}
 }
 
+// TestSuspendAfterConflictedRetry: a retry whose status write conflicted is known only from its
+// Job. Suspending then must record that attempt before deleting the Job, so that resuming
+// recreates it under the same attempt and does not retry (and report a retry) a second time.
+func TestSuspendAfterConflictedRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	run := testutil.MakeRun("ns", "suspended").Phases(1).Members(1).BackoffLimit(2).Defaulted()
+	run.UID = types.UID("uid-suspended")
+	conflict := false
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(run).WithStatusSubresource(run, &batchv1.Job{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if _, isRun := obj.(*alignv1.AlignmentRun); isRun && conflict {
+					return apierrors.NewConflict(schema.GroupResource{Group: "alignment.bpo.dev", Resource: "alignmentruns"}, obj.GetName(), nil)
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		}).Build()
+	rec := events.NewFakeRecorder(100)
+	r := &AlignmentRunReconciler{Client: c, Scheme: scheme, Recorder: rec, StageImage: DefaultStageImage}
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "suspended"}}
+	reconcile := func() {
+		t.Helper()
+		if _, err := r.Reconcile(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	job := func(name string) *batchv1.Job { t.Helper(); return fakeJob(t, c, "ns", name) }
+	setSuspend := func(v bool) {
+		t.Helper()
+		cur := &alignv1.AlignmentRun{}
+		must(t, c.Get(ctx, req.NamespacedName, cur))
+		cur.Spec.Suspend = &v
+		must(t, c.Update(ctx, cur))
+	}
+
+	reconcile()
+	sample := job(JobName(run.Name, 1, alignv1.StageSample, 0))
+	must(t, testutil.SucceedJob(ctx, c, sample, func(i int32) alignv1.StageResult { return fakeResult(alignv1.StageSample, "1", i) }))
+	reconcile()
+	must(t, testutil.FailJob(ctx, c, job(JobName(run.Name, 1, alignv1.StageLabel, 0)), "annotator unreachable"))
+	conflict = true
+	reconcile() // creates attempt 1; its status write conflicts
+	conflict = false
+	retry := JobName(run.Name, 1, alignv1.StageLabel, 1)
+	job(retry)
+	if got := getStatus(t, c, run); got.Retries != 0 {
+		t.Fatalf("status.retries = %d before the suspend, want the conflicted 0", got.Retries)
+	}
+
+	setSuspend(true)
+	reconcile() // records attempt 1; the Job stays until that is written
+	if got := getStatus(t, c, run); got.Retries != 1 || got.Stage != alignv1.StageLabel {
+		t.Fatalf("suspending: status stage %s retries %d, want label 1 recorded before the Job is deleted", got.Stage, got.Retries)
+	}
+	job(retry)
+	reconcile() // now deletes it
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: retry}, &batchv1.Job{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the suspended run's Job %s: %v, want deleted", retry, err)
+	}
+
+	setSuspend(false)
+	reconcile()
+	reconcile()
+	job(retry) // recreated under the same attempt
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: JobName(run.Name, 1, alignv1.StageLabel, 2)}, &batchv1.Job{}); !apierrors.IsNotFound(err) {
+		t.Errorf("resume retried again: attempt 2 exists (%v)", err)
+	}
+	retries := 0
+	for len(rec.Events) > 0 {
+		if e := <-rec.Events; strings.Contains(e, "StageRetry") {
+			retries++
+		}
+	}
+	if retries != 1 {
+		t.Errorf("%d StageRetry events, want 1", retries)
+	}
+}
+
 func getStatus(t *testing.T, c client.Client, run *alignv1.AlignmentRun) alignv1.AlignmentRunStatus {
 	t.Helper()
 	got := &alignv1.AlignmentRun{}

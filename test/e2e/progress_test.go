@@ -14,8 +14,8 @@ import (
 // progressWatch records every distinct status.stageProgress a run shows while it runs (polled
 // from the API server, as kubectl get would see it).
 type progressWatch struct {
-	mu    sync.Mutex
-	seen  []alignv1.StageProgress
+	mu   sync.Mutex
+	seen []alignv1.StageProgress
 	// getAr is `kubectl get ar` while a train stage showed progress (what the README shows).
 	getAr string
 	stop  context.CancelFunc
