@@ -135,6 +135,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	if j := spec.Evaluator.Judge; stage == alignv1.StageEval && j != nil && j.Kind.IsRemote() && j.SecretRef != nil {
 		env = append(env, corev1.EnvVar{Name: contract.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
 	}
+	if e := spec.Sampler.Engine; stage == alignv1.StageSample && e != nil && e.Kind == alignv1.SamplerEngineOpenAI && e.SecretRef != nil {
+		env = append(env, corev1.EnvVar{Name: contract.EnvSamplerToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: e.SecretRef.DeepCopy()}})
+	}
 	if r.ProgressURL != "" {
 		env = append(env, progressEnv(r.ProgressURL)...)
 	}

@@ -130,6 +130,40 @@ func TestBuildJob(t *testing.T) {
 	}
 }
 
+// TestBuildJobSamplerToken: spec.sampler.engine's secretRef reaches the sample pods, and only
+// them, as an environment variable that refers to the Secret (never its value).
+func TestBuildJobSamplerToken(t *testing.T) {
+	t.Parallel()
+	r := &AlignmentRunReconciler{StageImage: "img"}
+	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-key"}, Key: "token"}
+	for _, tc := range []struct {
+		name   string
+		engine *alignv1.SamplerEngine
+		want   bool
+	}{
+		{"builtin", nil, false},
+		{"OpenAI without a secret", &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm/v1", Model: "m"}, false},
+		{"OpenAI with a secret", &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "https://vllm/v1", Model: "m", SecretRef: ref}, true},
+	} {
+		run := testutil.MakeRun("ns", "eng").Mutate(func(a *alignv1.AlignmentRun) { a.Spec.Sampler.Engine = tc.engine }).Defaulted()
+		for _, stage := range contract.Stages {
+			var got *corev1.EnvVar
+			for _, e := range r.buildJob(run, 1, stage, 0).Spec.Template.Spec.Containers[0].Env {
+				if e.Name == contract.EnvSamplerToken {
+					got = &e
+				}
+			}
+			want := tc.want && stage == alignv1.StageSample
+			if (got != nil) != want {
+				t.Errorf("%s, %s: %s present %v, want %v", tc.name, stage, contract.EnvSamplerToken, got != nil, want)
+			}
+			if got != nil && (got.Value != "" || got.ValueFrom == nil || got.ValueFrom.SecretKeyRef == nil || *got.ValueFrom.SecretKeyRef != *ref) {
+				t.Errorf("%s: %+v, want a reference to %+v", tc.name, got, ref)
+			}
+		}
+	}
+}
+
 // TestFoldResults checks the folding rules of docs/design.md on hand-made results, including a
 // missing index and a result without metrics.
 func TestFoldResults(t *testing.T) {

@@ -41,6 +41,8 @@ const (
 	// remote annotator's and judge's secretRef.
 	EnvAnnotatorToken = v1alpha1.EnvAnnotatorToken
 	EnvEvaluatorToken = v1alpha1.EnvEvaluatorToken
+	// EnvSamplerToken (sample pods) carries spec.sampler.engine's secretRef.
+	EnvSamplerToken = v1alpha1.EnvSamplerToken
 	// EnvProgressURL is where a stage posts its live progress (the manager's progress endpoint,
 	// when the manager has one) with the token in EnvProgressTokenFile (docs/design.md, "Live
 	// progress"). Absent: the stage reports no progress.
