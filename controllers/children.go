@@ -119,15 +119,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		podLabels[k] = v
 	}
 
-	// The stage's own command line (contract.PodInvocation), then spec.<stage>.args; a
-	// spec.<stage>.command takes spec.<stage>.args alone.
-	command := []string{"bpo"}
-	args := append([]string{stage}, contract.PodInvocation(spec, stage, k).Args()...)
-	args = append(args, tmpl.Args...)
-	if len(tmpl.Command) > 0 {
-		command = append([]string(nil), tmpl.Command...)
-		args = append([]string(nil), tmpl.Args...)
-	}
+	// `bpo <stage>`, the contract's flags, spec.<stage>.args; or spec.<stage>.command,
+	// spec.<stage>.args, the contract's flags (contract.Invocation.CommandLine).
+	command, args := contract.PodInvocation(spec, stage, k).CommandLine(tmpl.Command, tmpl.Args)
 
 	env := []corev1.EnvVar{
 		{Name: contract.EnvRunName, Value: run.Name},
@@ -140,6 +134,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	}
 	if j := spec.Evaluator.Judge; stage == alignv1.StageEval && j != nil && j.Kind.IsRemote() && j.SecretRef != nil {
 		env = append(env, corev1.EnvVar{Name: contract.EnvEvaluatorToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: j.SecretRef.DeepCopy()}})
+	}
+	if e := spec.Sampler.Engine; stage == alignv1.StageSample && e != nil && e.Kind == alignv1.SamplerEngineOpenAI && e.SecretRef != nil {
+		env = append(env, corev1.EnvVar{Name: contract.EnvSamplerToken, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: e.SecretRef.DeepCopy()}})
 	}
 	if r.ProgressURL != "" {
 		env = append(env, progressEnv(r.ProgressURL)...)

@@ -49,8 +49,8 @@ func TestBuildJob(t *testing.T) {
 		"train: no shards": {
 			stage: "train", command: []string{"bpo"}, argsNot: []string{"--shards"}, envNot: contract.EnvAnnotatorToken,
 		},
-		"eval: command override takes the whole command line; scores with the annotator too": {
-			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x"}, argsNot: []string{"--config"}, envHas: contract.EnvAnnotatorToken,
+		"eval: command override gets its args, then the contract's flags; scores with the annotator too": {
+			stage: "eval", command: []string{"/bin/custom-eval"}, argsHas: []string{"--x", "--config", "--phase", "--data-dir"}, argsNot: []string{"eval"}, envHas: contract.EnvAnnotatorToken,
 		},
 	}
 	for name, tc := range cases {
@@ -127,6 +127,40 @@ func TestBuildJob(t *testing.T) {
 				t.Errorf("podFailurePolicy %+v: want DisruptionTarget ignored", pfp)
 			}
 		})
+	}
+}
+
+// TestBuildJobSamplerToken: spec.sampler.engine's secretRef reaches the sample pods, and only
+// them, as an environment variable that refers to the Secret (never its value).
+func TestBuildJobSamplerToken(t *testing.T) {
+	t.Parallel()
+	r := &AlignmentRunReconciler{StageImage: "img"}
+	ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm-key"}, Key: "token"}
+	for _, tc := range []struct {
+		name   string
+		engine *alignv1.SamplerEngine
+		want   bool
+	}{
+		{"builtin", nil, false},
+		{"OpenAI without a secret", &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm/v1", Model: "m"}, false},
+		{"OpenAI with a secret", &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "https://vllm/v1", Model: "m", SecretRef: ref}, true},
+	} {
+		run := testutil.MakeRun("ns", "eng").Mutate(func(a *alignv1.AlignmentRun) { a.Spec.Sampler.Engine = tc.engine }).Defaulted()
+		for _, stage := range contract.Stages {
+			var got *corev1.EnvVar
+			for _, e := range r.buildJob(run, 1, stage, 0).Spec.Template.Spec.Containers[0].Env {
+				if e.Name == contract.EnvSamplerToken {
+					got = &e
+				}
+			}
+			want := tc.want && stage == alignv1.StageSample
+			if (got != nil) != want {
+				t.Errorf("%s, %s: %s present %v, want %v", tc.name, stage, contract.EnvSamplerToken, got != nil, want)
+			}
+			if got != nil && (got.Value != "" || got.ValueFrom == nil || got.ValueFrom.SecretKeyRef == nil || *got.ValueFrom.SecretKeyRef != *ref) {
+				t.Errorf("%s: %+v, want a reference to %+v", tc.name, got, ref)
+			}
+		}
 	}
 }
 
@@ -232,18 +266,25 @@ func TestBuildJobArgsAreTheContracts(t *testing.T) {
 			a.Spec.Sampler.Parallelism, a.Spec.Labeler.Parallelism = ptr.To(int32(3)), ptr.To(int32(2))
 			a.Spec.Ensemble.Members = 4
 			a.Spec.Trainer.Args = []string{"--verbose"}
+			a.Spec.Evaluator.Command, a.Spec.Evaluator.Args = []string{"python3", "eval.py"}, []string{"--model", "x"}
 		}).Defaulted(),
 	} {
 		for _, stage := range contract.Stages {
 			for _, k := range []int32{0, 2} {
 				job := r.buildJob(run, k, stage, 0)
 				c := job.Spec.Template.Spec.Containers[0]
-				want := append(append([]string{stage}, contract.PodInvocation(&run.Spec, stage, k).Args()...), run.Spec.Trainer.Args...)
-				if stage != alignv1.StageTrain {
-					want = want[:len(want)-len(run.Spec.Trainer.Args)]
+				flags := contract.PodInvocation(&run.Spec, stage, k).Args()
+				wantCmd, want := []string{"bpo"}, append([]string{stage}, flags...)
+				switch {
+				case stage == alignv1.StageTrain:
+					want = append(want, run.Spec.Trainer.Args...)
+				case (stage == alignv1.StageEval || stage == alignv1.StageReport) && run.Spec.Evaluator.Command != nil:
+					// A custom command (spec.evaluator's runs eval and report): its args, then
+					// the same contract flags.
+					wantCmd, want = run.Spec.Evaluator.Command, append(slices.Clone(run.Spec.Evaluator.Args), flags...)
 				}
-				if !slices.Equal(c.Command, []string{"bpo"}) || !slices.Equal(c.Args, want) {
-					t.Errorf("%s %s: %v %v, want bpo %v", run.Name, stage, c.Command, c.Args, want)
+				if !slices.Equal(c.Command, wantCmd) || !slices.Equal(c.Args, want) {
+					t.Errorf("%s %s: %v %v, want %v %v", run.Name, stage, c.Command, c.Args, wantCmd, want)
 				}
 				if n := *job.Spec.Completions; n != contract.Completions(&run.Spec, stage) {
 					t.Errorf("%s %s: %d completions", run.Name, stage, n)

@@ -6,13 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // RunManifest renders the run as the run.yaml a stage pod reads at /etc/bpo/run.yaml
@@ -27,8 +27,9 @@ func (r *Run) RunManifest() ([]byte, error) {
 }
 
 // trainExternal runs Env.TrainCommand as the operator's train pod for member m of phase k would
-// run it (docs/stage-contract.md): the command, then the contract's flags (--config, a run.yaml
-// rendered from e.Run in a scratch folder; --workspace; --phase; --termination-log), with
+// run it (docs/stage-contract.md, contract.Invocation.CommandLine): the command, then the
+// contract's flags (--config, a run.yaml rendered from e.Run in a scratch folder; --workspace;
+// --phase; --termination-log), with
 // JOB_COMPLETION_INDEX, BPO_RUN_NAME and BPO_RUN_UID. The member's done marker, which the command
 // writes last, is its result, so a finished member is skipped like the Go stage's.
 func (e *Env) trainExternal(k, m int) (v1alpha1.StageResult, error) {
@@ -48,10 +49,10 @@ func (e *Env) trainExternal(k, m int) (v1alpha1.StageResult, error) {
 	if err := os.WriteFile(config, manifest, 0o644); err != nil {
 		return v1alpha1.StageResult{}, err
 	}
-	args := append(slices.Clone(e.TrainCommand[1:]),
-		"--config", config, "--workspace", e.VolumeRoot, "--phase", strconv.Itoa(k), "--termination-log", termLog)
-	cmd := exec.Command(e.TrainCommand[0], args...)
-	cmd.Env = append(os.Environ(), "JOB_COMPLETION_INDEX="+strconv.Itoa(m), "BPO_RUN_NAME="+e.Run.Name, "BPO_RUN_UID="+e.Run.UID)
+	inv := contract.Invocation{Stage: v1alpha1.StageTrain, Config: config, Workspace: e.VolumeRoot, Phase: k, Index: -1, TerminationLog: termLog}
+	name, args := inv.CommandLine(e.TrainCommand, nil)
+	cmd := exec.Command(name[0], append(name[1:], args...)...)
+	cmd.Env = append(os.Environ(), contract.EnvCompletionIndex+"="+strconv.Itoa(m), contract.EnvRunName+"="+e.Run.Name, contract.EnvRunUID+"="+e.Run.UID)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if e.Log != nil {

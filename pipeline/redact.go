@@ -14,7 +14,7 @@ import (
 // that echoes the request's Authorization header into an error body), are replaced.
 
 // secretEnv are the environment variables that hold secrets in stage pods.
-var secretEnv = []string{v1alpha1.EnvAnnotatorToken, v1alpha1.EnvEvaluatorToken}
+var secretEnv = []string{v1alpha1.EnvAnnotatorToken, v1alpha1.EnvEvaluatorToken, v1alpha1.EnvSamplerToken}
 
 var bearerRE = regexp.MustCompile(`(?i)(bearer\s+)[^\s"',;}\]]+`)
 

@@ -180,17 +180,13 @@ func (e *Env) sampleShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		}
 		n := int(e.Run.Spec.Budget.SamplesPerPrompt)
 		inf := model.NewInference(behavior)
-		resp, _, err := e.generate(v1alpha1.StageSample, inf, ids, n, e.samplerOptions(b.Tok, e.streamSeed("sample", k)), lo)
+		resp, blp, err := e.drawSamples(k, inf, b.Tok, ids, n, lo)
 		if err != nil {
 			return err
 		}
 		rowPrompts := make([][]int, len(resp))
 		for i := range resp {
 			rowPrompts[i] = ids[i/n]
-		}
-		blp, _, err := inf.SequenceLogProbs(rowPrompts, resp)
-		if err != nil {
-			return err
 		}
 		rlp := blp
 		if !same {
@@ -223,6 +219,36 @@ func (e *Env) sampleShard(k, shard, shards int) (v1alpha1.StageResult, error) {
 		r.Checkpoint = e.WS.Rel(path)
 		return WriteJSONL(path, rows)
 	})
+}
+
+// drawSamples draws n responses per prompt from the behavior model and scores them under it:
+// with the built-in sampler, or through spec.sampler.engine's server (sample_remote.go). Row q is
+// prompt q/n's sample q%n either way.
+func (e *Env) drawSamples(k int, inf *model.Inference, tok tokenizer.Tokenizer, ids [][]int, n, lo int) (resp [][]int, blp []float64, err error) {
+	rowPrompts := func(rows int) [][]int {
+		out := make([][]int, rows)
+		for i := range out {
+			out[i] = ids[i/n]
+		}
+		return out
+	}
+	if e.samplerEngine() == nil {
+		if resp, _, err = e.generate(v1alpha1.StageSample, inf, ids, n, e.samplerOptions(tok, e.streamSeed("sample", k)), lo); err != nil {
+			return nil, nil, err
+		}
+		blp, _, err = inf.SequenceLogProbs(rowPrompts(len(resp)), resp)
+		return resp, blp, err
+	}
+	rows, err := e.sampleRemote(k, tok, ids, n, lo)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp = make([][]int, len(rows))
+	for i, r := range rows {
+		resp[i] = r.ids
+	}
+	blp, err = e.scoreServed(k, inf, rowPrompts(len(resp)), resp, rows)
+	return resp, blp, err
 }
 
 // saveOnce writes a model snapshot unless it is there already. Every shard computes

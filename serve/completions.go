@@ -77,7 +77,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if !req.HasSeed {
 		seed = randomUint64()
 	}
-	opts := decodeOptions{temperature: req.Temperature, topP: req.TopP, maxTokens: req.MaxTokens,
+	opts := decodeOptions{temperature: req.Temperature, topP: req.TopP, topK: req.TopK, maxTokens: req.MaxTokens,
 		eot: s.tok.EOT(), stops: req.Stop, logprobs: req.Logprobs}
 	j := &job{ctx: r.Context(), opts: opts, done: make(chan struct{})}
 	for p, prompt := range prompts {
@@ -116,6 +116,10 @@ func (s *Server) buildCompletion(req *completionRequest, eng *engine, prompts []
 	_, _ = rand.Read(idb[:])
 	out := completion{ID: "cmpl-" + hex.EncodeToString(idb[:]), Object: "text_completion", Created: time.Now().Unix(), Model: req.Model}
 	echoLP := map[int]*logprobs{}
+	spell := func(id int) string { return tokenString(s.tok, id) }
+	if req.TokensAsIDs {
+		spell = tokenID
+	}
 	for i, rw := range j.rows {
 		p := i / req.N
 		prefix := ""
@@ -127,11 +131,11 @@ func (s *Server) buildCompletion(req *completionRequest, eng *engine, prompts []
 			lp = &logprobs{}
 			if req.Echo {
 				if echoLP[p] == nil {
-					echoLP[p] = s.promptLogprobs(eng, prompts[p], req.Logprobs)
+					echoLP[p] = s.promptLogprobs(eng, prompts[p], req.Logprobs, spell)
 				}
 				lp.append(echoLP[p])
 			}
-			lp.append(s.generatedLogprobs(rw, len(prefix), req.Logprobs))
+			lp.append(s.generatedLogprobs(rw, len(prefix), req.Logprobs, spell))
 		}
 		out.Choices = append(out.Choices, choice{Text: prefix + rw.text, Index: i, Logprobs: lp, FinishReason: rw.finish})
 		out.Usage.CompletionTokens += len(rw.out)
@@ -150,29 +154,29 @@ func (l *logprobs) append(o *logprobs) {
 	l.TextOffset = append(l.TextOffset, o.TextOffset...)
 }
 
-// topMap is a top_logprobs entry: the k most likely tokens and the chosen one.
-func (s *Server) topMap(tops []tokenLP, chosen int, chosenLP float64) map[string]float64 {
+// topMap is a top_logprobs entry: the k most likely tokens and the chosen one, spelt by spell.
+func topMap(tops []tokenLP, chosen int, chosenLP float64, spell func(int) string) map[string]float64 {
 	m := make(map[string]float64, len(tops)+1)
 	for _, t := range tops {
-		m[tokenString(s.tok, t.id)] = t.lp
+		m[spell(t.id)] = t.lp
 	}
-	m[tokenString(s.tok, chosen)] = chosenLP
+	m[spell(chosen)] = chosenLP
 	return m
 }
 
 // generatedLogprobs are a row's tokens with the log-probabilities recorded while decoding;
 // offsets start after the echoed prompt text (base bytes).
-func (s *Server) generatedLogprobs(rw *row, base, k int) *logprobs {
+func (s *Server) generatedLogprobs(rw *row, base, k int, spell func(int) string) *logprobs {
 	lp := &logprobs{Tokens: []string{}, TokenLogprobs: []*float64{}, TopLogprobs: []map[string]float64{}, TextOffset: []int{}}
 	for i, id := range rw.out {
 		v := rw.lps[i]
-		lp.Tokens = append(lp.Tokens, tokenString(s.tok, id))
+		lp.Tokens = append(lp.Tokens, spell(id))
 		lp.TokenLogprobs = append(lp.TokenLogprobs, &v)
 		var tops []tokenLP
 		if k > 0 {
 			tops = rw.tops[i]
 		}
-		lp.TopLogprobs = append(lp.TopLogprobs, s.topMap(tops, id, v))
+		lp.TopLogprobs = append(lp.TopLogprobs, topMap(tops, id, v, spell))
 		lp.TextOffset = append(lp.TextOffset, base+len(s.tok.Decode(rw.out[:i])))
 	}
 	return lp
@@ -180,11 +184,11 @@ func (s *Server) generatedLogprobs(rw *row, base, k int) *logprobs {
 
 // promptLogprobs scores an echoed prompt with one full forward pass: token t's log-probability
 // given tokens before it (null for the first).
-func (s *Server) promptLogprobs(eng *engine, prompt []int, k int) *logprobs {
+func (s *Server) promptLogprobs(eng *engine, prompt []int, k int, spell func(int) string) *logprobs {
 	logits := eng.inf.Logits(prompt)
 	lp := &logprobs{}
 	for t, id := range prompt {
-		lp.Tokens = append(lp.Tokens, tokenString(s.tok, id))
+		lp.Tokens = append(lp.Tokens, spell(id))
 		lp.TextOffset = append(lp.TextOffset, len(s.tok.Decode(prompt[:t])))
 		if t == 0 {
 			lp.TokenLogprobs = append(lp.TokenLogprobs, nil)
@@ -195,7 +199,7 @@ func (s *Server) promptLogprobs(eng *engine, prompt []int, k int) *logprobs {
 		lse := kernels.LogSumExp(row)
 		v := row[id] - lse
 		lp.TokenLogprobs = append(lp.TokenLogprobs, &v)
-		lp.TopLogprobs = append(lp.TopLogprobs, s.topMap(topTokens(row, lse, k), id, v))
+		lp.TopLogprobs = append(lp.TopLogprobs, topMap(topTokens(row, lse, k), id, v, spell))
 	}
 	return lp
 }

@@ -5,10 +5,13 @@ import (
 	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/bpo-dev/bpo/trainer/sample"
 )
@@ -201,5 +204,52 @@ func TestTokenPrompts(t *testing.T) {
 	c := ts.complete(t, p)
 	if len(c.Choices) != 2 || c.Choices[0].Text != text {
 		t.Errorf("token-array prompts: %+v", c.Choices)
+	}
+}
+
+// TestTopKAndTokenIDs: vLLM's top_k and return_tokens_as_token_ids. The choices are what
+// trainer/sample draws with the same top-k, and the logprobs tokens spell their exact ids.
+func TestTopKAndTokenIDs(t *testing.T) {
+	ts := startServer(t, Options{}, nil)
+	_, inf, tok := tiny(t)
+	const n, maxTokens, topK = 4, 10, 3
+	c, err := ts.client.Completions.New(context.Background(), openai.CompletionNewParams{
+		Model: "tiny-reviews", Prompt: strPrompt("The food was"), MaxTokens: openai.Int(maxTokens),
+		N: openai.Int(n), Seed: openai.Int(5), Temperature: openai.Float(1.5), Logprobs: openai.Int(1),
+	}, option.WithJSONSet("top_k", topK), option.WithJSONSet("return_tokens_as_token_ids", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make([][]int, n)
+	for i := range rows {
+		rows[i] = tok.Encode("The food was")
+	}
+	want, err := sample.Generate(inf, rows, sample.Options{Temperature: 1.5, TopK: topK, MaxNewTokens: maxTokens, EOT: tok.EOT(), Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range c.Choices {
+		var ids []int
+		for _, s := range ch.Logprobs.Tokens {
+			id, err := strconv.Atoi(strings.TrimPrefix(s, "token_id:"))
+			if !strings.HasPrefix(s, "token_id:") || err != nil {
+				t.Fatalf("choice %d: token %q is not spelt token_id:<id>", i, s)
+			}
+			ids = append(ids, id)
+		}
+		if g := want[i]; !slices.Equal(ids, g) || ch.Text != tok.Decode(g) {
+			t.Errorf("choice %d: ids %v text %q, trainer/sample with top-k %d drew %v", i, ids, ch.Text, topK, g)
+		}
+		for j, top := range ch.Logprobs.TopLogprobs {
+			for key := range top {
+				if !strings.HasPrefix(key, "token_id:") {
+					t.Errorf("choice %d token %d: top_logprobs key %q", i, j, key)
+				}
+			}
+		}
+	}
+	// top_k below -1 is refused by name.
+	if code, body := ts.post(t, "/v1/completions", `{"model": "tiny-reviews", "prompt": "a", "top_k": -2}`); code != 400 || errorOf(t, body).Param == nil || *errorOf(t, body).Param != "top_k" {
+		t.Errorf("top_k -2: %d %s", code, body)
 	}
 }

@@ -24,12 +24,16 @@ type completionRequest struct {
 	MaxTokens   int
 	Temperature float64
 	TopP        float64
+	TopK        int // 0: no top-k filtering (vLLM's top_k; -1 means the same)
 	N           int
 	Seed        uint64
 	HasSeed     bool
 	Logprobs    int // -1: none; k >= 0: the sampled token's logprob and the k most likely
 	Stop        []string
 	Echo        bool
+	// TokensAsIDs spells logprobs tokens "token_id:<id>" (vLLM's return_tokens_as_token_ids), so
+	// that a client gets the exact token ids, which text cannot always give back.
+	TokensAsIDs bool
 }
 
 // promptIn is one prompt as sent: text, or token ids.
@@ -45,6 +49,8 @@ type completionBody struct {
 	MaxTokens        *int               `json:"max_tokens"`
 	Temperature      *float64           `json:"temperature"`
 	TopP             *float64           `json:"top_p"`
+	TopK             *int               `json:"top_k"`
+	TokensAsIDs      *bool              `json:"return_tokens_as_token_ids"`
 	N                *int               `json:"n"`
 	Seed             *int64             `json:"seed"`
 	Logprobs         *int               `json:"logprobs"`
@@ -122,6 +128,12 @@ func parseCompletion(body []byte) (*completionRequest, *apiError) {
 	if b.N != nil {
 		r.N = *b.N
 	}
+	if b.TopK != nil && *b.TopK > 0 {
+		r.TopK = *b.TopK
+	}
+	if b.TokensAsIDs != nil {
+		r.TokensAsIDs = *b.TokensAsIDs
+	}
 	if b.Logprobs != nil {
 		r.Logprobs = *b.Logprobs
 	}
@@ -138,6 +150,8 @@ func parseCompletion(body []byte) (*completionRequest, *apiError) {
 		return nil, badRequest("temperature", "temperature must be in [0, 2] (0 is greedy), got %g", r.Temperature)
 	case !(r.TopP > 0 && r.TopP <= 1):
 		return nil, badRequest("top_p", "top_p must be in (0, 1], got %g", r.TopP)
+	case b.TopK != nil && *b.TopK < -1:
+		return nil, badRequest("top_k", "top_k must be -1 or 0 (no top-k filtering) or a positive number of tokens, got %d", *b.TopK)
 	case r.N < 1:
 		return nil, badRequest("n", "n must be >= 1, got %d", r.N)
 	case b.BestOf != nil && *b.BestOf != r.N:

@@ -3,6 +3,7 @@ package serve
 import (
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/bpo-dev/bpo/trainer/model/kernels"
@@ -36,6 +37,7 @@ type tokenLP struct {
 type decodeOptions struct {
 	temperature float64
 	topP        float64
+	topK        int // 0: none
 	maxTokens   int
 	eot         int
 	stops       []string
@@ -59,7 +61,7 @@ func drawToken(logits []float64, o decodeOptions, rng *rand.Rand) (int, error) {
 	if o.temperature == 0 {
 		return sample.Argmax(logits)
 	}
-	probs, err := sample.Probs(logits, o.temperature, 0, o.topP)
+	probs, err := sample.Probs(logits, o.temperature, o.topK, o.topP)
 	if err != nil {
 		return 0, err
 	}
@@ -138,6 +140,9 @@ func (r *row) advance(tk tokenizer.Tokenizer, o decodeOptions) (tok int, more bo
 	}
 	return tok, true, nil
 }
+
+// tokenID is how a token appears in logprobs with return_tokens_as_token_ids (vLLM's spelling).
+func tokenID(id int) string { return "token_id:" + strconv.Itoa(id) }
 
 // tokenString is how a token appears in logprobs: its text, "<|endoftext|>" for end-of-text, and
 // for a token that is not valid UTF-8 on its own (a byte of a multi-byte character) vLLM's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // Check is one conformance check's outcome. Names are stable (docs/stage-contract.md).
@@ -95,24 +96,26 @@ func Conform(ctx context.Context, f *Fixture, command []string, log io.Writer) (
 	return r, nil
 }
 
-// contractArgs are the flags the controller passes (controllers.buildJob).
-func contractArgs(f *Fixture, vol, termLog string) []string {
-	args := []string{"--config", f.Config, "--workspace", vol, "--phase", strconv.Itoa(f.Phase)}
-	if f.Stage == v1alpha1.StageSample || f.Stage == v1alpha1.StageLabel {
-		args = append(args, "--shards", strconv.Itoa(f.Shards))
+// invocation is the contract's command line of pod i's stage, as the controller builds it
+// (contract.PodInvocation) with the fixture's paths.
+func invocation(f *Fixture, vol, termLog string) contract.Invocation {
+	inv := contract.Invocation{Stage: f.Stage, Config: f.Config, Workspace: vol, Phase: f.Phase, Index: -1, TerminationLog: termLog}
+	if contract.Sharded(f.Stage) {
+		inv.Shards = f.Shards
 	}
-	return append(args, "--termination-log", termLog)
+	return inv
 }
 
 // runPod runs completion index i and checks its exit code and termination message.
 func runPod(ctx context.Context, r *Report, f *Fixture, vol string, command []string, i int, log io.Writer) {
 	termLog := filepath.Join(f.Dir, fmt.Sprintf("termination-log-%d", i))
 	_ = os.Remove(termLog)
-	cmd := exec.CommandContext(ctx, command[0], append(slices.Clone(command[1:]), contractArgs(f, vol, termLog)...)...)
+	name, args := invocation(f, vol, termLog).CommandLine(command, nil)
+	cmd := exec.CommandContext(ctx, name[0], append(name[1:], args...)...)
 	cmd.Env = append(os.Environ(),
-		"JOB_COMPLETION_INDEX="+strconv.Itoa(i),
-		"BPO_RUN_NAME="+f.Run.Name,
-		"BPO_RUN_UID="+string(f.Run.UID))
+		contract.EnvCompletionIndex+"="+strconv.Itoa(i),
+		contract.EnvRunName+"="+f.Run.Name,
+		contract.EnvRunUID+"="+string(f.Run.UID))
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, log
 	err := cmd.Run()

@@ -567,6 +567,7 @@ type StageTemplate struct {
 // SamplerSpec is the sample stage. Its sampling parameters (temperature, topK, topP,
 // maxNewTokens) are part of the recipe and immutable; the rest is mutable.
 // +kubebuilder:validation:XValidation:rule="has(self.topK) == has(oldSelf.topK) && has(self.topP) == has(oldSelf.topP)",message="spec.sampler.topK and spec.sampler.topP cannot be added or removed after creation: create a new AlignmentRun to change the recipe"
+// +kubebuilder:validation:XValidation:rule="has(self.engine) == has(oldSelf.engine)",message="spec.sampler.engine cannot be added or removed after creation: create a new AlignmentRun to change the recipe"
 type SamplerSpec struct {
 	StageTemplate `json:",inline"`
 
@@ -606,6 +607,84 @@ type SamplerSpec struct {
 	// +kubebuilder:validation:Maximum=8192
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.maxNewTokens is immutable: create a new AlignmentRun to change the recipe"
 	MaxNewTokens int32 `json:"maxNewTokens,omitempty"`
+
+	// engine draws the samples: Builtin (the stage's own Go sampler, the default) or OpenAI (a
+	// server with an OpenAI-compatible completions API and vLLM's runtime LoRA endpoints, such
+	// as vLLM or bpo serve). Either way the behavior and reference log-probs are the stage's
+	// own scoring. Immutable.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sampler.engine is immutable: create a new AlignmentRun to change the recipe"
+	Engine *SamplerEngine `json:"engine,omitempty"`
+}
+
+// SamplerEngineKind selects what draws the samples.
+// +kubebuilder:validation:Enum=Builtin;OpenAI
+type SamplerEngineKind string
+
+const (
+	// SamplerEngineBuiltin is the stage's own sampler (trainer/sample).
+	SamplerEngineBuiltin SamplerEngineKind = "Builtin"
+	// SamplerEngineOpenAI is a server with an OpenAI-compatible /completions API that loads
+	// LoRA adapters at run time (vLLM's /load_lora_adapter): vLLM, bpo serve.
+	SamplerEngineOpenAI SamplerEngineKind = "OpenAI"
+)
+
+// DefaultSamplerMaxConcurrency is spec.sampler.engine.maxConcurrency's default.
+const DefaultSamplerMaxConcurrency int32 = 4
+
+// SamplerEngine is spec.sampler.engine. With kind OpenAI the sample stage loads phase k's
+// behavior adapter (phase-<k>/behavior-adapter, the ensemble as one LoRA adapter) into the
+// server, asks it for the samples, and scores them itself (docs/serve.md, "Sampling a run
+// through a server").
+// +kubebuilder:validation:XValidation:rule="(!has(self.kind) || self.kind == 'Builtin') ? !(has(self.url) || has(self.model) || has(self.secretRef) || has(self.maxConcurrency) || has(self.allowInsecureHTTP) || has(self.workspacePath)) : true",message="sampler engine kind Builtin takes no url, model, secretRef, maxConcurrency, allowInsecureHTTP or workspacePath: remove them or set kind OpenAI"
+// +kubebuilder:validation:XValidation:rule="(has(self.kind) && self.kind == 'OpenAI') ? (has(self.url) && has(self.model)) : true",message="sampler engine kind OpenAI needs url (the API base, e.g. http://vllm:8000/v1) and model (the name the server serves the base model under)"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || !has(self.url) || self.url.startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)",message="sampler engine: a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"
+type SamplerEngine struct {
+	// kind is Builtin (default) or OpenAI.
+	// +optional
+	// +kubebuilder:default=Builtin
+	Kind SamplerEngineKind `json:"kind,omitempty"`
+
+	// url is the server's API base, e.g. http://vllm:8000/v1: the stage POSTs to
+	// <url>/completions, <url>/load_lora_adapter and <url>/unload_lora_adapter and GETs
+	// <url>/models. Kind OpenAI only.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="sampler engine url must start with http:// or https://"
+	URL string `json:"url,omitempty"`
+
+	// model is the name the server serves spec.model under (vLLM's --served-model-name); the
+	// stage checks that the server lists it. Kind OpenAI only.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Model string `json:"model,omitempty"`
+
+	// secretRef selects a key of a Secret in the run's namespace holding the server's API key
+	// (sent as a bearer token); it reaches the sample pods only as an environment variable.
+	// +optional
+	SecretRef *corev1.SecretKeySelector `json:"secretRef,omitempty"`
+
+	// allowInsecureHTTP lets the secretRef's token travel to a plain http:// url (an in-cluster
+	// server without TLS). By default a token is only sent over https://.
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
+
+	// maxConcurrency is the number of completion requests in flight per sample pod, 1..256
+	// (default 4).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=256
+	MaxConcurrency int32 `json:"maxConcurrency,omitempty"`
+
+	// workspacePath is where the server sees the workspace volume (the folder the sample pods
+	// mount at /workspace): the adapter's lora_path is
+	// <workspacePath>/<run>/phase-<k>/behavior-adapter. Default: the sample pod's own path,
+	// i.e. the server mounts the run's workspace claim at /workspace with the same subPath.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/`
+	WorkspacePath string `json:"workspacePath,omitempty"`
 }
 
 // LabelerSpec is the label stage. Its annotator is part of the recipe and immutable.

@@ -68,6 +68,9 @@ func (r *AlignmentRun) SetDefaults() {
 	if s.Sampler.Temperature == "" {
 		s.Sampler.Temperature = DefaultTemperature
 	}
+	if s.Sampler.Engine != nil && s.Sampler.Engine.Kind == "" {
+		s.Sampler.Engine.Kind = SamplerEngineBuiltin
+	}
 	if s.Labeler.Parallelism == nil {
 		s.Labeler.Parallelism = ptr(int32(1))
 	}

@@ -123,3 +123,6 @@ const EnvAnnotatorToken = "BPO_ANNOTATOR_TOKEN"
 
 // EnvEvaluatorToken carries spec.evaluator.judge.secretRef into eval pods.
 const EnvEvaluatorToken = "BPO_EVALUATOR_TOKEN"
+
+// EnvSamplerToken carries spec.sampler.engine.secretRef into sample pods.
+const EnvSamplerToken = "BPO_SAMPLER_TOKEN"

@@ -198,6 +198,9 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 		errs = append(errs, validateDecimal(sp.Child("topP"), *s.Sampler.TopP, 0, 1, `"0.9"`)...)
 	}
 	errs = append(errs, validateRange(sp.Child("maxNewTokens"), int64(s.Sampler.MaxNewTokens), 1, 8192)...)
+	if e := s.Sampler.Engine; e != nil {
+		errs = append(errs, validateSamplerEngine(sp.Child("engine"), *e)...)
+	}
 
 	lbp := p.Child("labeler")
 	errs = append(errs, validateStage(lbp, &s.Labeler.StageTemplate)...)
@@ -316,6 +319,47 @@ func validateAnnotator(ap *field.Path, a AnnotatorSpec) field.ErrorList {
 				errs = append(errs, field.Invalid(lp.Child(v.name), v.v, "must be >= 0 (0: no limit)"))
 			}
 		}
+	}
+	return errs
+}
+
+// validateSamplerEngine checks spec.sampler.engine as the CRD's CEL rules do.
+func validateSamplerEngine(p *field.Path, e SamplerEngine) field.ErrorList {
+	var errs field.ErrorList
+	switch e.Kind {
+	case "", SamplerEngineBuiltin:
+		if e.URL != "" || e.Model != "" || e.SecretRef != nil || e.MaxConcurrency != 0 || e.AllowInsecureHTTP || e.WorkspacePath != "" {
+			errs = append(errs, field.Forbidden(p, "kind Builtin takes no url, model, secretRef, maxConcurrency, allowInsecureHTTP or workspacePath: remove them or set kind OpenAI"))
+		}
+		return errs
+	case SamplerEngineOpenAI:
+	default:
+		return append(errs, field.NotSupported(p.Child("kind"), e.Kind, []SamplerEngineKind{SamplerEngineBuiltin, SamplerEngineOpenAI}))
+	}
+	switch {
+	case e.URL == "":
+		errs = append(errs, field.Required(p.Child("url"), "kind OpenAI needs the server's API base, e.g. http://vllm:8000/v1"))
+	case !strings.HasPrefix(e.URL, "http://") && !strings.HasPrefix(e.URL, "https://"):
+		errs = append(errs, field.Invalid(p.Child("url"), e.URL, "must start with http:// or https://, e.g. http://vllm:8000/v1"))
+	case len(e.URL) > 2048:
+		errs = append(errs, field.TooLong(p.Child("url"), "", 2048))
+	}
+	if e.Model == "" {
+		errs = append(errs, field.Required(p.Child("model"), "kind OpenAI needs the name the server serves spec.model under (vLLM's --served-model-name)"))
+	} else if len(e.Model) > 256 {
+		errs = append(errs, field.TooLong(p.Child("model"), "", 256))
+	}
+	if e.SecretRef != nil && (e.SecretRef.Name == "" || e.SecretRef.Key == "") {
+		errs = append(errs, field.Required(p.Child("secretRef"), "set both name and key of the Secret"))
+	}
+	if e.SecretRef != nil && strings.HasPrefix(e.URL, "http://") && !e.AllowInsecureHTTP {
+		errs = append(errs, field.Invalid(p.Child("url"), e.URL, "a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true to send it over http:// (an in-cluster service without TLS)"))
+	}
+	if e.MaxConcurrency != 0 {
+		errs = append(errs, validateRange(p.Child("maxConcurrency"), int64(e.MaxConcurrency), 1, 256)...)
+	}
+	if e.WorkspacePath != "" && !strings.HasPrefix(e.WorkspacePath, "/") {
+		errs = append(errs, field.Invalid(p.Child("workspacePath"), e.WorkspacePath, "must be an absolute path (where the server sees the workspace volume), e.g. /workspace"))
 	}
 	return errs
 }

@@ -80,6 +80,7 @@ func runStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
 	}
 	env.DataDir = inv.DataDir
 	env.EvalSplit = inv.Split
+	env.Log = os.Stderr // notes (e.g. how closely a sampler engine's log-probs agree) go to the pod's log
 	switch inv.Stage {
 	case v1alpha1.StageSample:
 		return env.Sample(inv.Phase, inv.Index, inv.Shards)

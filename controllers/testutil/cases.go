@@ -103,6 +103,28 @@ var InvalidCases = []InvalidCase{
 	{"evaluator judge without a url", func(r *alignv1.AlignmentRun) {
 		r.Spec.Evaluator.Judge = &alignv1.AnnotatorSpec{Kind: alignv1.AnnotatorOpenAIJudge, Model: "m"}
 	}, "spec.evaluator.judge", "spec.evaluator.judge.url"},
+	{"sampler engine OpenAI without url and model", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI}
+	}, "sampler engine kind OpenAI needs url (the API base, e.g. http://vllm:8000/v1) and model", "spec.sampler.engine.url"},
+	{"sampler engine OpenAI without model", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1"}
+	}, "sampler engine kind OpenAI needs url", "spec.sampler.engine.model"},
+	{"sampler engine url without a scheme", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "vllm:8000/v1", Model: "m"}
+	}, "sampler engine url must start with http:// or https://", "spec.sampler.engine.url"},
+	{"sampler engine token over plain http", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1", Model: "m",
+			SecretRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "vllm"}, Key: "token"}}
+	}, "sampler engine: a secretRef's token is only sent to an https:// url; set allowInsecureHTTP: true", "spec.sampler.engine.url"},
+	{"sampler engine Builtin with a url", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineBuiltin, URL: "http://vllm:8000/v1"}
+	}, "sampler engine kind Builtin takes no url", "spec.sampler.engine"},
+	{"sampler engine maxConcurrency above 256", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1", Model: "m", MaxConcurrency: 300}
+	}, "spec.sampler.engine.maxConcurrency", "spec.sampler.engine.maxConcurrency"},
+	{"sampler engine relative workspacePath", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1", Model: "m", WorkspacePath: "workspace"}
+	}, "spec.sampler.engine.workspacePath", "spec.sampler.engine.workspacePath"},
 	{"workspace without a PVC", func(r *alignv1.AlignmentRun) {
 		r.Spec.Workspace = alignv1.WorkspaceSpec{Path: "/tmp/ws"}
 	}, "spec.workspace.persistentVolumeClaim is required in a cluster", "spec.workspace.persistentVolumeClaim"},
@@ -133,6 +155,9 @@ var ImmutableCases = []ImmutableCase{
 	{"workspace", func(r *alignv1.AlignmentRun) { r.Spec.Workspace.SubPath = "elsewhere" }, "spec.workspace is immutable"},
 	{"sampler temperature", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.Temperature = "0.7" }, "spec.sampler.temperature is immutable"},
 	{"sampler topK added", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.TopK = ptr.To(int32(40)) }, "spec.sampler.topK and spec.sampler.topP cannot be added or removed"},
+	{"sampler engine added", func(r *alignv1.AlignmentRun) {
+		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1", Model: "m"}
+	}, "spec.sampler.engine cannot be added or removed after creation"},
 	{"sampler maxNewTokens", func(r *alignv1.AlignmentRun) { r.Spec.Sampler.MaxNewTokens = 64 }, "spec.sampler.maxNewTokens is immutable"},
 	{"annotator", func(r *alignv1.AlignmentRun) { r.Spec.Labeler.Annotator.Name = "other" }, "spec.labeler.annotator is immutable"},
 	{"trainer learningRate", func(r *alignv1.AlignmentRun) { r.Spec.Trainer.LearningRate = "1e-4" }, "spec.trainer.learningRate is immutable"},

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/spf13/pflag"
@@ -40,6 +41,8 @@ const (
 	// remote annotator's and judge's secretRef.
 	EnvAnnotatorToken = v1alpha1.EnvAnnotatorToken
 	EnvEvaluatorToken = v1alpha1.EnvEvaluatorToken
+	// EnvSamplerToken (sample pods) carries spec.sampler.engine's secretRef.
+	EnvSamplerToken = v1alpha1.EnvSamplerToken
 	// EnvProgressURL is where a stage posts its live progress (the manager's progress endpoint,
 	// when the manager has one) with the token in EnvProgressTokenFile (docs/design.md, "Live
 	// progress"). Absent: the stage reports no progress.
@@ -116,8 +119,7 @@ func (inv Invocation) WithDefaults() Invocation {
 	return inv
 }
 
-// PodInvocation is the invocation of stage's pods in phase k of a run with this spec (without
-// spec.<stage>.command: then the controller passes spec.<stage>.args alone). The data directory
+// PodInvocation is the invocation of stage's pods in phase k of a run with this spec. The data directory
 // is passed explicitly whenever spec.data.configMap is set, so that the stage never relies on a
 // compiled-in default for where the data is; the index comes from EnvCompletionIndex.
 func PodInvocation(spec *v1alpha1.AlignmentRunSpec, stage string, k int32) Invocation {
@@ -155,6 +157,22 @@ func (inv Invocation) Args() []string {
 	}
 	// Passed even when empty: an empty --termination-log means stdout only, not the default.
 	return append(args, "--"+FlagTerminationLog, inv.TerminationLog)
+}
+
+// DefaultCommand is the stage image's program: `bpo <stage>` runs a stage.
+const DefaultCommand = "bpo"
+
+// CommandLine is a stage process's command and arguments: without a custom command,
+// `bpo <stage>`, the contract's flags (Args), then extra (spec.<stage>.args); with one
+// (spec.<stage>.command), that command, extra, then the contract's flags, so that a custom stage
+// learns its phase, shards and paths exactly as bpo's own does. The controller's Jobs, `bpo run`'s
+// external train command and `bpo conformance` all build their command lines here.
+func (inv Invocation) CommandLine(command, extra []string) (cmd, args []string) {
+	if len(command) > 0 {
+		return slices.Clone(command), append(slices.Clone(extra), inv.Args()...)
+	}
+	args = append([]string{inv.Stage}, inv.Args()...)
+	return []string{DefaultCommand}, append(args, extra...)
 }
 
 // Register defines the stage's flags on fs, with Defaults, and returns the invocation they fill.

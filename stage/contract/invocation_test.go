@@ -162,3 +162,37 @@ func TestResolveIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandLine: bpo's own stage puts the contract's flags before spec.<stage>.args; a custom
+// command gets its args first and the contract's flags after them, never without them.
+func TestCommandLine(t *testing.T) {
+	inv := PodInvocation(spec(i32(2), nil, 1, false), v1alpha1.StageSample, 3)
+	flags := "--config /etc/bpo/run.yaml --workspace /workspace --phase 3 --shards 2 --termination-log /dev/termination-log"
+	cases := []struct {
+		name           string
+		command, extra []string
+		wantCmd        string
+		wantArgs       string
+	}{
+		{"bpo", nil, nil, "bpo", "sample " + flags},
+		{"bpo with args", nil, []string{"--threads", "2"}, "bpo", "sample " + flags + " --threads 2"},
+		{"custom", []string{"python3", "stage.py"}, nil, "python3 stage.py", flags},
+		{"custom with args", []string{"my-sampler"}, []string{"sample", "--engine", "x"}, "my-sampler", "sample --engine x " + flags},
+	}
+	for _, tc := range cases {
+		cmd, args := inv.CommandLine(tc.command, tc.extra)
+		if got := strings.Join(cmd, " "); got != tc.wantCmd {
+			t.Errorf("%s: command %q, want %q", tc.name, got, tc.wantCmd)
+		}
+		if got := strings.Join(args, " "); got != tc.wantArgs {
+			t.Errorf("%s: args %q, want %q", tc.name, got, tc.wantArgs)
+		}
+	}
+	// The caller's slices are not aliased.
+	command, extra := []string{"a"}, make([]string, 1, 8)
+	cmd, args := inv.CommandLine(command, extra)
+	cmd[0], args[0] = "x", "y"
+	if command[0] != "a" || extra[0] != "" {
+		t.Errorf("CommandLine changed its inputs: %v %v", command, extra)
+	}
+}
