@@ -238,7 +238,14 @@ func (e *Env) Reference(k int, behavior *model.Weights) (*model.Weights, bool, e
 		w, err := e.Policy(0)
 		return w, false, err
 	case v1alpha1.ReferenceFixed:
-		w, err := model.LoadWeights(filepath.Join(e.VolumeRoot, *tr.FixedCheckpoint))
+		dir := filepath.Join(e.VolumeRoot, *tr.FixedCheckpoint)
+		if v1alpha1.IsModelURI(*tr.FixedCheckpoint) {
+			var err error
+			if dir, err = e.fetchModel("spec.trustRegion.fixedCheckpoint", *tr.FixedCheckpoint, e.WS.FixedInDir()); err != nil {
+				return nil, false, err
+			}
+		}
+		w, err := model.LoadWeights(dir)
 		if err != nil {
 			return nil, false, fmt.Errorf("spec.trustRegion.fixedCheckpoint: %w", err)
 		}
