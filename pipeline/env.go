@@ -64,6 +64,9 @@ func OpenEnv(config, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if run.Spec.Workspace.ObjectStore != nil {
+		return nil, fmt.Errorf("%s: spec.workspace.objectStore: this command reads a workspace folder; stage the run's folder from the bucket first (the stage commands do it themselves)", config)
+	}
 	env, err := NewEnv(run, volumeRoot)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -160,4 +161,38 @@ func RunStageInStore(ctx context.Context, run *Run, scratch string, c StageCall,
 		return res, fmt.Errorf("phase %d %s: %w", c.Phase, c.Stage, err)
 	}
 	return res, nil
+}
+
+// RunPodStage is what a stage pod (`bpo <stage> --config ... --workspace ...`) does: load the
+// manifest and run one pod's share of a stage, on the volume mounted at workspace, or, with
+// spec.workspace.objectStore, in workspace as a scratch folder staged from and published to
+// the bucket (RunStageInStore). setup configures the Env (data folder, split); a progress
+// endpoint in the environment is wired in as OpenEnv does.
+func RunPodStage(ctx context.Context, config, workspace string, c StageCall, setup func(*Env)) (v1alpha1.StageResult, error) {
+	var none v1alpha1.StageResult
+	ar, err := LoadRunFile(config)
+	if err != nil {
+		return none, err
+	}
+	run, err := NewRun(ar)
+	if err != nil {
+		return none, err
+	}
+	withProgress := func(e *Env) {
+		if rep := ProgressFromEnv(os.Stderr); rep != nil {
+			e.Progress = rep.Update
+		}
+		if setup != nil {
+			setup(e)
+		}
+	}
+	if run.Spec.Workspace.ObjectStore != nil {
+		return RunStageInStore(ctx, run, workspace, c, withProgress)
+	}
+	env, err := NewEnv(run, workspace)
+	if err != nil {
+		return none, err
+	}
+	withProgress(env)
+	return env.RunStage(c)
 }

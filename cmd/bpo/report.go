@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -76,17 +77,11 @@ func renderReport(cmd *cobra.Command, dir, manifest string) error {
 }
 
 func runReportStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
-	var none v1alpha1.StageResult
 	if err := inv.ResolveIndex(os.LookupEnv); err != nil {
-		return none, err
+		return v1alpha1.StageResult{}, err
 	}
-	env, err := pipeline.OpenEnv(inv.Config, inv.Workspace)
-	if err != nil {
-		return none, err
-	}
-	if err := contract.CheckPhase(inv.Stage, inv.Phase, env.Run.Phases()); err != nil {
-		return none, err
-	}
-	env.DataDir = inv.DataDir
-	return env.Report()
+	c := pipeline.StageCall{Stage: inv.Stage, Phase: inv.Phase, Index: inv.Index}
+	return pipeline.RunPodStage(context.Background(), inv.Config, inv.Workspace, c, func(env *pipeline.Env) {
+		env.DataDir = inv.DataDir
+	})
 }
