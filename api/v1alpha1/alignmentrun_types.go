@@ -826,7 +826,7 @@ func (e *EvaluatorSpec) ReportEnabled() bool { return e.Report == nil || *e.Repo
 // (objectStore); in a cluster exactly one of the two. path is only for the local runner (`bpo
 // run -f`). docs/deploy.md says when to choose which.
 // +kubebuilder:validation:XValidation:rule="has(self.persistentVolumeClaim) != has(self.objectStore)",message="spec.workspace: set exactly one of spec.workspace.persistentVolumeClaim (a volume) or spec.workspace.objectStore (a bucket) in a cluster (spec.workspace.path is only read by the local runner `bpo run`)"
-// +kubebuilder:validation:XValidation:rule="!has(self.objectStore) || !has(self.subPath) || self.subPath == ”",message="spec.workspace.subPath is for a volume: with spec.workspace.objectStore put the prefix in the uri (s3://bucket/prefix)"
+// +kubebuilder:validation:XValidation:rule="!has(self.objectStore) || !has(self.subPath) || self.subPath.size() == 0",message="spec.workspace.subPath is for a volume: with spec.workspace.objectStore put the prefix in the uri (s3://bucket/prefix)"
 type WorkspaceSpec struct {
 	// persistentVolumeClaim is mounted at /workspace in every stage pod.
 	// +optional
