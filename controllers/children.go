@@ -127,6 +127,7 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		{Name: contract.EnvRunName, Value: run.Name},
 		{Name: contract.EnvRunUID, Value: string(run.UID)},
 	}
+	env = append(env, workspaceEnv(&spec.Workspace)...)
 	// label scores pairs and eval scores outputs with the same annotator.
 	scores := stage == alignv1.StageLabel || stage == alignv1.StageEval
 	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind.IsRemote() && a.SecretRef != nil {
@@ -177,14 +178,8 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	// loads) may write outside the workspace.
 	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	mounts = append(mounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp"})
-	if pvc := spec.Workspace.PersistentVolumeClaim; pvc != nil {
-		volumes = append(volumes, corev1.Volume{
-			Name: "workspace",
-			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-				ClaimName: pvc.ClaimName,
-			}},
-		})
-		mounts = append(mounts, corev1.VolumeMount{Name: "workspace", MountPath: contract.WorkspaceMountPath, SubPath: spec.Workspace.SubPath})
+	if v, m, ok := workspaceVolume(&spec.Workspace); ok {
+		volumes, mounts = append(volumes, v), append(mounts, m)
 	}
 	serviceAccount := ""
 	if r.ProgressURL != "" {

@@ -98,6 +98,12 @@ go build -o bin/ ./cmd/...
 phase_time "go build -o bin/ ./cmd/..." $((SECONDS - t))
 export E2E_BIN_DIR="$ROOT/bin"
 
+# the S3 server of TestObjectStore (a bucket workspace), run on loopback by the test
+t=$SECONDS
+BPO_VERSITYGW="${BPO_VERSITYGW:-$(hack/tools.sh versitygw | tail -n 1)}"
+export BPO_VERSITYGW BPO_REQUIRE_VERSITYGW=1
+phase_time "versitygw (hack/tools.sh versitygw)" $((SECONDS - t))
+
 t=$SECONDS
 log "control-plane binaries (hack/k8s-binaries.sh)"
 K8S_BIN_DIR="${K8S_BIN_DIR:-$(hack/k8s-binaries.sh | tail -n 1)}"

@@ -64,6 +64,9 @@ func OpenEnv(config, volumeRoot string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if run.Spec.Workspace.ObjectStore != nil {
+		return nil, fmt.Errorf("%s: spec.workspace.objectStore: this command reads a workspace folder; stage the run's folder from the bucket first (the stage commands do it themselves)", config)
+	}
 	env, err := NewEnv(run, volumeRoot)
 	if err != nil {
 		return nil, err
@@ -238,7 +241,14 @@ func (e *Env) Reference(k int, behavior *model.Weights) (*model.Weights, bool, e
 		w, err := e.Policy(0)
 		return w, false, err
 	case v1alpha1.ReferenceFixed:
-		w, err := model.LoadWeights(filepath.Join(e.VolumeRoot, *tr.FixedCheckpoint))
+		dir := filepath.Join(e.VolumeRoot, *tr.FixedCheckpoint)
+		if v1alpha1.IsModelURI(*tr.FixedCheckpoint) {
+			var err error
+			if dir, err = e.fetchModel("spec.trustRegion.fixedCheckpoint", *tr.FixedCheckpoint, e.WS.FixedInDir()); err != nil {
+				return nil, false, err
+			}
+		}
+		w, err := model.LoadWeights(dir)
 		if err != nil {
 			return nil, false, fmt.Errorf("spec.trustRegion.fixedCheckpoint: %w", err)
 		}

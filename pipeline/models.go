@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/storage"
 	"github.com/bpo-dev/bpo/trainer/model"
 	"github.com/bpo-dev/bpo/trainer/task"
 	"github.com/bpo-dev/bpo/trainer/tokenizer"
@@ -32,14 +34,58 @@ func AdapterFile(dir string, m int) string {
 // so that the workspace records exactly what the run started from.
 func (w *Workspace) BaseDir() string { return filepath.Join(w.Root, "base") }
 
+// BaseInDir is the run's copy of a base model given by URI (spec.model.uri).
+func (w *Workspace) BaseInDir() string { return filepath.Join(w.Root, "base-in") }
+
+// FixedInDir is the run's copy of a fixed reference given by URI (spec.trustRegion.fixedCheckpoint).
+func (w *Workspace) FixedInDir() string { return filepath.Join(w.Root, "reference-in") }
+
+// fetchModel copies the checkpoint folder at uri (s3://, gs://) into dst once: dst/.complete,
+// written last, marks the copy whole, so a stage killed mid-copy copies again. An s3:// uri is
+// read with spec.workspace.objectStore's endpoint and region when the workspace is an s3://
+// store (the same server), and always with the environment's credentials.
+func (e *Env) fetchModel(field, uri, dst string) (string, error) {
+	if _, err := os.Stat(filepath.Join(dst, completeFile)); err == nil {
+		return dst, nil
+	}
+	var opts storage.Options
+	if o := e.Run.Spec.Workspace.ObjectStore; o != nil && strings.HasPrefix(o.URI, "s3://") && strings.HasPrefix(uri, "s3://") {
+		opts = storeOptions(o)
+	}
+	ctx := context.Background()
+	st, err := storage.Open(ctx, uri, opts)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	defer st.Close()
+	objs, err := st.List(ctx, "")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	if len(objs) == 0 {
+		return "", fmt.Errorf("%s: %s holds no files: it must name a checkpoint folder (config.json, model.safetensors, the tokenizer)", field, st)
+	}
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	if _, err := storage.Stage(ctx, st, "", dst, keys...); err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return dst, writeFileAtomic(filepath.Join(dst, completeFile), nil)
+}
+
 // modelDir resolves spec.model to a folder, materialising a built-in model into the workspace.
 func (e *Env) modelDir() (string, error) {
 	spec := e.Run.Spec.Model
 	if spec.Path != "" {
 		return filepath.Join(e.VolumeRoot, spec.Path), nil
 	}
+	if spec.URI != "" {
+		return e.fetchModel("spec.model.uri", spec.URI, e.WS.BaseInDir())
+	}
 	dst := e.WS.BaseDir()
-	if _, err := os.Stat(filepath.Join(dst, ".complete")); err == nil {
+	if _, err := os.Stat(filepath.Join(dst, completeFile)); err == nil {
 		return dst, nil
 	}
 	src, err := task.BuiltinModel(spec.Builtin)
@@ -59,7 +105,7 @@ func (e *Env) modelDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("materialise built-in model %s: %w", spec.Builtin, err)
 	}
-	return dst, writeFileAtomic(filepath.Join(dst, ".complete"), nil)
+	return dst, writeFileAtomic(filepath.Join(dst, completeFile), nil)
 }
 
 // LoadBase loads the base model, its tokenizer and the members' initial adapters.

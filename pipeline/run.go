@@ -42,6 +42,9 @@ type RunHooks struct {
 	StageStart func(k int, stage string, index int)
 	// PhaseDone is called after each phase with its summary.
 	PhaseDone func(PhaseSummary)
+	// StageDone, when set, is called after each stage (all its shards or members); an error
+	// stops the run. The local runner on an object store publishes there.
+	StageDone func(k int, stage string) error
 }
 
 // RunAll runs the whole loop in this process with the very stage functions the pods run, in
@@ -64,6 +67,11 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 					return out, err
 				}
 				if _, err := e.TrainPairAccuracy(k); err != nil {
+					return out, err
+				}
+			}
+			if h.StageDone != nil {
+				if err := h.StageDone(k, stage); err != nil {
 					return out, err
 				}
 			}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -283,10 +284,8 @@ func (e *Env) saveBehaviorAdapter(k int) error {
 	if err != nil {
 		return fmt.Errorf("behavior adapter of phase %d: %w", k, err)
 	}
-	base := e.Run.Spec.Model.Builtin // base_model_name_or_path: informative
-	if base == "" {
-		base = e.Run.Spec.Model.Path
-	}
+	m := e.Run.Spec.Model
+	base := cmp.Or(m.Builtin, m.Path, m.URI) // base_model_name_or_path: informative
 	return model.SavePEFT(dir, a, b.Weights.Config, base)
 }
 

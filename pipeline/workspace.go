@@ -53,17 +53,34 @@ func OpenWorkspace(base string, owner Owner) (*Workspace, error) {
 	case err != nil:
 		return nil, fmt.Errorf("workspace: read %s: %w", path, err)
 	default:
-		var have Owner
-		if err := json.Unmarshal(data, &have); err != nil {
-			return nil, fmt.Errorf("workspace: %s is corrupt (%v); it marks which run owns the folder, fix or remove it by hand", path, err)
-		}
-		if have.Name != owner.Name || (have.UID != "" && owner.UID != "" && have.UID != owner.UID) {
-			return nil, fmt.Errorf("workspace: %s belongs to run %q (uid %s), not %q (uid %s); use another workspace subPath or delete the old run's folder",
-				root, have.Name, have.UID, owner.Name, owner.UID)
+		if err := checkOwner(root, data, owner); err != nil {
+			return nil, err
 		}
 	}
 	sweepTemps(root, staleTemp)
 	return &Workspace{Root: root}, nil
+}
+
+// checkOwner checks that owner.json's content (of the run folder named where) is owner's claim.
+func checkOwner(where string, data []byte, owner Owner) error {
+	var have Owner
+	if err := json.Unmarshal(data, &have); err != nil {
+		return fmt.Errorf("workspace: %s/%s is corrupt (%v); it marks which run owns the folder, fix or remove it by hand", where, ownerFile, err)
+	}
+	if have.Name != owner.Name || (have.UID != "" && owner.UID != "" && have.UID != owner.UID) {
+		return fmt.Errorf("workspace: %s belongs to run %q (uid %s), not %q (uid %s); use another workspace subPath or delete the old run's folder",
+			where, have.Name, have.UID, owner.Name, owner.UID)
+	}
+	return nil
+}
+
+// jsonBytes is v as indented JSON with a final newline, as the workspace's JSON files are.
+func jsonBytes(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
 }
 
 // staleTemp is the age after which a temp file of an atomic write is litter: a write takes

@@ -85,3 +85,7 @@ func isTempName(name string) bool {
 	}
 	return true
 }
+
+// IsTemp reports whether a file name is a temporary file of an atomic write (fileblob's or the
+// pipeline's), which is never an object: a caller that walks a local folder skips it too.
+func IsTemp(name string) bool { return isTempName(name) }

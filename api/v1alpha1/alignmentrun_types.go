@@ -193,6 +193,7 @@ type AlignmentRun struct {
 // scheduling fields are mutable.
 //
 // +kubebuilder:validation:XValidation:rule="self.trustRegion.phases < 1 || self.budget.pairs % self.trustRegion.phases == 0",message="spec.budget.pairs must be divisible by spec.trustRegion.phases (every phase collects pairs/phases pairs): change spec.budget.pairs or spec.trustRegion.phases"
+// +kubebuilder:validation:XValidation:rule="!has(self.workspace.objectStore) || !((has(self.sampler) && has(self.sampler.command)) || (has(self.labeler) && has(self.labeler.command)) || (has(self.trainer) && has(self.trainer.command)) || (has(self.evaluator) && has(self.evaluator.command)))",message="spec.workspace.objectStore works with the bpo stage commands only (they stage the workspace in and out of the bucket): remove spec.<stage>.command or use a persistentVolumeClaim"
 // +kubebuilder:validation:XValidation:rule="self.trustRegion.phases < 1 || self.budget.pairs / self.trustRegion.phases >= self.budget.pairsPerStep",message="spec.budget.pairs / spec.trustRegion.phases must be at least spec.budget.pairsPerStep (every phase needs one full optimizer step): raise spec.budget.pairs, or lower spec.trustRegion.phases or spec.budget.pairsPerStep"
 type AlignmentRunSpec struct {
 	// model is the base (SFT) model the run starts from, and its tokenizer. Immutable.
@@ -304,8 +305,8 @@ type AlignmentRunSpec struct {
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 }
 
-// ModelSpec is the base model: exactly one of builtin or path.
-// +kubebuilder:validation:XValidation:rule="has(self.builtin) != has(self.path)",message="spec.model: set exactly one of spec.model.builtin (e.g. tiny-reviews) or spec.model.path (a checkpoint directory on the workspace volume)"
+// ModelSpec is the base model: exactly one of builtin, path or uri.
+// +kubebuilder:validation:XValidation:rule="[has(self.builtin), has(self.path), has(self.uri)].filter(x, x).size() == 1",message="spec.model: set exactly one of spec.model.builtin (e.g. tiny-reviews), spec.model.path (a checkpoint directory in the workspace) or spec.model.uri (s3://bucket/models/sft, gs://...)"
 type ModelSpec struct {
 	// builtin is the name of a model shipped in the stage image, e.g. "tiny-reviews".
 	// +optional
@@ -321,6 +322,16 @@ type ModelSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(s, s == '..')",message="spec.model.path must be relative to the workspace root, without '..': e.g. models/sft"
 	Path string `json:"path,omitempty"`
+
+	// uri is a checkpoint folder in a bucket: s3://bucket/models/sft or gs://bucket/models/sft
+	// (a Hugging Face GPT-2 folder: config.json, model.safetensors, the tokenizer). Every stage
+	// copies it into the run's folder (<run>/base-in/) before loading it. It is read with
+	// spec.workspace.objectStore's endpoint and credentials, or, without an object-store
+	// workspace, with the pod's own identity (the local runner: AWS_* variables, ADC).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9]/[^?#@]+$')",message="spec.model.uri must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials"
+	URI string `json:"uri,omitempty"`
 
 	// tokenizer is byte (ids 0..255 are bytes, 256 is end-of-text), gpt2-bpe, or auto (use the
 	// tokenizer recorded with the model; the default).
@@ -375,7 +386,8 @@ type TrustRegionSpec struct {
 	EMAAlpha *Decimal `json:"emaAlpha,omitempty"`
 
 	// fixedCheckpoint is the reference checkpoint directory, relative to the workspace root (no
-	// leading '/', no '..'). Required when reference is Fixed, forbidden otherwise.
+	// leading '/', no '..'), or a folder in a bucket (s3://bucket/path, gs://bucket/path), read
+	// like spec.model.uri. Required when reference is Fixed, forbidden otherwise.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
@@ -888,10 +900,12 @@ func (e *EvaluatorSpec) BaselineEnabled() bool { return e.Baseline == nil || *e.
 // ReportEnabled reports spec.evaluator.report (default true).
 func (e *EvaluatorSpec) ReportEnabled() bool { return e.Report == nil || *e.Report }
 
-// WorkspaceSpec is the volume shared by all stages. In a cluster persistentVolumeClaim is
-// required (ReadWriteMany when stages may run on different nodes); path is only for the local
-// runner (`bpo run -f`).
-// +kubebuilder:validation:XValidation:rule="has(self.persistentVolumeClaim)",message="spec.workspace.persistentVolumeClaim is required in a cluster (spec.workspace.path is only read by the local runner `bpo run`): set spec.workspace.persistentVolumeClaim.claimName"
+// WorkspaceSpec is where the run's files live, shared by all stages: a volume
+// (persistentVolumeClaim, ReadWriteMany when stages may run on different nodes) or a bucket
+// (objectStore); in a cluster exactly one of the two. path is only for the local runner (`bpo
+// run -f`). docs/deploy.md says when to choose which.
+// +kubebuilder:validation:XValidation:rule="has(self.persistentVolumeClaim) != has(self.objectStore)",message="spec.workspace: set exactly one of spec.workspace.persistentVolumeClaim (a volume) or spec.workspace.objectStore (a bucket) in a cluster (spec.workspace.path is only read by the local runner `bpo run`)"
+// +kubebuilder:validation:XValidation:rule="!has(self.objectStore) || !has(self.subPath) || self.subPath.size() == 0",message="spec.workspace.subPath is for a volume: with spec.workspace.objectStore put the prefix in the uri (s3://bucket/prefix)"
 type WorkspaceSpec struct {
 	// persistentVolumeClaim is mounted at /workspace in every stage pod.
 	// +optional
@@ -909,6 +923,67 @@ type WorkspaceSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Path string `json:"path,omitempty"`
+
+	// objectStore keeps the workspace in a bucket instead of a volume: every stage pod stages
+	// the files its stage reads into an emptyDir at /workspace, runs there, and publishes what
+	// it wrote (data first, done markers last). The layout under the uri is the volume's.
+	// +optional
+	ObjectStore *WorkspaceObjectStore `json:"objectStore,omitempty"`
+}
+
+// WorkspaceObjectStore is a bucket and key prefix that holds the workspace (docs/storage.md).
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || self.uri.startsWith('s3://')",message="spec.workspace.objectStore.secretRef is for s3:// buckets: gs:// uses the pod's workload identity (Application Default Credentials)"
+type WorkspaceObjectStore struct {
+	// uri is s3://bucket[/prefix] (AWS S3 or an S3-compatible server at endpoint) or
+	// gs://bucket[/prefix]. The run keeps its files under <uri>/<run-name>/. Never put
+	// credentials in it: use secretRef. (The local runner also takes file:///abs/path.)
+	// +required
+	// +kubebuilder:validation:MinLength=6
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^?#@]*)?$')",message="spec.workspace.objectStore.uri must be s3://bucket[/prefix] or gs://bucket[/prefix], without credentials, query or fragment"
+	URI string `json:"uri"`
+
+	// endpoint is the URL of an S3-compatible server (MinIO, Ceph RGW, versitygw, R2), e.g.
+	// http://minio.storage:9000; buckets are then addressed path-style. Empty: AWS.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="spec.workspace.objectStore.endpoint must start with http:// or https://"
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// region of the bucket, e.g. eu-west-1. Empty: us-east-1 with an endpoint, else the pod's
+	// AWS_REGION.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]+$`
+	Region string `json:"region,omitempty"`
+
+	// secretRef names a Secret in the run's namespace with the s3:// credentials, passed to
+	// the stage pods as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables only.
+	// Unset: the pod's own identity (IRSA, instance profile).
+	// +optional
+	SecretRef *ObjectStoreSecretRef `json:"secretRef,omitempty"`
+}
+
+// ObjectStoreSecretRef selects the keys of a Secret that hold an access key pair.
+type ObjectStoreSecretRef struct {
+	// name of the Secret in the run's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// accessKeyIDKey is the Secret's key holding the access key id. Default AWS_ACCESS_KEY_ID.
+	// +optional
+	// +kubebuilder:default=AWS_ACCESS_KEY_ID
+	// +kubebuilder:validation:MaxLength=253
+	AccessKeyIDKey string `json:"accessKeyIDKey,omitempty"`
+
+	// secretAccessKeyKey is the Secret's key holding the secret access key. Default
+	// AWS_SECRET_ACCESS_KEY.
+	// +optional
+	// +kubebuilder:default=AWS_SECRET_ACCESS_KEY
+	// +kubebuilder:validation:MaxLength=253
+	SecretAccessKeyKey string `json:"secretAccessKeyKey,omitempty"`
 }
 
 // WorkspacePVC names a PersistentVolumeClaim in the run's namespace.

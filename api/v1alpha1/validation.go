@@ -73,15 +73,17 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 
 	// model
 	mp := p.Child("model")
-	switch {
-	case s.Model.Builtin == "" && s.Model.Path == "":
-		errs = append(errs, field.Required(mp, "set exactly one of spec.model.builtin (e.g. tiny-reviews) or spec.model.path"))
-	case s.Model.Builtin != "" && s.Model.Path != "":
-		errs = append(errs, field.Forbidden(mp, "set exactly one of spec.model.builtin or spec.model.path, not both"))
+	switch n := countSet(s.Model.Builtin, s.Model.Path, s.Model.URI); {
+	case n == 0:
+		errs = append(errs, field.Required(mp, "set exactly one of spec.model.builtin (e.g. tiny-reviews), spec.model.path or spec.model.uri"))
+	case n > 1:
+		errs = append(errs, field.Forbidden(mp, "set exactly one of spec.model.builtin, spec.model.path or spec.model.uri, not several"))
 	case s.Model.Builtin != "" && !nameRE.MatchString(s.Model.Builtin):
 		errs = append(errs, field.Invalid(mp.Child("builtin"), s.Model.Builtin, "must be a lower-case name such as tiny-reviews"))
 	case s.Model.Path != "":
 		errs = append(errs, validateRelPath(mp.Child("path"), s.Model.Path)...)
+	case s.Model.URI != "" && !modelURIRE.MatchString(s.Model.URI):
+		errs = append(errs, field.Invalid(mp.Child("uri"), s.Model.URI, "must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials"))
 	}
 	switch s.Model.Tokenizer {
 	case TokenizerByte, TokenizerGPT2BPE, TokenizerAuto:
@@ -120,7 +122,11 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 		if s.TrustRegion.FixedCheckpoint == nil || *s.TrustRegion.FixedCheckpoint == "" {
 			errs = append(errs, field.Required(tp.Child("fixedCheckpoint"), "required when spec.trustRegion.reference is Fixed: set a checkpoint directory relative to the workspace"))
 		} else {
-			errs = append(errs, validateRelPath(tp.Child("fixedCheckpoint"), *s.TrustRegion.FixedCheckpoint)...)
+			if fc := *s.TrustRegion.FixedCheckpoint; !IsModelURI(fc) {
+				errs = append(errs, validateRelPath(tp.Child("fixedCheckpoint"), fc)...)
+			} else if !modelURIRE.MatchString(fc) {
+				errs = append(errs, field.Invalid(tp.Child("fixedCheckpoint"), fc, "must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials"))
+			}
 		}
 	} else if s.TrustRegion.FixedCheckpoint != nil {
 		errs = append(errs, field.Forbidden(tp.Child("fixedCheckpoint"), "only allowed when spec.trustRegion.reference is Fixed: remove it"))
@@ -221,17 +227,27 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 
 	// workspace
 	wp := p.Child("workspace")
+	ws := &s.Workspace
 	switch {
-	case s.Workspace.PersistentVolumeClaim != nil:
-		if s.Workspace.PersistentVolumeClaim.ClaimName == "" {
+	case ws.PersistentVolumeClaim != nil && ws.ObjectStore != nil:
+		errs = append(errs, field.Forbidden(wp, "set exactly one of spec.workspace.persistentVolumeClaim (a volume) or spec.workspace.objectStore (a bucket), not both"))
+	case ws.PersistentVolumeClaim != nil:
+		if ws.PersistentVolumeClaim.ClaimName == "" {
 			errs = append(errs, field.Required(wp.Child("persistentVolumeClaim", "claimName"), "set the name of a PersistentVolumeClaim in the run's namespace"))
 		}
-	case local && s.Workspace.Path != "":
+	case ws.ObjectStore != nil:
+		errs = append(errs, validateObjectStore(wp.Child("objectStore"), ws.ObjectStore, local)...)
+		if ws.SubPath != "" {
+			errs = append(errs, field.Forbidden(wp.Child("subPath"), "spec.workspace.subPath is for a volume: with spec.workspace.objectStore put the prefix in the uri (s3://bucket/prefix)"))
+		}
+		if !local && s.hasStageCommand() {
+			errs = append(errs, field.Forbidden(wp.Child("objectStore"), "works with the bpo stage commands only (they stage the workspace in and out of the bucket): remove spec.<stage>.command or use a persistentVolumeClaim"))
+		}
+	case local && ws.Path != "":
 	case local:
-		errs = append(errs, field.Required(wp, "set spec.workspace.path (a local directory) or spec.workspace.persistentVolumeClaim"))
+		errs = append(errs, field.Required(wp, "set spec.workspace.path (a local directory), spec.workspace.objectStore or spec.workspace.persistentVolumeClaim"))
 	default:
-		errs = append(errs, field.Required(wp.Child("persistentVolumeClaim"),
-			"required in a cluster (spec.workspace.path is only read by the local runner): set spec.workspace.persistentVolumeClaim.claimName"))
+		errs = append(errs, field.Required(wp, "set exactly one of spec.workspace.persistentVolumeClaim (a volume) or spec.workspace.objectStore (a bucket) in a cluster (spec.workspace.path is only read by the local runner)"))
 	}
 	if s.Workspace.SubPath != "" {
 		errs = append(errs, validateRelPath(wp.Child("subPath"), s.Workspace.SubPath)...)
@@ -425,3 +441,79 @@ func validateStage(p *field.Path, t *StageTemplate) field.ErrorList {
 	}
 	return errs
 }
+
+// countSet is how many of the strings are set.
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+var (
+	// storeURIRE and modelURIRE mirror the CEL rules on spec.workspace.objectStore.uri and
+	// spec.model.uri: a bucket, an optional (model: required) path, no credentials.
+	storeURIRE = regexp.MustCompile(`^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^?#@]*)?$`)
+	modelURIRE = regexp.MustCompile(`^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9]/[^?#@]+$`)
+	regionRE   = regexp.MustCompile(`^[a-z0-9-]+$`)
+)
+
+// IsModelURI reports whether a model location (spec.model.uri, spec.trustRegion.fixedCheckpoint)
+// names a bucket rather than a workspace path.
+func IsModelURI(s string) bool {
+	return strings.HasPrefix(s, "s3://") || strings.HasPrefix(s, "gs://")
+}
+
+// validateObjectStore checks spec.workspace.objectStore; the local runner also takes a
+// file:///abs/path uri (the same layout in a folder).
+func validateObjectStore(p *field.Path, o *WorkspaceObjectStore, local bool) field.ErrorList {
+	var errs field.ErrorList
+	switch {
+	case local && strings.HasPrefix(o.URI, "file:///"):
+	case !storeURIRE.MatchString(o.URI):
+		// The uri is not echoed: a mistaken one may hold credentials (s3://key:secret@bucket).
+		errs = append(errs, field.Invalid(p.Child("uri"), "[not shown]", "must be s3://bucket[/prefix] or gs://bucket[/prefix], without credentials, query or fragment"))
+	}
+	if o.Endpoint != "" && !strings.HasPrefix(o.Endpoint, "http://") && !strings.HasPrefix(o.Endpoint, "https://") {
+		errs = append(errs, field.Invalid(p.Child("endpoint"), o.Endpoint, "must start with http:// or https://"))
+	}
+	if o.Region != "" && !regionRE.MatchString(o.Region) {
+		errs = append(errs, field.Invalid(p.Child("region"), o.Region, "must be a region name such as eu-west-1"))
+	}
+	if r := o.SecretRef; r != nil {
+		if r.Name == "" {
+			errs = append(errs, field.Required(p.Child("secretRef", "name"), "name the Secret that holds the access key pair"))
+		}
+		if !strings.HasPrefix(o.URI, "s3://") {
+			errs = append(errs, field.Forbidden(p.Child("secretRef"), "is for s3:// buckets: gs:// uses the pod's workload identity (Application Default Credentials)"))
+		}
+	}
+	return errs
+}
+
+// hasStageCommand reports whether any stage replaces the bpo stage command.
+func (s *AlignmentRunSpec) hasStageCommand() bool {
+	return len(s.Sampler.Command) > 0 || len(s.Labeler.Command) > 0 || len(s.Trainer.Command) > 0 || len(s.Evaluator.Command) > 0
+}
+
+// Keys are the Secret's keys of the access key id and the secret access key, defaulted.
+func (r *ObjectStoreSecretRef) Keys() (accessKeyID, secretAccessKey string) {
+	accessKeyID, secretAccessKey = r.AccessKeyIDKey, r.SecretAccessKeyKey
+	if accessKeyID == "" {
+		accessKeyID = EnvAWSAccessKeyID
+	}
+	if secretAccessKey == "" {
+		secretAccessKey = EnvAWSSecretAccessKey
+	}
+	return accessKeyID, secretAccessKey
+}
+
+// The environment variables that carry an object store's credentials into a stage pod (the
+// AWS SDK's standard names, which the local runner reads too).
+const (
+	EnvAWSAccessKeyID     = "AWS_ACCESS_KEY_ID"
+	EnvAWSSecretAccessKey = "AWS_SECRET_ACCESS_KEY"
+)

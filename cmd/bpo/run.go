@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -35,15 +38,36 @@ workspace folder.`,
 			if err != nil {
 				return err
 			}
-			volume := workspace
-			if volume == "" {
-				if ar.Spec.Workspace.Path == "" {
-					return fmt.Errorf("%s: spec.workspace.path is not set (it names the local folder for bpo run); set it or pass --workspace", file)
+			volume := cmp.Or(workspace, ar.Spec.Workspace.Path)
+			var sess *pipeline.StoreSession
+			if ar.Spec.Workspace.ObjectStore != nil {
+				// The workspace is a bucket: work in a local copy of the run's folder (kept
+				// in --workspace or spec.workspace.path when set, else a temp folder) and
+				// publish after every stage.
+				if volume == "" {
+					tmp, err := os.MkdirTemp("", "bpo-run-")
+					if err != nil {
+						return err
+					}
+					defer os.RemoveAll(tmp)
+					volume = tmp
 				}
-				volume = ar.Spec.Workspace.Path
+				if sess, err = pipeline.OpenStoreSession(context.Background(), run, volume, nil); err != nil {
+					return err
+				}
+				defer sess.Close()
+			} else if volume == "" {
+				return fmt.Errorf("%s: spec.workspace.path is not set (it names the local folder for bpo run); set it, pass --workspace, or set spec.workspace.objectStore", file)
 			}
 			env, err := pipeline.NewEnv(run, volume)
 			if err != nil {
+				return err
+			}
+			publish := func(int, string) error {
+				if sess == nil {
+					return nil
+				}
+				_, err := sess.Publish(context.Background())
 				return err
 			}
 			if split != "eval" && split != "validation" {
@@ -55,7 +79,11 @@ workspace folder.`,
 				env.TrainCommand = append(slices.Clone(cmdline), ar.Spec.Trainer.Args...)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n%s\n\n", run.Name, run.Describe(), env.WS.Root, engineLine())
+			where := env.WS.Root
+			if o := ar.Spec.Workspace.ObjectStore; o != nil {
+				where = fmt.Sprintf("%s/%s (local copy %s)", strings.TrimSuffix(o.URI, "/"), run.Name, env.WS.Root)
+			}
+			fmt.Fprintf(out, "run %s: %s\nworkspace %s\n%s\n\n", run.Name, run.Describe(), where, engineLine())
 			start := time.Now()
 			bars := newBars(cmd.ErrOrStderr(), quiet)
 			env.Progress = bars.progress
@@ -65,9 +93,13 @@ workspace folder.`,
 					bars.finish()
 					fmt.Fprintf(out, "\n%s", pipeline.FormatTable([]pipeline.PhaseSummary{s}))
 				},
+				StageDone: publish,
 			})
 			bars.finish()
 			if err != nil {
+				return err
+			}
+			if err := publish(0, ""); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\nAll phases (%s):\n%s", time.Since(start).Round(time.Second), pipeline.FormatTable(sums))

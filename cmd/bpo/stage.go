@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -67,31 +68,13 @@ func execStage(cmd *cobra.Command, inv contract.Invocation) error {
 }
 
 func runStage(inv contract.Invocation) (v1alpha1.StageResult, error) {
-	var none v1alpha1.StageResult
 	if err := inv.ResolveIndex(os.LookupEnv); err != nil {
-		return none, err
+		return v1alpha1.StageResult{}, err
 	}
-	env, err := pipeline.OpenEnv(inv.Config, inv.Workspace)
-	if err != nil {
-		return none, err
-	}
-	if err := contract.CheckPhase(inv.Stage, inv.Phase, env.Run.Phases()); err != nil {
-		return none, err
-	}
-	env.DataDir = inv.DataDir
-	env.EvalSplit = inv.Split
-	env.Log = os.Stderr // notes (e.g. how closely a sampler engine's log-probs agree) go to the pod's log
-	switch inv.Stage {
-	case v1alpha1.StageSample:
-		return env.Sample(inv.Phase, inv.Index, inv.Shards)
-	case v1alpha1.StageLabel:
-		return env.Label(inv.Phase, inv.Index, inv.Shards)
-	case v1alpha1.StageTrain:
-		return env.Train(inv.Phase, inv.Index)
-	case v1alpha1.StageEval:
-		return env.Eval(inv.Phase)
-	case v1alpha1.StageReport:
-		return env.Report()
-	}
-	return none, fmt.Errorf("unknown stage %q", inv.Stage)
+	c := pipeline.StageCall{Stage: inv.Stage, Phase: inv.Phase, Index: inv.Index, Shards: inv.Shards}
+	return pipeline.RunPodStage(context.Background(), inv.Config, inv.Workspace, c, func(env *pipeline.Env) {
+		env.DataDir = inv.DataDir
+		env.EvalSplit = inv.Split
+		env.Log = os.Stderr // notes (e.g. how closely a sampler engine's log-probs agree) go to the pod's log
+	})
 }

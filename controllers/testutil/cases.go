@@ -125,9 +125,35 @@ var InvalidCases = []InvalidCase{
 	{"sampler engine relative workspacePath", func(r *alignv1.AlignmentRun) {
 		r.Spec.Sampler.Engine = &alignv1.SamplerEngine{Kind: alignv1.SamplerEngineOpenAI, URL: "http://vllm:8000/v1", Model: "m", WorkspacePath: "workspace"}
 	}, "spec.sampler.engine.workspacePath", "spec.sampler.engine.workspacePath"},
-	{"workspace without a PVC", func(r *alignv1.AlignmentRun) {
+	{"workspace without a PVC or object store", func(r *alignv1.AlignmentRun) {
 		r.Spec.Workspace = alignv1.WorkspaceSpec{Path: "/tmp/ws"}
-	}, "spec.workspace.persistentVolumeClaim is required in a cluster", "spec.workspace.persistentVolumeClaim"},
+	}, "spec.workspace: set exactly one of spec.workspace.persistentVolumeClaim", "spec.workspace"},
+	{"workspace with a PVC and an object store", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace.ObjectStore = &alignv1.WorkspaceObjectStore{URI: "s3://bucket/runs"}
+	}, "spec.workspace: set exactly one of spec.workspace.persistentVolumeClaim", "spec.workspace"},
+	{"object store uri with credentials", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "s3://AKIA:secret@bucket/runs"}}
+	}, "spec.workspace.objectStore.uri must be s3://bucket[/prefix]", "spec.workspace.objectStore.uri"},
+	{"object store uri of another scheme", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "file:///tmp/ws"}}
+	}, "spec.workspace.objectStore.uri must be s3://bucket[/prefix]", "spec.workspace.objectStore.uri"},
+	{"object store endpoint without scheme", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "s3://bucket", Endpoint: "minio:9000"}}
+	}, "spec.workspace.objectStore.endpoint must start with http://", "spec.workspace.objectStore.endpoint"},
+	{"object store secretRef on gs", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "gs://bucket", SecretRef: &alignv1.ObjectStoreSecretRef{Name: "s3"}}}
+	}, "spec.workspace.objectStore.secretRef is for s3:// buckets", "spec.workspace.objectStore.secretRef"},
+	{"object store with a subPath", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{SubPath: "runs", ObjectStore: &alignv1.WorkspaceObjectStore{URI: "s3://bucket"}}
+	}, "spec.workspace.subPath is for a volume", "spec.workspace.subPath"},
+	{"object store with a custom stage command", func(r *alignv1.AlignmentRun) {
+		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "s3://bucket"}}
+		r.Spec.Trainer.Command = []string{"python", "train.py"}
+	}, "spec.workspace.objectStore works with the bpo stage commands only", "spec.workspace.objectStore"},
+	{"model builtin and uri", func(r *alignv1.AlignmentRun) { r.Spec.Model.URI = "s3://bucket/models/sft" },
+		"spec.model: set exactly one of spec.model.builtin", "spec.model"},
+	{"model uri without a path", func(r *alignv1.AlignmentRun) { r.Spec.Model = alignv1.ModelSpec{URI: "s3://bucket"} },
+		"spec.model.uri must be s3://bucket/path", "spec.model.uri"},
 	{"backoffLimit above 20", func(r *alignv1.AlignmentRun) { r.Spec.BackoffLimit = ptr.To(int32(21)) },
 		"spec.backoffLimit", "spec.backoffLimit"},
 	{"name longer than 40", func(r *alignv1.AlignmentRun) { r.Name = strings.Repeat("a", 41) },
