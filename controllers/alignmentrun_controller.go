@@ -581,6 +581,9 @@ func (r *AlignmentRunReconciler) reconcileStages(ctx context.Context, s *scope) 
 	if st.Report != "" {
 		msg += "; report " + st.Report
 	}
+	if st.Outputs != nil && st.Outputs.Policy != "" {
+		msg += "; policy " + st.Outputs.Policy
+	}
 	setState(s, succeededState(msg))
 	s.event(corev1.EventTypeNormal, alignv1.ReasonSucceeded, "Complete", nil, "%s", msg)
 	return true, nil
@@ -833,7 +836,7 @@ func stageSummary(pr *alignv1.PhaseResult, stage string) string {
 		return fmt.Sprintf(": %d pairs kept, %d ties", pr.PairsKept, pr.Ties)
 	case alignv1.StageTrain:
 		return fmt.Sprintf(": loss %s, reward accuracy %s, KL to reference %s", orDash(pr.Loss), orDash(pr.RewardAccuracy), orDash(pr.KLToReference))
-	case alignv1.StageReport:
+	case alignv1.StageReport, alignv1.StageExport:
 		return ""
 	default:
 		return fmt.Sprintf(": win rate %s, gold reward %s", orDash(pr.WinRate), orDash(pr.GoldReward))

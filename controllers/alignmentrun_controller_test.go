@@ -49,6 +49,8 @@ func fakeResult(stage, phaseLabel string, i int32) alignv1.StageResult {
 		r.MeanLength, r.Distinct2 = f(21), f(0.8)
 	case alignv1.StageReport:
 		r.Report, r.Message = "flow/report.md", "win rate 0.5 -> 0.7"
+	case alignv1.StageExport:
+		r.Outputs = &alignv1.RunOutputs{Policy: "s3://models/out/flow/policy", Adapter: "s3://models/out/flow/adapter"}
 	}
 	return r
 }

@@ -121,6 +121,13 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 
 	// `bpo <stage>`, the contract's flags, spec.<stage>.args; or spec.<stage>.command,
 	// spec.<stage>.args, the contract's flags (contract.Invocation.CommandLine).
+	if stage == alignv1.StageExport && len(tmpl.Command) > 0 {
+		// The export is bpo's own stage: a custom evaluator's program (and its image and args)
+		// would not know it. It keeps the evaluator's scheduling.
+		t := *tmpl
+		t.Command, t.Args, t.Image = nil, nil, ""
+		tmpl = &t
+	}
 	command, args := contract.PodInvocation(spec, stage, k).CommandLine(tmpl.Command, tmpl.Args)
 
 	env := []corev1.EnvVar{
@@ -128,6 +135,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 		{Name: contract.EnvRunUID, Value: string(run.UID)},
 	}
 	env = append(env, workspaceEnv(&spec.Workspace)...)
+	if stage == alignv1.StageExport {
+		env = append(env, outputEnv(spec.Output)...)
+	}
 	// label scores pairs and eval scores outputs with the same annotator.
 	scores := stage == alignv1.StageLabel || stage == alignv1.StageEval
 	if a := spec.Labeler.Annotator; scores && a != nil && a.Kind.IsRemote() && a.SecretRef != nil {

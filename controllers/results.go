@@ -135,7 +135,7 @@ func formatMetric(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) 
 // (docs/design.md): sample's samples, candidate pairs and identical prompts; label's pairs kept,
 // ties, a remote annotator's accounting and the guard-decided share of the pairs kept; train's
 // member means, member 0's checkpoint, and member 0's prevTrainPairAccuracy on the previous
-// phase; eval's metrics. A metric no pod reported leaves the field as it was.
+// phase; eval's metrics; report's path; export's URIs. A metric no pod reported leaves the field as it was.
 func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage string, byIndex map[int32]alignv1.StageResult) {
 	f := contract.Fold(stage, byIndex)
 	set := func(dst *string, v *float64) {
@@ -184,6 +184,10 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 	case alignv1.StageReport:
 		if f.Report != "" {
 			st.Report = f.Report
+		}
+	case alignv1.StageExport:
+		if f.Outputs != nil {
+			st.Outputs = f.Outputs.DeepCopy() // the newest export: the final one once the run succeeded
 		}
 	}
 }

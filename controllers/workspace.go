@@ -31,18 +31,35 @@ func workspaceVolume(ws *alignv1.WorkspaceSpec) (v corev1.Volume, m corev1.Volum
 // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (what the AWS SDK reads), by reference only, so
 // the keys never appear in the Job, the spec ConfigMap, status or events.
 func workspaceEnv(ws *alignv1.WorkspaceSpec) []corev1.EnvVar {
-	o := ws.ObjectStore
-	if o == nil || o.SecretRef == nil {
+	if ws.ObjectStore == nil {
 		return nil
 	}
-	idKey, secretKey := o.SecretRef.Keys()
+	return secretKeyEnv(ws.ObjectStore.SecretRef, alignv1.EnvAWSAccessKeyID, alignv1.EnvAWSSecretAccessKey)
+}
+
+// outputEnv carries spec.output's credentials into the export pod, by reference, under names
+// of their own (BPO_OUTPUT_*), so that the output bucket may take other credentials than the
+// workspace's.
+func outputEnv(o *alignv1.OutputSpec) []corev1.EnvVar {
+	if o == nil {
+		return nil
+	}
+	return secretKeyEnv(o.SecretRef, alignv1.EnvOutputAccessKeyID, alignv1.EnvOutputSecretAccessKey)
+}
+
+// secretKeyEnv is an access key pair's two variables, each a reference to its Secret key.
+func secretKeyEnv(r *alignv1.ObjectStoreSecretRef, idName, secretName string) []corev1.EnvVar {
+	if r == nil {
+		return nil
+	}
+	idKey, secretKey := r.Keys()
 	ref := func(key string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: o.SecretRef.Name}, Key: key,
+			LocalObjectReference: corev1.LocalObjectReference{Name: r.Name}, Key: key,
 		}}
 	}
 	return []corev1.EnvVar{
-		{Name: alignv1.EnvAWSAccessKeyID, ValueFrom: ref(idKey)},
-		{Name: alignv1.EnvAWSSecretAccessKey, ValueFrom: ref(secretKey)},
+		{Name: idName, ValueFrom: ref(idKey)},
+		{Name: secretName, ValueFrom: ref(secretKey)},
 	}
 }

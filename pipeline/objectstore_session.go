@@ -114,7 +114,7 @@ type StageCall struct {
 
 // RunStage runs one pod's share of a stage on the Env's workspace.
 func (e *Env) RunStage(c StageCall) (v1alpha1.StageResult, error) {
-	if err := contract.CheckPhase(c.Stage, c.Phase, e.Run.Phases()); err != nil {
+	if err := contract.CheckPhase(c.Stage, c.Phase, e.Run.Phases(), e.Run.Spec.ExportsEveryPhase()); err != nil {
 		return v1alpha1.StageResult{}, err
 	}
 	switch c.Stage {
@@ -128,6 +128,8 @@ func (e *Env) RunStage(c StageCall) (v1alpha1.StageResult, error) {
 		return e.Eval(c.Phase)
 	case v1alpha1.StageReport:
 		return e.Report()
+	case v1alpha1.StageExport:
+		return e.Export(context.Background(), c.Phase)
 	}
 	return v1alpha1.StageResult{}, fmt.Errorf("unknown stage %q", c.Stage)
 }
@@ -138,7 +140,7 @@ func (e *Env) RunStage(c StageCall) (v1alpha1.StageResult, error) {
 // before the stage runs (data folder, split, progress).
 func RunStageInStore(ctx context.Context, run *Run, scratch string, c StageCall, setup func(*Env)) (v1alpha1.StageResult, error) {
 	var none v1alpha1.StageResult
-	if err := contract.CheckPhase(c.Stage, c.Phase, run.Phases()); err != nil {
+	if err := contract.CheckPhase(c.Stage, c.Phase, run.Phases(), run.Spec.ExportsEveryPhase()); err != nil {
 		return none, err
 	}
 	sess, err := OpenStoreSession(ctx, run, scratch, func(key string) bool { return stageNeeds(c.Stage, c.Phase, key) })

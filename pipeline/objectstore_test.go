@@ -239,6 +239,9 @@ func TestStagePodsOnObjectStore(t *testing.T) {
 	uploadFolder(t, ws, filepath.Join(vol, "models", "tiny"), "models/tiny")
 	pb := makeRun("pods").Shards(2, 2).Reference(v1alpha1.ReferenceEMA)
 	pb.ar.Spec.Model = v1alpha1.ModelSpec{URI: ws.ObjectStore.URI + "/models/tiny"}
+	// The export pod writes to the same bucket under another prefix, with the workspace's
+	// credentials (no BPO_OUTPUT_* set: the standard chain).
+	pb.ar.Spec.Output = &v1alpha1.OutputSpec{URI: ws.ObjectStore.URI + "/exports", Endpoint: ws.ObjectStore.Endpoint, Region: ws.ObjectStore.Region}
 	run := storeRun(t, pb, ws)
 	ctx := context.Background()
 	pods := 0
@@ -272,9 +275,16 @@ func TestStagePodsOnObjectStore(t *testing.T) {
 		t.Fatalf("after %d pods on s3://, phase 2 eval = %+v, on a folder %+v", pods, got, *wantEval)
 	}
 	keys := storeKeys(t, ws, "pods")
-	for _, want := range []string{"base-in/.complete", "base-in/model.safetensors", "phase-2/reference/model.safetensors", "phase-2/label-1.done.json", "report.md"} {
+	for _, want := range []string{"base-in/.complete", "base-in/model.safetensors", "phase-2/reference/model.safetensors", "phase-2/label-1.done.json", "report.md", "phase-2/export.done.json"} {
 		if !slices.Contains(keys, want) {
 			t.Errorf("bucket lacks %s; it holds %v", want, keys)
 		}
 	}
+	// The export pod found the final members (stageNeeds) and exported the policy they make.
+	fe := b.Env(t, vol)
+	out, err := st.Sub("exports/pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExport(t, fe, out, 2)
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
@@ -38,7 +39,7 @@ type PhaseSummary struct {
 
 // RunHooks lets the caller watch the loop (progress bars, tables).
 type RunHooks struct {
-	// StageStart is called before each stage (index -1 for eval and report).
+	// StageStart is called before each stage (index -1 for eval, report and export).
 	StageStart func(k int, stage string, index int)
 	// PhaseDone is called after each phase with its summary.
 	PhaseDone func(PhaseSummary)
@@ -121,6 +122,9 @@ func (e *Env) runStageLocally(k int, stage string, h RunHooks) error {
 	case v1alpha1.StageReport:
 		start(-1)
 		_, err = e.Report()
+	case v1alpha1.StageExport:
+		start(-1)
+		_, err = e.Export(context.Background(), k)
 	default:
 		err = fmt.Errorf("phase %d: unknown stage %q", k, stage)
 	}

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -272,21 +271,14 @@ func (e *Env) saveBehaviorAdapter(k int) error {
 	if _, err := os.Stat(filepath.Join(dir, model.PEFTConfigFileName)); err == nil {
 		return nil // the config is written last
 	}
-	b, err := e.LoadBase()
-	if err != nil {
-		return err
-	}
 	ms, err := e.Members(k - 1)
 	if err != nil {
 		return err
 	}
-	a, err := model.EnsembleAdapter(ms)
-	if err != nil {
+	if err := e.saveEnsembleAdapter(dir, ms); err != nil {
 		return fmt.Errorf("behavior adapter of phase %d: %w", k, err)
 	}
-	m := e.Run.Spec.Model
-	base := cmp.Or(m.Builtin, m.Path, m.URI) // base_model_name_or_path: informative
-	return model.SavePEFT(dir, a, b.Weights.Config, base)
+	return nil
 }
 
 // guardedAnnotator is the run's annotator when it is a built-in guarded scorer (whose guard's

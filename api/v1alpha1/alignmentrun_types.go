@@ -112,6 +112,10 @@ const (
 	// StageReport runs once, after the last phase's eval: report.md, plots and sample
 	// completions in the workspace (spec.evaluator.report).
 	StageReport = "report"
+	// StageExport runs with spec.output: after the last phase (after the report) it exports
+	// the final policy and the ensemble's adapter to spec.output.uri; with
+	// spec.output.everyPhase also at the end of every earlier phase.
+	StageExport = "export"
 )
 
 // Labels the controller puts on every child object (Jobs, their pods, the spec ConfigMap).
@@ -273,6 +277,13 @@ type AlignmentRunSpec struct {
 	// +required
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.workspace is immutable: create a new AlignmentRun to change the recipe"
 	Workspace WorkspaceSpec `json:"workspace"`
+
+	// output exports the final policy (a dense Hugging Face folder: config.json,
+	// model.safetensors, the base model's tokenizer files) and the ensemble as one PEFT LoRA
+	// adapter to a bucket, in an export stage after the last phase (status.outputs names them).
+	// Mutable: a run exports what spec.output says when it reaches an export stage.
+	// +optional
+	Output *OutputSpec `json:"output,omitempty"`
 
 	// suspend stops the run: running stage Jobs are deleted and no new ones are created until
 	// it is set back to false. The run then resumes at the same phase and stage; completed
@@ -964,6 +975,60 @@ type WorkspaceObjectStore struct {
 	SecretRef *ObjectStoreSecretRef `json:"secretRef,omitempty"`
 }
 
+// OutputSpec is where a run exports its models (docs/storage.md, "Models out"): under
+// <uri>/<run-name>/, policy/ (the merged final policy, dense) and adapter/ (the ensemble as one
+// PEFT LoRA adapter over the base model), each completed by a .complete object written last.
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || self.uri.startsWith('s3://')",message="spec.output.secretRef is for s3:// buckets: gs:// uses the pod's workload identity (Application Default Credentials)"
+type OutputSpec struct {
+	// uri is s3://bucket[/prefix] (AWS S3 or an S3-compatible server at endpoint) or
+	// gs://bucket[/prefix]. Never put credentials in it: use secretRef. (The local runner also
+	// takes file:///abs/path.)
+	// +required
+	// +kubebuilder:validation:MinLength=6
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^?#@]*)?$')",message="spec.output.uri must be s3://bucket[/prefix] or gs://bucket[/prefix], without credentials, query or fragment"
+	URI string `json:"uri"`
+
+	// endpoint is the URL of an S3-compatible server, e.g. http://minio.storage:9000; buckets
+	// are then addressed path-style. Empty: AWS.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('https://') || self.startsWith('http://')",message="spec.output.endpoint must start with http:// or https://"
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// region of the bucket, e.g. eu-west-1. Empty: us-east-1 with an endpoint, else the pod's
+	// AWS_REGION.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]+$`
+	Region string `json:"region,omitempty"`
+
+	// secretRef names a Secret in the run's namespace with the s3:// credentials, passed to the
+	// export pod as BPO_OUTPUT_ACCESS_KEY_ID and BPO_OUTPUT_SECRET_ACCESS_KEY environment
+	// variables only. Unset: the pod's own identity (IRSA, or the AWS_* variables of
+	// spec.workspace.objectStore's secretRef).
+	// +optional
+	SecretRef *ObjectStoreSecretRef `json:"secretRef,omitempty"`
+
+	// everyPhase also exports each earlier phase's policy and adapter, to
+	// <uri>/<run-name>/phase-<k>/, at the end of phase k.
+	// +optional
+	EveryPhase bool `json:"everyPhase,omitempty"`
+}
+
+// RunOutputs are the URIs a run exported its final models to (spec.output); never credentials.
+type RunOutputs struct {
+	// policy is the folder of the final policy (config.json, model.safetensors, tokenizer).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Policy string `json:"policy,omitempty"`
+	// adapter is the folder of the ensemble as a PEFT LoRA adapter (adapter_config.json,
+	// adapter_model.safetensors) over the base model.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Adapter string `json:"adapter,omitempty"`
+}
+
 // ObjectStoreSecretRef selects the keys of a Secret that hold an access key pair.
 type ObjectStoreSecretRef struct {
 	// name of the Secret in the run's namespace.
@@ -1086,7 +1151,8 @@ type AlignmentRunStatus struct {
 	// +kubebuilder:validation:MaxLength=16
 	Progress string `json:"progress,omitempty"`
 
-	// stage is the current (or, once finished, last) stage: sample, label, train, eval or report.
+	// stage is the current (or, once finished, last) stage: sample, label, train, eval, report
+	// or export.
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	Stage string `json:"stage,omitempty"`
@@ -1124,6 +1190,11 @@ type AlignmentRunStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Report string `json:"report,omitempty"`
+
+	// outputs are the URIs of the final policy and adapter, once the export stage wrote them
+	// (spec.output).
+	// +optional
+	Outputs *RunOutputs `json:"outputs,omitempty"`
 
 	// stageProgress is the running stage's live progress, as its pods report it to the
 	// manager (docs/design.md, "Live progress"); absent between stages and once finished.
@@ -1196,7 +1267,7 @@ type PhaseResult struct {
 	// completedStages lists the stages of this phase that have completed.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:MaxItems=6
 	CompletedStages []string `json:"completedStages,omitempty"`
 
 	// samples is the number of responses sampled (sum over sample shards).

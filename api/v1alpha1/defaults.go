@@ -155,7 +155,8 @@ func (s *AlignmentRunSpec) FirstPhase() int32 {
 // Stages lists the stages of phase k in order, the walk both the controller and the local
 // runner take for k = FirstPhase()..F: phase 0 is the baseline eval alone; every phase has
 // sample, label, train, and eval when evaluator.everyPhase is set or k is the last phase; the
-// last phase ends with the report stage when evaluator.report is on.
+// last phase ends with the report stage when evaluator.report is on; with spec.output, the last
+// phase (and with output.everyPhase every phase) ends with the export stage.
 func (s *AlignmentRunSpec) Stages(k int32) []string {
 	if k == 0 {
 		if s.Evaluator.BaselineEnabled() {
@@ -170,6 +171,9 @@ func (s *AlignmentRunSpec) Stages(k int32) []string {
 	if k == s.TrustRegion.Phases && s.Evaluator.ReportEnabled() && s.Evaluator.BaselineEnabled() {
 		st = append(st, StageReport)
 	}
+	if s.Output != nil && (s.ExportsEveryPhase() || k >= s.TrustRegion.Phases) {
+		st = append(st, StageExport)
+	}
 	return st
 }
 
@@ -177,3 +181,7 @@ func (s *AlignmentRunSpec) Stages(k int32) []string {
 func (p *PhaseResult) HasCompleted(stage string) bool {
 	return slices.Contains(p.CompletedStages, stage)
 }
+
+// ExportsEveryPhase reports spec.output.everyPhase: an export stage ends every phase, not only
+// the last.
+func (s *AlignmentRunSpec) ExportsEveryPhase() bool { return s.Output != nil && s.Output.EveryPhase }

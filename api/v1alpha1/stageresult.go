@@ -6,7 +6,7 @@ package v1alpha1
 // the kubelet truncates termination messages there.
 // +kubebuilder:object:generate=false
 type StageResult struct {
-	// Stage is sample, label, train, eval or report.
+	// Stage is sample, label, train, eval, report or export.
 	Stage string `json:"stage"`
 	// Phase is the 1-based data-collection phase (0: the baseline eval of the initial model).
 	Phase int32 `json:"phase"`
@@ -61,6 +61,8 @@ type StageResult struct {
 	Checkpoint string `json:"checkpoint,omitempty"`
 	// Report (report) is the workspace-relative path of report.md.
 	Report string `json:"report,omitempty"`
+	// Outputs (export) are the URIs the stage exported the policy and the adapter to.
+	Outputs *RunOutputs `json:"outputs,omitempty"`
 	// DurationSeconds is the stage's own wall time.
 	DurationSeconds float64 `json:"durationSeconds,omitempty"`
 	// Message is a short human-readable note; on failure, the error.
@@ -126,3 +128,11 @@ const EnvEvaluatorToken = "BPO_EVALUATOR_TOKEN"
 
 // EnvSamplerToken carries spec.sampler.engine.secretRef into sample pods.
 const EnvSamplerToken = "BPO_SAMPLER_TOKEN"
+
+// EnvOutputAccessKeyID and EnvOutputSecretAccessKey carry spec.output.secretRef's keys into
+// export pods: names of their own, so that the output and the workspace may be stores with
+// different credentials. The local runner reads them too (else the standard AWS_* chain).
+const (
+	EnvOutputAccessKeyID     = "BPO_OUTPUT_ACCESS_KEY_ID"
+	EnvOutputSecretAccessKey = "BPO_OUTPUT_SECRET_ACCESS_KEY"
+)

@@ -252,6 +252,9 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 	if s.Workspace.SubPath != "" {
 		errs = append(errs, validateRelPath(wp.Child("subPath"), s.Workspace.SubPath)...)
 	}
+	if o := s.Output; o != nil {
+		errs = append(errs, validateStore(p.Child("output"), o.URI, o.Endpoint, o.Region, o.SecretRef, local)...)
+	}
 
 	// lifecycle
 	if s.ActiveDeadlineSeconds != nil && *s.ActiveDeadlineSeconds < 1 {
@@ -470,24 +473,30 @@ func IsModelURI(s string) bool {
 // validateObjectStore checks spec.workspace.objectStore; the local runner also takes a
 // file:///abs/path uri (the same layout in a folder).
 func validateObjectStore(p *field.Path, o *WorkspaceObjectStore, local bool) field.ErrorList {
+	return validateStore(p, o.URI, o.Endpoint, o.Region, o.SecretRef, local)
+}
+
+// validateStore checks the fields of a bucket location (spec.workspace.objectStore,
+// spec.output) under p.
+func validateStore(p *field.Path, uri, endpoint, region string, ref *ObjectStoreSecretRef, local bool) field.ErrorList {
 	var errs field.ErrorList
 	switch {
-	case local && strings.HasPrefix(o.URI, "file:///"):
-	case !storeURIRE.MatchString(o.URI):
+	case local && strings.HasPrefix(uri, "file:///"):
+	case !storeURIRE.MatchString(uri):
 		// The uri is not echoed: a mistaken one may hold credentials (s3://key:secret@bucket).
 		errs = append(errs, field.Invalid(p.Child("uri"), "[not shown]", "must be s3://bucket[/prefix] or gs://bucket[/prefix], without credentials, query or fragment"))
 	}
-	if o.Endpoint != "" && !strings.HasPrefix(o.Endpoint, "http://") && !strings.HasPrefix(o.Endpoint, "https://") {
-		errs = append(errs, field.Invalid(p.Child("endpoint"), o.Endpoint, "must start with http:// or https://"))
+	if endpoint != "" && !strings.HasPrefix(endpoint, "http://") && !strings.HasPrefix(endpoint, "https://") {
+		errs = append(errs, field.Invalid(p.Child("endpoint"), endpoint, "must start with http:// or https://"))
 	}
-	if o.Region != "" && !regionRE.MatchString(o.Region) {
-		errs = append(errs, field.Invalid(p.Child("region"), o.Region, "must be a region name such as eu-west-1"))
+	if region != "" && !regionRE.MatchString(region) {
+		errs = append(errs, field.Invalid(p.Child("region"), region, "must be a region name such as eu-west-1"))
 	}
-	if r := o.SecretRef; r != nil {
+	if r := ref; r != nil {
 		if r.Name == "" {
 			errs = append(errs, field.Required(p.Child("secretRef", "name"), "name the Secret that holds the access key pair"))
 		}
-		if !strings.HasPrefix(o.URI, "s3://") {
+		if !strings.HasPrefix(uri, "s3://") {
 			errs = append(errs, field.Forbidden(p.Child("secretRef"), "is for s3:// buckets: gs:// uses the pod's workload identity (Application Default Credentials)"))
 		}
 	}

@@ -84,10 +84,16 @@ func TestStageCommandOnObjectStore(t *testing.T) {
 }
 
 // TestRunCommandOnObjectStore is `bpo run` on an s3:// workspace: the whole run, published
-// after every stage, with nothing but a temp folder on disk.
+// after every stage, with nothing but a temp folder on disk; spec.output exports the final
+// models to the same bucket under another prefix (with the workspace's credentials).
 func TestRunCommandOnObjectStore(t *testing.T) {
 	vol, config := newStageVolume(t)
 	st, srv := s3Volume(t, vol, config)
+	outURI := strings.TrimSuffix(st.String(), "/runs") + "/exports"
+	m := mustRead(t, config) + "  output: {uri: \"" + outURI + "\", endpoint: \"" + srv.Endpoint + "\", region: " + storagetest.Region + "}\n"
+	if err := os.WriteFile(config, []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	c := runCmd()
 	c.SetArgs([]string{"-f", config, "-q"})
@@ -99,9 +105,23 @@ func TestRunCommandOnObjectStore(t *testing.T) {
 	if !strings.Contains(out.String(), "workspace s3://") || strings.Contains(out.String(), srv.SecretKey) {
 		t.Fatalf("output:\n%s", out.String())
 	}
-	for _, key := range []string{"stage-test/report.md", "stage-test/phase-2/report.done.json", "stage-test/phase-2/eval/result.json", "stage-test/run.yaml"} {
+	for _, key := range []string{"stage-test/report.md", "stage-test/phase-2/report.done.json", "stage-test/phase-2/eval/result.json", "stage-test/run.yaml", "stage-test/phase-2/export.done.json"} {
 		if ok, err := st.Exists(context.Background(), key); !ok || err != nil {
 			t.Errorf("bucket lacks %s (%v)", key, err)
+		}
+	}
+	if !strings.Contains(out.String(), "policy: "+outURI+"/stage-test/policy\n") {
+		t.Fatalf("bpo run does not name the exported policy:\n%s", out.String())
+	}
+	exports, err := storage.Open(context.Background(), outURI, storage.Options{Endpoint: srv.Endpoint, Region: storagetest.Region, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exports.Close()
+	for _, key := range []string{"stage-test/policy/model.safetensors", "stage-test/policy/config.json", "stage-test/policy/.complete",
+		"stage-test/adapter/adapter_model.safetensors", "stage-test/adapter/adapter_config.json", "stage-test/adapter/.complete"} {
+		if ok, err := exports.Exists(context.Background(), key); !ok || err != nil {
+			t.Errorf("the export lacks %s (%v)", key, err)
 		}
 	}
 }

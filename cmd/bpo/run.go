@@ -106,6 +106,9 @@ workspace folder.`,
 			if r, ok := env.Done(run.Phases(), v1alpha1.StageReport, -1); ok {
 				fmt.Fprintf(out, "\n%s\nreport: %s\n", r.Message, filepath.Join(env.VolumeRoot, r.Report))
 			}
+			if r, ok := env.Done(run.Phases(), v1alpha1.StageExport, -1); ok && r.Outputs != nil {
+				fmt.Fprintf(out, "policy: %s\nadapter: %s\n", r.Outputs.Policy, r.Outputs.Adapter)
+			}
 			return nil
 		},
 	}

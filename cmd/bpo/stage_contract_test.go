@@ -24,6 +24,7 @@ func TestStageCommandsParseTheControllersInvocation(t *testing.T) {
 	wide.Spec.Sampler.Parallelism, wide.Spec.Labeler.Parallelism = ptr.To(int32(4)), ptr.To(int32(3))
 	wide.Spec.Ensemble.Members = 5
 	wide.Spec.Data.ConfigMap = &v1alpha1.ConfigMapDataSource{Name: "prompts", PromptsKey: "p.jsonl", EvalKey: "e.jsonl"}
+	wide.Spec.Output = &v1alpha1.OutputSpec{URI: "s3://models/runs", EveryPhase: true}
 
 	root := &cobra.Command{Use: "bpo"}
 	parsed := map[string]*contract.Invocation{}
@@ -38,8 +39,9 @@ func TestStageCommandsParseTheControllersInvocation(t *testing.T) {
 	for _, run := range []*v1alpha1.AlignmentRun{plain, wide} {
 		for _, stage := range contract.Stages {
 			for k := int32(contract.FirstPhase(stage)); k <= run.Spec.TrustRegion.Phases; k++ {
-				if contract.CheckPhase(stage, int(k), int(run.Spec.TrustRegion.Phases)) != nil {
-					continue // the report runs in the last phase only
+				everyPhase := run.Spec.ExportsEveryPhase()
+				if contract.CheckPhase(stage, int(k), int(run.Spec.TrustRegion.Phases), everyPhase) != nil {
+					continue // the report (and without everyPhase the export) runs in the last phase only
 				}
 				built := contract.PodInvocation(&run.Spec, stage, k)
 				argv := append([]string{stage}, built.Args()...)
@@ -58,8 +60,9 @@ func TestStageCommandsParseTheControllersInvocation(t *testing.T) {
 			}
 		}
 	}
-	// sample, label and train in phases 1..3, eval in 0..3, report in 3; for two specs.
-	if want := 2 * (3*3 + 4 + 1); n != want {
+	// sample, label and train in phases 1..3, eval in 0..3, report in 3; for two specs; export
+	// in 3 (plain) and in 1..3 (wide: everyPhase).
+	if want := 2*(3*3+4+1) + 1 + 3; n != want {
 		t.Fatalf("round-tripped %d invocations, want %d", n, want)
 	}
 }

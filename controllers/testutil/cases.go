@@ -150,6 +150,21 @@ var InvalidCases = []InvalidCase{
 		r.Spec.Workspace = alignv1.WorkspaceSpec{ObjectStore: &alignv1.WorkspaceObjectStore{URI: "s3://bucket"}}
 		r.Spec.Trainer.Command = []string{"python", "train.py"}
 	}, "spec.workspace.objectStore works with the bpo stage commands only", "spec.workspace.objectStore"},
+	{"output uri with credentials", func(r *alignv1.AlignmentRun) {
+		r.Spec.Output = &alignv1.OutputSpec{URI: "s3://AKIA:secret@bucket/models"}
+	}, "spec.output.uri must be s3://bucket[/prefix]", "spec.output.uri"},
+	{"output uri of another scheme", func(r *alignv1.AlignmentRun) {
+		r.Spec.Output = &alignv1.OutputSpec{URI: "file:///tmp/models"}
+	}, "spec.output.uri must be s3://bucket[/prefix]", "spec.output.uri"},
+	{"output endpoint without scheme", func(r *alignv1.AlignmentRun) {
+		r.Spec.Output = &alignv1.OutputSpec{URI: "s3://bucket", Endpoint: "minio:9000"}
+	}, "spec.output.endpoint must start with http://", "spec.output.endpoint"},
+	{"output secretRef on gs", func(r *alignv1.AlignmentRun) {
+		r.Spec.Output = &alignv1.OutputSpec{URI: "gs://bucket", SecretRef: &alignv1.ObjectStoreSecretRef{Name: "s3"}}
+	}, "spec.output.secretRef is for s3:// buckets", "spec.output.secretRef"},
+	{"output region with capitals", func(r *alignv1.AlignmentRun) {
+		r.Spec.Output = &alignv1.OutputSpec{URI: "s3://bucket", Region: "EU-West-1"}
+	}, "spec.output.region", "spec.output.region"},
 	{"model builtin and uri", func(r *alignv1.AlignmentRun) { r.Spec.Model.URI = "s3://bucket/models/sft" },
 		"spec.model: set exactly one of spec.model.builtin", "spec.model"},
 	{"model uri without a path", func(r *alignv1.AlignmentRun) { r.Spec.Model = alignv1.ModelSpec{URI: "s3://bucket"} },

@@ -20,13 +20,13 @@ import (
 const Version = "v1"
 
 // Stages are the stage names in the order they run within a phase (spec.Stages says which a
-// phase has: phase 0 is eval alone, the last phase ends with report).
-var Stages = []string{v1alpha1.StageSample, v1alpha1.StageLabel, v1alpha1.StageTrain, v1alpha1.StageEval, v1alpha1.StageReport}
+// phase has: phase 0 is eval alone, the last phase ends with report, then export).
+var Stages = []string{v1alpha1.StageSample, v1alpha1.StageLabel, v1alpha1.StageTrain, v1alpha1.StageEval, v1alpha1.StageReport, v1alpha1.StageExport}
 
 // Known reports whether stage is one of Stages.
 func Known(stage string) bool {
 	switch stage {
-	case v1alpha1.StageSample, v1alpha1.StageLabel, v1alpha1.StageTrain, v1alpha1.StageEval, v1alpha1.StageReport:
+	case v1alpha1.StageSample, v1alpha1.StageLabel, v1alpha1.StageTrain, v1alpha1.StageEval, v1alpha1.StageReport, v1alpha1.StageExport:
 		return true
 	}
 	return false
@@ -40,7 +40,8 @@ func Sharded(stage string) bool {
 
 // Completions is the number of pods (completion indices) of a stage's Job, also the number of
 // shard or member runs of the local runner: spec.sampler.parallelism and spec.labeler.parallelism
-// (default 1) shards, one pod per ensemble member for train, one pod for eval and report.
+// (default 1) shards, one pod per ensemble member for train, one pod for eval, report and
+// export.
 func Completions(spec *v1alpha1.AlignmentRunSpec, stage string) int32 {
 	switch stage {
 	case v1alpha1.StageSample:
@@ -62,8 +63,9 @@ func FirstPhase(stage string) int {
 	return 1
 }
 
-// CheckPhase reports a phase k a stage cannot run in, for a run of `phases` phases (F).
-func CheckPhase(stage string, k, phases int) error {
+// CheckPhase reports a phase k a stage cannot run in, for a run of `phases` phases (F);
+// everyPhase is spec.output.everyPhase (export runs in every phase, else in the last only).
+func CheckPhase(stage string, k, phases int, everyPhase bool) error {
 	if lo := FirstPhase(stage); k < lo {
 		return fmt.Errorf("--phase must be >= %d (got %d)", lo, k)
 	}
@@ -72,6 +74,9 @@ func CheckPhase(stage string, k, phases int) error {
 	}
 	if stage == v1alpha1.StageReport && k != phases {
 		return fmt.Errorf("--phase must be the last phase, spec.trustRegion.phases (%d), for the report (got %d)", phases, k)
+	}
+	if stage == v1alpha1.StageExport && k != phases && !everyPhase {
+		return fmt.Errorf("--phase must be the last phase, spec.trustRegion.phases (%d), for the export (got %d): set spec.output.everyPhase to export earlier phases", phases, k)
 	}
 	return nil
 }

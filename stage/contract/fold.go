@@ -13,7 +13,7 @@ type Folded struct {
 	// The stage's results combined: counts and annotation accounting summed over indices (sample:
 	// samples, pairs = candidate pairs, identical; label: pairs = pairs kept, ties, identical);
 	// each train diagnostic the mean over the members that report it; the checkpoint member 0's
-	// (index 0); eval's metrics as its pod reports them; report's path.
+	// (index 0); eval's metrics as its pod reports them; report's path; export's URIs.
 	v1alpha1.StageResult
 	// GuardDecidedShare (label) is the fraction of the kept pairs whose order the gold
 	// annotator's degeneracy guard decided, over the shards that count them; nil when none does.
@@ -79,7 +79,7 @@ func Fold(stage string, byIndex map[int32]v1alpha1.StageResult) Folded {
 		*pick(&f.StageResult) = meanOf(results, pick)
 	}
 	if r, ok := byIndex[0]; ok {
-		f.Checkpoint, f.Report = r.Checkpoint, r.Report
+		f.Checkpoint, f.Report, f.Outputs = r.Checkpoint, r.Report, r.Outputs
 	}
 	return f
 }

@@ -189,9 +189,9 @@ func Register(fs *pflag.FlagSet, stage string) *Invocation {
 	switch stage {
 	case v1alpha1.StageEval:
 		fs.StringVar(&inv.Split, FlagSplit, d.Split, "held-out split: eval or validation")
-	case v1alpha1.StageReport:
-		// The report pod runs with spec.evaluator's template, whose args may carry --split; the
-		// report reads the evaluations already made and has no use for it.
+	case v1alpha1.StageReport, v1alpha1.StageExport:
+		// The report and export pods run with spec.evaluator's template, whose args may carry
+		// --split; they read what the evaluations and the training wrote and have no use for it.
 		fs.StringVar(&inv.Split, FlagSplit, "", "accepted for spec.evaluator.args; unused")
 		_ = fs.MarkHidden(FlagSplit)
 	}
@@ -199,12 +199,12 @@ func Register(fs *pflag.FlagSet, stage string) *Invocation {
 }
 
 // ResolveIndex sets an index not given by --index from the Indexed Job's EnvCompletionIndex,
-// read with lookup (os.LookupEnv). Eval and report have one pod: its index is 0.
+// read with lookup (os.LookupEnv). Eval, report and export have one pod: its index is 0.
 func (inv *Invocation) ResolveIndex(lookup func(string) (string, bool)) error {
 	if inv.Index >= 0 {
 		return nil
 	}
-	if inv.Stage == v1alpha1.StageEval || inv.Stage == v1alpha1.StageReport {
+	if inv.Stage == v1alpha1.StageEval || inv.Stage == v1alpha1.StageReport || inv.Stage == v1alpha1.StageExport {
 		inv.Index = 0
 		return nil
 	}

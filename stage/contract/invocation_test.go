@@ -44,19 +44,27 @@ func TestCompletions(t *testing.T) {
 
 func TestCheckPhase(t *testing.T) {
 	cases := []struct {
-		stage   string
-		k       int
-		wantErr string
+		stage      string
+		k          int
+		everyPhase bool
+		wantErr    string
 	}{
-		{v1alpha1.StageEval, 0, ""},
-		{v1alpha1.StageEval, 3, ""},
-		{v1alpha1.StageEval, -1, "--phase must be >= 0"},
-		{v1alpha1.StageTrain, 0, "--phase must be >= 1"},
-		{v1alpha1.StageSample, 1, ""},
-		{v1alpha1.StageLabel, 4, "beyond spec.trustRegion.phases (3)"},
+		{v1alpha1.StageEval, 0, false, ""},
+		{v1alpha1.StageEval, 3, false, ""},
+		{v1alpha1.StageEval, -1, false, "--phase must be >= 0"},
+		{v1alpha1.StageTrain, 0, false, "--phase must be >= 1"},
+		{v1alpha1.StageSample, 1, false, ""},
+		{v1alpha1.StageLabel, 4, false, "beyond spec.trustRegion.phases (3)"},
+		{v1alpha1.StageReport, 2, true, "the last phase"},
+		{v1alpha1.StageReport, 3, false, ""},
+		{v1alpha1.StageExport, 3, false, ""},
+		{v1alpha1.StageExport, 2, false, "set spec.output.everyPhase"},
+		{v1alpha1.StageExport, 2, true, ""},
+		{v1alpha1.StageExport, 0, true, "--phase must be >= 1"},
+		{v1alpha1.StageExport, 4, true, "beyond spec.trustRegion.phases (3)"},
 	}
 	for _, tc := range cases {
-		err := CheckPhase(tc.stage, tc.k, 3)
+		err := CheckPhase(tc.stage, tc.k, 3, tc.everyPhase)
 		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%s phase %d: %v, want %q", tc.stage, tc.k, err, tc.wantErr)
 		}

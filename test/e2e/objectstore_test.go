@@ -97,6 +97,11 @@ func TestObjectStore(t *testing.T) {
 			"uri": bucket + "/runs", "endpoint": proxy.URL, "region": storagetest.Region,
 			"secretRef": map[string]any{"name": "s3-keys"},
 		}}, "spec", "workspace")
+		// Models out to the same bucket under another prefix (its own secretRef, the same keys).
+		setPath(obj, map[string]any{
+			"uri": bucket + "/models", "endpoint": proxy.URL, "region": storagetest.Region,
+			"secretRef": map[string]any{"name": "s3-keys"},
+		}, "spec", "output")
 	}))
 	select {
 	case <-proxy.held:
@@ -158,6 +163,22 @@ func TestObjectStore(t *testing.T) {
 	}
 	if rows != faultPrompts {
 		t.Fatalf("the sample shards hold %d rows, want %d", rows, faultPrompts)
+	}
+	// The export stage wrote the final policy and adapter, markers included, and status names them.
+	if o := run.Status.Outputs; o == nil || o.Policy != bucket+"/models/"+name+"/policy" || o.Adapter != bucket+"/models/"+name+"/adapter" {
+		t.Errorf("status.outputs = %+v", o)
+	}
+	out, err := storage.Open(ctx, bucket+"/models/"+name, storage.Options{Endpoint: srv.Endpoint, Region: storagetest.Region, PathStyle: true,
+		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	for _, key := range []string{"policy/config.json", "policy/model.safetensors", "policy/.complete", "adapter/adapter_config.json",
+		"adapter/adapter_model.safetensors", "adapter/.complete"} {
+		if ok, err := out.Exists(ctx, key); !ok || err != nil {
+			t.Errorf("the export lacks %s (%v)", key, err)
+		}
 	}
 	ph := findPhase(run, 1)
 	if ph == nil || ph.Samples != 2*faultPrompts {
