@@ -188,6 +188,9 @@ func (r *AlignmentRunReconciler) buildJob(run *alignv1.AlignmentRun, k int32, st
 	// loads) may write outside the workspace.
 	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	mounts = append(mounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp"})
+	if v, m, ok := modelImageVolume(&spec.Model); ok {
+		volumes, mounts = append(volumes, v), append(mounts, m)
+	}
 	if v, m, ok := workspaceVolume(&spec.Workspace); ok {
 		volumes, mounts = append(volumes, v), append(mounts, m)
 	}

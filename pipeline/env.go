@@ -37,6 +37,9 @@ type Env struct {
 	VolumeRoot string
 	// DataDir is where a ConfigMap data source is mounted (keys as files).
 	DataDir string
+	// ModelImageDir is where an oci:// spec.model.uri is mounted (contract.ModelImageMountPath in
+	// a stage pod; tests point it elsewhere).
+	ModelImageDir string
 	// EvalSplit is "eval" (default) or "validation": the held-out prompts Eval uses.
 	EvalSplit string
 	// Progress, when set, is called as stages advance.

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 	"github.com/bpo-dev/bpo/storage"
 	"github.com/bpo-dev/bpo/trainer/model"
 	"github.com/bpo-dev/bpo/trainer/task"
@@ -75,11 +76,28 @@ func (e *Env) fetchModel(field, uri, dst string) (string, error) {
 	return dst, writeFileAtomic(filepath.Join(dst, completeFile), nil)
 }
 
+// imageModel is the folder of an oci:// model: the image volume the controller mounts in every
+// stage pod. Only the kubelet can pull it, so the local runner (and a cluster without image
+// volumes) finds no folder there and says so.
+func (e *Env) imageModel(ref string) (string, error) {
+	dir := e.ModelImageDir
+	if dir == "" {
+		dir = contract.ModelImageMountPath
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		return "", fmt.Errorf("spec.model.uri oci://%s: no model at %s (%v): the image is mounted there by the operator's stage pods as an image volume (Kubernetes >= 1.35, or the ImageVolume feature gate, and a container runtime that supports it); a local run needs spec.model.path or an s3:// or gs:// uri", ref, dir, err)
+	}
+	return dir, nil
+}
+
 // modelDir resolves spec.model to a folder, materialising a built-in model into the workspace.
 func (e *Env) modelDir() (string, error) {
 	spec := e.Run.Spec.Model
 	if spec.Path != "" {
 		return filepath.Join(e.VolumeRoot, spec.Path), nil
+	}
+	if ref := v1alpha1.ModelImage(spec.URI); ref != "" {
+		return e.imageModel(ref)
 	}
 	if spec.URI != "" {
 		return e.fetchModel("spec.model.uri", spec.URI, e.WS.BaseInDir())

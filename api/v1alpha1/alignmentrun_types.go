@@ -339,9 +339,13 @@ type ModelSpec struct {
 	// copies it into the run's folder (<run>/base-in/) before loading it. It is read with
 	// spec.workspace.objectStore's endpoint and credentials, or, without an object-store
 	// workspace, with the pod's own identity (the local runner: AWS_* variables, ADC).
+	// Or an OCI image whose root holds that folder, oci://registry/repo:tag (or @sha256:...):
+	// every stage pod mounts it read-only as a Kubernetes image volume (needs the ImageVolume
+	// feature: on by default since Kubernetes 1.35, and a runtime that supports it, e.g.
+	// containerd 2.1 or CRI-O 1.31); the local runner cannot read it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9]/[^?#@]+$')",message="spec.model.uri must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9]/[^?#@]+$') || self.matches('^oci://[a-z0-9][-a-z0-9.]*(:[0-9]+)?(/[a-z0-9][-a-z0-9._]*)+(:[A-Za-z0-9_][-A-Za-z0-9_.]{0,127})?(@sha256:[a-f0-9]{64})?$')",message="spec.model.uri must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials, or oci://registry/repository:tag of an image holding one"
 	URI string `json:"uri,omitempty"`
 
 	// tokenizer is byte (ids 0..255 are bytes, 256 is end-of-text), gpt2-bpe, or auto (use the

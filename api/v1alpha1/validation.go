@@ -82,8 +82,8 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 		errs = append(errs, field.Invalid(mp.Child("builtin"), s.Model.Builtin, "must be a lower-case name such as tiny-reviews"))
 	case s.Model.Path != "":
 		errs = append(errs, validateRelPath(mp.Child("path"), s.Model.Path)...)
-	case s.Model.URI != "" && !modelURIRE.MatchString(s.Model.URI):
-		errs = append(errs, field.Invalid(mp.Child("uri"), s.Model.URI, "must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials"))
+	case s.Model.URI != "" && !modelURIRE.MatchString(s.Model.URI) && !ociRefRE.MatchString(s.Model.URI):
+		errs = append(errs, field.Invalid(mp.Child("uri"), s.Model.URI, "must be s3://bucket/path or gs://bucket/path to a checkpoint folder, without credentials, or oci://registry/repository:tag of an image holding one"))
 	}
 	switch s.Model.Tokenizer {
 	case TokenizerByte, TokenizerGPT2BPE, TokenizerAuto:
@@ -461,8 +461,18 @@ var (
 	// spec.model.uri: a bucket, an optional (model: required) path, no credentials.
 	storeURIRE = regexp.MustCompile(`^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^?#@]*)?$`)
 	modelURIRE = regexp.MustCompile(`^(s3|gs)://[a-z0-9][-a-z0-9._]*[a-z0-9]/[^?#@]+$`)
-	regionRE   = regexp.MustCompile(`^[a-z0-9-]+$`)
+	// ociRefRE is an image reference behind oci:// (registry[:port]/repository[:tag][@digest]).
+	ociRefRE = regexp.MustCompile(`^oci://[a-z0-9][-a-z0-9.]*(:[0-9]+)?(/[a-z0-9][-a-z0-9._]*)+(:[A-Za-z0-9_][-A-Za-z0-9_.]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+	regionRE = regexp.MustCompile(`^[a-z0-9-]+$`)
 )
+
+// ModelImage is the image reference of an oci:// model uri ("" for any other location).
+func ModelImage(uri string) string {
+	if ref, ok := strings.CutPrefix(uri, "oci://"); ok {
+		return ref
+	}
+	return ""
+}
 
 // IsModelURI reports whether a model location (spec.model.uri, spec.trustRegion.fixedCheckpoint)
 // names a bucket rather than a workspace path.

@@ -169,6 +169,11 @@ var InvalidCases = []InvalidCase{
 		"spec.model: set exactly one of spec.model.builtin", "spec.model"},
 	{"model uri without a path", func(r *alignv1.AlignmentRun) { r.Spec.Model = alignv1.ModelSpec{URI: "s3://bucket"} },
 		"spec.model.uri must be s3://bucket/path", "spec.model.uri"},
+	{"model uri of an image with capitals", func(r *alignv1.AlignmentRun) {
+		r.Spec.Model = alignv1.ModelSpec{URI: "oci://ghcr.io/Org/Model:v1"}
+	}, "or oci://registry/repository:tag of an image holding one", "spec.model.uri"},
+	{"model uri of an image without a repository", func(r *alignv1.AlignmentRun) { r.Spec.Model = alignv1.ModelSpec{URI: "oci://gpt2"} },
+		"or oci://registry/repository:tag of an image holding one", "spec.model.uri"},
 	{"backoffLimit above 20", func(r *alignv1.AlignmentRun) { r.Spec.BackoffLimit = ptr.To(int32(21)) },
 		"spec.backoffLimit", "spec.backoffLimit"},
 	{"name longer than 40", func(r *alignv1.AlignmentRun) { r.Name = strings.Repeat("a", 41) },

@@ -24,6 +24,9 @@ const (
 	// TerminationLogPath is the container's terminationMessagePath.
 	TerminationLogPath = "/dev/termination-log"
 
+	// ModelImageMountPath is where an oci:// spec.model.uri is mounted (an image volume).
+	ModelImageMountPath = "/models/base"
+
 	ConfigPath  = ConfigMountPath + "/" + RunConfigKey
 	DataDirPath = ConfigMountPath + "/" + DataDirName
 )
