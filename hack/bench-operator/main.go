@@ -291,6 +291,11 @@ func startManager(o options, bin, kubeconfig, tmp string) (*manager, error) {
 	}
 	m.cmd = exec.Command(bin,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", mp),
+		// Plain HTTP on loopback: the benchmark reads the request counter without a token
+		// (the secure default needs TokenReview credentials it does not have).
+		"--metrics-secure=false",
+		// No stage pod reports progress here.
+		"--progress-bind-address=0",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", pp),
 		"--max-concurrent-reconciles", strconv.Itoa(o.reconciles),
 		"--kube-api-qps", strconv.FormatFloat(o.qps, 'g', -1, 64),
