@@ -114,25 +114,9 @@ func TestRetryReportedDespiteStatusConflict(t *testing.T) {
 	ctx := context.Background()
 	run := testutil.MakeRun("ns", "conflicted").Phases(1).Members(1).BackoffLimit(2).Defaulted()
 	run.UID = types.UID("uid-conflicted")
-	conflict := false
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(run).WithStatusSubresource(run, &batchv1.Job{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				if _, isRun := obj.(*alignv1.AlignmentRun); isRun && conflict {
-					return apierrors.NewConflict(schema.GroupResource{Group: "alignment.bpo.dev", Resource: "alignmentruns"}, obj.GetName(), nil)
-				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		}).Build()
-	rec := events.NewFakeRecorder(100)
-	r := &AlignmentRunReconciler{Client: c, Scheme: scheme, Recorder: rec, StageImage: DefaultStageImage}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "conflicted"}}
-	reconcile := func() {
-		t.Helper()
-		if _, err := r.Reconcile(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f := newFakeRun(t, run)
+	c, r, rec, req := f.c, f.r, f.rec, f.req
+	reconcile := func() { t.Helper(); f.reconcile(t) }
 	job := func(name string) *batchv1.Job { t.Helper(); return fakeJob(t, c, "ns", name) }
 	retries := 0
 	drain := func() {
@@ -150,12 +134,12 @@ func TestRetryReportedDespiteStatusConflict(t *testing.T) {
 	must(t, testutil.FailJob(ctx, c, job(JobName(run.Name, 1, alignv1.StageLabel, 0)), "annotator unreachable"))
 	before := max(0, metricValue(t, "bpo_alignmentrun_stage_retries_total", map[string]string{"stage": alignv1.StageLabel})) // -1: no series yet
 
-	conflict = true
+	f.conflict = true
 	if _, err := r.Reconcile(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	job(JobName(run.Name, 1, alignv1.StageLabel, 1)) // the retry's Job exists
-	conflict = false
+	f.conflict = false
 	reconcile()
 	reconcile()
 	drain()
@@ -178,25 +162,9 @@ func TestSuspendAfterConflictedRetry(t *testing.T) {
 	ctx := context.Background()
 	run := testutil.MakeRun("ns", "suspended").Phases(1).Members(1).BackoffLimit(2).Defaulted()
 	run.UID = types.UID("uid-suspended")
-	conflict := false
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(run).WithStatusSubresource(run, &batchv1.Job{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				if _, isRun := obj.(*alignv1.AlignmentRun); isRun && conflict {
-					return apierrors.NewConflict(schema.GroupResource{Group: "alignment.bpo.dev", Resource: "alignmentruns"}, obj.GetName(), nil)
-				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		}).Build()
-	rec := events.NewFakeRecorder(100)
-	r := &AlignmentRunReconciler{Client: c, Scheme: scheme, Recorder: rec, StageImage: DefaultStageImage}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "suspended"}}
-	reconcile := func() {
-		t.Helper()
-		if _, err := r.Reconcile(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f := newFakeRun(t, run)
+	c, _, rec, req := f.c, f.r, f.rec, f.req
+	reconcile := func() { t.Helper(); f.reconcile(t) }
 	job := func(name string) *batchv1.Job { t.Helper(); return fakeJob(t, c, "ns", name) }
 	setSuspend := func(v bool) {
 		t.Helper()
@@ -211,9 +179,9 @@ func TestSuspendAfterConflictedRetry(t *testing.T) {
 	must(t, testutil.SucceedJob(ctx, c, sample, func(i int32) alignv1.StageResult { return fakeResult(alignv1.StageSample, "1", i) }))
 	reconcile()
 	must(t, testutil.FailJob(ctx, c, job(JobName(run.Name, 1, alignv1.StageLabel, 0)), "annotator unreachable"))
-	conflict = true
+	f.conflict = true
 	reconcile() // creates attempt 1; its status write conflicts
-	conflict = false
+	f.conflict = false
 	retry := JobName(run.Name, 1, alignv1.StageLabel, 1)
 	job(retry)
 	if got := getStatus(t, c, run); got.Retries != 0 {

@@ -8,16 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	batchv1 "k8s.io/api/batch/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/events"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	alignv1 "github.com/bpo-dev/bpo/api/v1alpha1"
@@ -180,25 +172,9 @@ func TestPhaseCompletedOnceDespiteStatusConflict(t *testing.T) {
 	const ns = "fake-observability"
 	run := testutil.MakeRun(ns, "once").Phases(1).Members(1).Defaulted()
 	run.UID = types.UID("uid-once")
-	conflict := false
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(run).WithStatusSubresource(run, &batchv1.Job{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				if _, isRun := obj.(*alignv1.AlignmentRun); isRun && conflict {
-					return apierrors.NewConflict(schema.GroupResource{Group: "alignment.bpo.dev", Resource: "alignmentruns"}, obj.GetName(), nil)
-				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		}).Build()
-	rec := events.NewFakeRecorder(100)
-	r := &AlignmentRunReconciler{Client: c, Scheme: scheme, Recorder: rec, StageImage: DefaultStageImage}
-	req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: run.Name}}
-	reconcile := func() {
-		t.Helper()
-		if _, err := r.Reconcile(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f := newFakeRun(t, run)
+	c, _, rec, _ := f.c, f.r, f.rec, f.req
+	reconcile := func() { t.Helper(); f.reconcile(t) }
 	var phaseEvents []string
 	drain := func() {
 		for len(rec.Events) > 0 {
@@ -219,7 +195,7 @@ func TestPhaseCompletedOnceDespiteStatusConflict(t *testing.T) {
 		job := fakeJob(t, c, ns, JobName(run.Name, 1, stage, 0))
 		must(t, testutil.SucceedJob(ctx, c, job, func(i int32) alignv1.StageResult { return fakeResult(stage, "1", i) }))
 		if stage == alignv1.StageEval {
-			conflict = true // the write that completes the phase (and the run) conflicts
+			f.conflict = true // the write that completes the phase (and the run) conflicts
 		}
 		reconcile()
 	}
@@ -230,7 +206,7 @@ func TestPhaseCompletedOnceDespiteStatusConflict(t *testing.T) {
 	if st := getStatus(t, c, run); st.State != alignv1.StateRunning {
 		t.Errorf("after the conflict: state %q, want Running (nothing written)", st.State)
 	}
-	conflict = false
+	f.conflict = false
 	for range 3 {
 		reconcile()
 	}
