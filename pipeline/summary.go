@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/stage/contract"
@@ -38,8 +40,9 @@ func (e *Env) PhaseSummary(k int) (PhaseSummary, error) {
 	t := contract.Fold(v1alpha1.StageTrain, train)
 	sum.Loss, sum.Accuracy, sum.Margin, sum.KLToRef = val(t.Loss), val(t.RewardAccuracy), val(t.RewardMargin), val(t.KLToReference)
 	for _, rs := range []map[int32]v1alpha1.StageResult{sample, label, train} {
-		for _, r := range rs {
-			sum.Seconds += r.DurationSeconds
+		// In index order: a float sum in map order differs in its last bits from run to run.
+		for _, i := range slices.Sorted(maps.Keys(rs)) {
+			sum.Seconds += rs[i].DurationSeconds
 		}
 	}
 	fresh, err := e.FreshPairAccuracy(k)
