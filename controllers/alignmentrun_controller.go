@@ -176,7 +176,7 @@ func (r *AlignmentRunReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})
 	if r.Progress != nil {
 		// Runs whose pods reported progress (at most every progressFoldInterval per run).
-		b = b.WatchesRawSource(source.Channel(r.Progress.events, &handler.EnqueueRequestForObject{}))
+		b = b.WatchesRawSource(source.Channel(r.Progress.Events(), &handler.EnqueueRequestForObject{}))
 	}
 	return b.Complete(r)
 }
@@ -444,8 +444,7 @@ func (r *AlignmentRunReconciler) reconcileSuspend(ctx context.Context, s *scope)
 		if k, stage, attempt, ok := inFlight(s.jobs); ok {
 			o := &s.orig.Status
 			if o.Phase != k || o.Stage != stage || o.Retries != attempt {
-				st.Phase, st.Stage, st.Retries = k, stage, attempt
-				st.Progress = fmt.Sprintf("%d/%d", k, s.run.Spec.TrustRegion.Phases)
+				trackStage(st, k, s.run.Spec.TrustRegion.Phases, stage, attempt)
 				setState(s, suspendedState(fmt.Sprintf("spec.suspend is true: suspending at phase %d/%d stage %s", k, st.Phases, stage)))
 				s.requeue(100 * time.Millisecond)
 				return true, nil
@@ -626,8 +625,7 @@ func (r *AlignmentRunReconciler) reconcileStage(ctx context.Context, s *scope, k
 	}
 	a := decideStage(in)
 
-	st.Phase, st.Stage, st.Retries = k, stage, a.Attempt
-	st.Progress = fmt.Sprintf("%d/%d", k, F)
+	trackStage(st, k, F, stage, a.Attempt)
 	where := stageWhere(k, F, stage)
 	var related runtime.Object
 	if job != nil {
@@ -754,6 +752,12 @@ func (r *AlignmentRunReconciler) startJob(ctx context.Context, s *scope, k int32
 	}
 	setState(s, runningState(alignv1.ReasonStageRunning, fmt.Sprintf("%s running (Job %s)", where, job.Name)))
 	return err == nil, nil
+}
+
+// trackStage records the current stage and attempt of phase k of F in status.
+func trackStage(st *alignv1.AlignmentRunStatus, k, phases int32, stage string, attempt int32) {
+	st.Phase, st.Stage, st.Retries = k, stage, attempt
+	st.Progress = fmt.Sprintf("%d/%d", k, phases)
 }
 
 // inFlight is the stage Job that runs (not finished, not being deleted), by its labels: the

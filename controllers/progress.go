@@ -276,10 +276,7 @@ func checkReport(r *alignv1.ProgressReport) error {
 func (p *ProgressServer) store(run types.NamespacedName, pod *corev1.Pod, rep alignv1.ProgressReport) {
 	phase, _ := strconv.Atoi(pod.Labels[alignv1.LabelPhase])
 	stage, attempt := pod.Labels[alignv1.LabelStage], pod.Labels[alignv1.LabelAttempt]
-	index := int32(0)
-	if v, err := strconv.Atoi(pod.Annotations[batchv1.JobCompletionIndexAnnotation]); err == nil {
-		index = int32(v)
-	}
+	index := completionIndex(pod, 0)
 	now := p.now()
 	p.mu.Lock()
 	rp := p.runs[run]

@@ -56,13 +56,15 @@ func terminatedState(pod *corev1.Pod) *corev1.ContainerStateTerminated {
 	return nil
 }
 
-func podIndex(pod *corev1.Pod, res *alignv1.StageResult) int32 {
+// completionIndex is the pod's Indexed-Job completion index (its annotation), or fallback when
+// the pod has none.
+func completionIndex(pod *corev1.Pod, fallback int32) int32 {
 	if v, ok := pod.Annotations[batchv1.JobCompletionIndexAnnotation]; ok {
 		if i, err := strconv.Atoi(v); err == nil {
 			return int32(i)
 		}
 	}
-	return res.Index
+	return fallback
 }
 
 // stageResults reads one StageResult per completion index from the termination messages of the
@@ -84,7 +86,7 @@ func stageResults(pods []corev1.Pod) (results map[int32]alignv1.StageResult, bad
 			bad++
 			continue
 		}
-		results[podIndex(pod, &res)] = res
+		results[completionIndex(pod, res.Index)] = res
 	}
 	return results, bad
 }

@@ -70,16 +70,7 @@ func OpenEnv(config, volumeRoot string) (*Env, error) {
 	if run.Spec.Workspace.ObjectStore != nil {
 		return nil, fmt.Errorf("%s: spec.workspace.objectStore: this command reads a workspace folder; stage the run's folder from the bucket first (the stage commands do it themselves)", config)
 	}
-	env, err := NewEnv(run, volumeRoot)
-	if err != nil {
-		return nil, err
-	}
-	// A stage pod given a progress endpoint reports to it as it goes (the local runner draws
-	// bars instead).
-	if rep := ProgressFromEnv(os.Stderr); rep != nil {
-		env.Progress = rep.Update
-	}
-	return env, nil
+	return NewEnv(run, volumeRoot)
 }
 
 // NewEnv opens (or creates) the run's workspace under volumeRoot.

@@ -97,18 +97,10 @@ func OpenOutput(ctx context.Context, o *v1alpha1.OutputSpec, getenv func(string)
 		return nil, fmt.Errorf("spec.output: set both %s and %s, or neither (spec.output.secretRef sets both)",
 			v1alpha1.EnvOutputAccessKeyID, v1alpha1.EnvOutputSecretAccessKey)
 	}
-	st, err := storage.Open(ctx, o.URI, storage.Options{
+	return openPinged(ctx, "spec.output", o.URI, storage.Options{
 		Endpoint: o.Endpoint, Region: o.Region, PathStyle: o.Endpoint != "",
 		AccessKeyID: id, SecretAccessKey: secret,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("spec.output: %w", err)
-	}
-	if err := st.Ping(ctx); err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("spec.output: %w", err)
-	}
-	return st, nil
 }
 
 // writeExport writes the policy after phase k into dir/policy (config.json, model.safetensors,
@@ -160,11 +152,7 @@ func (e *Env) copyTokenizer(src, dst string) error {
 		}
 	}
 	cfg["tokenizer_class"] = class
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(data, '\n'))
+	return writeJSONAtomic(path, cfg)
 }
 
 // saveEnsembleAdapter writes the members' mean as one PEFT LoRA adapter (model.EnsembleAdapter:

@@ -9,22 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/stage/contract"
 )
-
-// RunManifest renders the run as the run.yaml a stage pod reads at /etc/bpo/run.yaml
-// (apiVersion, kind, metadata name/uid, the defaulted spec): what an external stage command gets
-// as --config.
-func (r *Run) RunManifest() ([]byte, error) {
-	return yaml.Marshal(map[string]any{
-		"apiVersion": v1alpha1.GroupVersion.String(), "kind": "AlignmentRun",
-		"metadata": map[string]any{"name": r.Name, "uid": r.UID},
-		"spec":     r.Spec,
-	})
-}
 
 // trainExternal runs Env.TrainCommand as the operator's train pod for member m of phase k would
 // run it (docs/stage-contract.md, contract.Invocation.CommandLine): the command, then the

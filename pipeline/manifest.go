@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
@@ -16,6 +15,17 @@ import (
 // says what produced it and `bpo report --workspace` can render its report with nothing else.
 const ManifestFile = "run.yaml"
 
+// RunManifest renders the run as the run.yaml a stage pod reads at /etc/bpo/run.yaml
+// (apiVersion, kind, metadata name/uid, the defaulted spec): what an external stage command gets
+// as --config.
+func (r *Run) RunManifest() ([]byte, error) {
+	return yaml.Marshal(map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(), "kind": "AlignmentRun",
+		"metadata": map[string]any{"name": r.Name, "uid": r.UID},
+		"spec":     r.Spec,
+	})
+}
+
 // writeManifest keeps the run's (defaulted) manifest in the workspace folder, once: the first
 // stage to open the workspace writes it, later ones leave it (every stage of a run reads the
 // same spec).
@@ -24,12 +34,7 @@ func (e *Env) writeManifest() error {
 	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	ar := v1alpha1.AlignmentRun{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "AlignmentRun"},
-		ObjectMeta: metav1.ObjectMeta{Name: e.Run.Name, UID: "" /* kept in owner.json */},
-		Spec:       e.Run.Spec,
-	}
-	data, err := yaml.Marshal(ar)
+	data, err := e.Run.RunManifest()
 	if err != nil {
 		return fmt.Errorf("workspace manifest: %w", err)
 	}

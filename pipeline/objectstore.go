@@ -26,13 +26,19 @@ import (
 // standard environment only (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, which a stage pod gets
 // from the secretRef; IRSA; gs:// Application Default Credentials), never from the spec.
 func OpenObjectStore(ctx context.Context, o *v1alpha1.WorkspaceObjectStore) (*storage.Store, error) {
-	st, err := storage.Open(ctx, o.URI, storeOptions(o))
+	return openPinged(ctx, "spec.workspace.objectStore", o.URI, storeOptions(o))
+}
+
+// openPinged opens the store at uri and pings it (Open does not contact the server, so a wrong
+// endpoint or credential would otherwise show only on the first read); errors name field.
+func openPinged(ctx context.Context, field, uri string, opts storage.Options) (*storage.Store, error) {
+	st, err := storage.Open(ctx, uri, opts)
 	if err != nil {
-		return nil, fmt.Errorf("spec.workspace.objectStore: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	if err := st.Ping(ctx); err != nil {
 		_ = st.Close()
-		return nil, fmt.Errorf("spec.workspace.objectStore: %w", err)
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return st, nil
 }

@@ -169,7 +169,7 @@ func RunStageInStore(ctx context.Context, run *Run, scratch string, c StageCall,
 // manifest and run one pod's share of a stage, on the volume mounted at workspace, or, with
 // spec.workspace.objectStore, in workspace as a scratch folder staged from and published to
 // the bucket (RunStageInStore). setup configures the Env (data folder, split); a progress
-// endpoint in the environment is wired in as OpenEnv does.
+// endpoint in the environment (contract.EnvProgressURL) gets the stage's progress.
 func RunPodStage(ctx context.Context, config, workspace string, c StageCall, setup func(*Env)) (v1alpha1.StageResult, error) {
 	var none v1alpha1.StageResult
 	ar, err := LoadRunFile(config)

@@ -1,10 +1,10 @@
 package pipeline
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
+	"github.com/bpo-dev/bpo/stage/contract"
 )
 
 // PhaseSummary is one row of the local runner's per-phase table (and of report.md).
@@ -92,43 +92,23 @@ func (e *Env) RunAll(h RunHooks) ([]PhaseSummary, error) {
 	return out, nil
 }
 
-// runStageLocally runs every pod's share of one stage of phase k in turn.
+// runStageLocally runs every pod's share of one stage of phase k in turn, as the stage's Job
+// would (contract.Completions pods; RunStage is what each pod runs).
 func (e *Env) runStageLocally(k int, stage string, h RunHooks) error {
-	start := func(index int) {
+	n := int(contract.Completions(&e.Run.Spec, stage))
+	for i := range n {
 		if h.StageStart != nil {
+			index := i
+			if !contract.Sharded(stage) && stage != v1alpha1.StageTrain {
+				index = -1 // a stage of one pod: no shard or member to show
+			}
 			h.StageStart(k, stage, index)
 		}
+		if _, err := e.RunStage(StageCall{Stage: stage, Phase: k, Index: i, Shards: n}); err != nil {
+			return err
+		}
 	}
-	var err error
-	switch stage {
-	case v1alpha1.StageSample:
-		for s := 0; s < e.Run.SampleShards() && err == nil; s++ {
-			start(s)
-			_, err = e.Sample(k, s, e.Run.SampleShards())
-		}
-	case v1alpha1.StageLabel:
-		for s := 0; s < e.Run.LabelShards() && err == nil; s++ {
-			start(s)
-			_, err = e.Label(k, s, e.Run.LabelShards())
-		}
-	case v1alpha1.StageTrain:
-		for m := 0; m < e.Run.Members() && err == nil; m++ {
-			start(m)
-			_, err = e.Train(k, m)
-		}
-	case v1alpha1.StageEval:
-		start(-1)
-		_, err = e.Eval(k)
-	case v1alpha1.StageReport:
-		start(-1)
-		_, err = e.Report()
-	case v1alpha1.StageExport:
-		start(-1)
-		_, err = e.Export(context.Background(), k)
-	default:
-		err = fmt.Errorf("phase %d: unknown stage %q", k, stage)
-	}
-	return err
+	return nil
 }
 
 func val(p *float64) float64 {

@@ -74,15 +74,6 @@ func checkOwner(where string, data []byte, owner Owner) error {
 	return nil
 }
 
-// jsonBytes is v as indented JSON with a final newline, as the workspace's JSON files are.
-func jsonBytes(v any) ([]byte, error) {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(data, '\n'), nil
-}
-
 // staleTemp is the age after which a temp file of an atomic write is litter: a write takes
 // seconds, so an hour-old one belongs to a stage that was killed mid-write.
 const staleTemp = time.Hour
@@ -157,6 +148,7 @@ var (
 	writeFileAtomic = fsutil.WriteFile
 	writeJSONAtomic = fsutil.WriteJSON
 	readJSON        = fsutil.ReadJSON
+	jsonBytes       = fsutil.MarshalJSON
 )
 
 // WriteJSONL writes one JSON document per line, atomically.

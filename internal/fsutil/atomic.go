@@ -73,13 +73,22 @@ func WriteFileFunc(path string, write func(w io.Writer) error) (err error) {
 	return nil
 }
 
+// MarshalJSON is v as the JSON files are written: indented, with a final newline.
+func MarshalJSON(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
 // WriteJSON writes v as indented JSON with a final newline, atomically.
 func WriteJSON(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
+	data, err := MarshalJSON(v)
 	if err != nil {
 		return err
 	}
-	return WriteFile(path, append(data, '\n'))
+	return WriteFile(path, data)
 }
 
 // ReadJSON reads the JSON document at path into v. A missing file's error satisfies
