@@ -102,6 +102,8 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 		}
 	}
 
+	rep.nextSeedTable(w)
+
 	w("\n## Paired differences against %s\n\n", rep.Baseline)
 	w("Arm minus baseline on the same prompts under the same seed, averaged over the seeds both have. 95%% interval: hierarchical paired bootstrap, "+
 		"seeds resampled with replacement, then prompts with replacement within each drawn seed (arm and baseline share both draws), "+
@@ -268,4 +270,22 @@ func fmtOverlap(v stats.Stat, s string) string {
 		return "*no overlap*"
 	}
 	return s
+}
+
+// nextSeedTable states, per arm, where a run on a seed never used should land: the 95%
+// prediction interval of one more seed from the seeds run (stats.Stat.NextSeed). It is the
+// page's claim about seed variation that a reader can test by re-running an arm.
+func (rep *Report) nextSeedTable(w func(string, ...any)) {
+	w("\n### Where a new seed should land\n\n")
+	w("95%% prediction interval for one more seed of the same arm, from the n seeds above: mean ± t(0.975, n−1) · sd · √(1 + 1/n), " +
+		"assuming seeds vary normally. Re-running an arm with a seed never used should land inside it 19 times in 20 per column; " +
+		"with 3 seeds the interval is about ±5 sd wide, with 5 about ±3 sd.\n\n")
+	w("| arm | n | win rate (gold) | gold reward (samples) | held-out reward (samples) | KL to initial | mean length |\n|---|---|---|---|---|---|---|\n")
+	for _, st := range rep.Arms {
+		if len(st.runs) < 2 {
+			continue
+		}
+		w("| %s | %d | %s | %s | %s | %s | %s |\n", st.Arm, len(st.Seeds), st.WinRate.FormatNextSeed("%.3f"), st.GoldReward.FormatNextSeed("%.3f"),
+			st.HeldOutReward.FormatNextSeed("%.3f"), st.KL.FormatNextSeed("%.3g"), st.MeanLength.FormatNextSeed("%.1f"))
+	}
 }
