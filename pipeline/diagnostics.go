@@ -116,6 +116,41 @@ type PairAccuracy struct {
 	// kept no pair.
 	Accuracy   *float64 `json:"accuracy,omitempty"`
 	MeanMargin *float64 `json:"meanMargin,omitempty"`
+	// The length confound, over the pairs whose responses differ in length (absent when none
+	// do): RewardFollowsLength is the fraction where r(chosen) - r(rejected) has the sign of
+	// len(chosen) - len(rejected) (ties 1/2), GoldPrefersLonger the fraction where the chosen
+	// response is the longer. On a policy's own samples r grows with length (each token adds
+	// its log-ratio, positive on average), so RewardFollowsLength well above GoldPrefersLonger
+	// says the implicit reward ranks by length more than by what the annotator wants.
+	RewardFollowsLength *float64 `json:"rewardFollowsLength,omitempty"`
+	GoldPrefersLonger   *float64 `json:"goldPrefersLonger,omitempty"`
+}
+
+// lengthConfound is PairAccuracy's RewardFollowsLength and GoldPrefersLonger of pairs with
+// implicit-reward margins margin[i] and response lengths lenC[i], lenR[i] (tokens); ok is false
+// when every pair's responses have the same length.
+func lengthConfound(margin []float64, lenC, lenR []int) (follows, longer float64, ok bool) {
+	n := 0
+	for i, m := range margin {
+		d := lenC[i] - lenR[i]
+		if d == 0 {
+			continue
+		}
+		n++
+		if d > 0 {
+			longer++
+		}
+		switch {
+		case m == 0:
+			follows += 0.5
+		case (m > 0) == (d > 0):
+			follows++
+		}
+	}
+	if n == 0 {
+		return 0, 0, false
+	}
+	return follows / float64(n), longer / float64(n), true
 }
 
 // pairRewardAccuracy is the accuracy and mean margin of the implicit reward
@@ -210,6 +245,14 @@ func (e *Env) pairAccuracy(j, k int) (*PairAccuracy, error) {
 		n := len(pairs)
 		acc, margin := pairRewardAccuracy(pol[:n], pol[n:], ini[:n], ini[n:])
 		pa.Accuracy, pa.MeanMargin = &acc, &margin
+		margins, lenC, lenR := make([]float64, n), make([]int, n), make([]int, n)
+		for i, p := range pairs {
+			margins[i] = (pol[i] - ini[i]) - (pol[n+i] - ini[n+i])
+			lenC[i], lenR[i] = len(p.ChosenIDs), len(p.RejectedIDs)
+		}
+		if follows, longer, ok := lengthConfound(margins, lenC, lenR); ok {
+			pa.RewardFollowsLength, pa.GoldPrefersLonger = &follows, &longer
+		}
 	}
 	if err := writeJSONAtomic(path, pa); err != nil {
 		return nil, err

@@ -42,6 +42,33 @@ func TestPairRewardAccuracy(t *testing.T) {
 	}
 }
 
+func TestLengthConfound(t *testing.T) {
+	cases := []struct {
+		name            string
+		margin          []float64
+		lenC, lenR      []int
+		follows, longer float64
+		ok              bool
+	}{
+		{"empty", nil, nil, nil, 0, 0, false},
+		{"equal lengths only", []float64{1, -1}, []int{5, 7}, []int{5, 7}, 0, 0, false},
+		// Chosen longer and r prefers it: follows; chosen shorter and r prefers it: does not.
+		{"follows and not", []float64{2, 3}, []int{9, 4}, []int{5, 8}, 0.5, 0.5, true},
+		// r prefers the rejected (margin < 0), which is the longer: follows length, gold wants shorter.
+		{"rejected longer, r for rejected", []float64{-1}, []int{3}, []int{6}, 1, 0, true},
+		// A tied reward counts 1/2; the equal-length pair is left out of both fractions.
+		{"tie and equal", []float64{0, 5, 1}, []int{6, 4, 3}, []int{2, 4, 1}, 0.75, 1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, l, ok := lengthConfound(tc.margin, tc.lenC, tc.lenR)
+			if ok != tc.ok || !near(f, tc.follows, 1e-12) || !near(l, tc.longer, 1e-12) {
+				t.Fatalf("got %v %v %v, want %v %v %v", f, l, ok, tc.follows, tc.longer, tc.ok)
+			}
+		})
+	}
+}
+
 func TestTextStats(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -209,6 +236,9 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 	unit("phase 1 train-pair accuracy", sums[0].TrainPairAccuracy)
 	unit("phase 2 fresh-pair accuracy", sums[1].FreshPairAccuracy)
 	unit("phase 2 train-pair accuracy", sums[1].TrainPairAccuracy)
+	// Sampled responses differ in length, so the length confound is measured on the fresh pairs.
+	unit("phase 2 r follows length", sums[1].FreshRewardFollowsLength)
+	unit("phase 2 gold prefers longer", sums[1].FreshGoldPrefersLonger)
 	// The label stage measures how many pairs the built-in gold annotator's guard decided, and
 	// the stage result (what a pod reports) carries it, not only the shard's marker.
 	unit("phase 1 guard-decided", sums[0].GuardDecided)

@@ -211,16 +211,19 @@ func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult,
 		"phase 1 has none (its policy is the initial model, every reward 0). **Train-pair accuracy**: the same under the policy after " +
 		"phase k, on the pairs it was just trained on. **Gap**: train-pair accuracy of phase k−1 minus fresh-pair accuracy of phase k, " +
 		"one policy on the pairs it saw and on new ones. Unlike *reward acc* above (each member against the phase's reference), " +
-		"these score the merged policy against the initial model.\n\n")
+		"these score the merged policy against the initial model. **r follows length**: on the fresh pairs whose responses differ in length, "+
+		"the fraction where r ranks the longer one higher; **gold prefers longer**: the fraction where the chosen one is the longer. "+
+		"A policy's reward on its own samples grows with length, so the first well above the second means r ranks by length more than by "+
+		"what the annotator wants.\n\n")
 	guard := false
 	for _, s := range sums {
 		guard = guard || s.GuardDecided != nil
 	}
-	b.WriteString("| phase | pairs | fresh-pair accuracy | train-pair accuracy | gap |")
+	b.WriteString("| phase | pairs | fresh-pair accuracy | train-pair accuracy | gap | r follows length | gold prefers longer |")
 	if guard {
 		b.WriteString(" guard-decided |")
 	}
-	b.WriteString("\n|---|---|---|---|---|")
+	b.WriteString("\n|---|---|---|---|---|---|---|")
 	if guard {
 		b.WriteString("---|")
 	}
@@ -231,7 +234,8 @@ func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult,
 		if prevTrain != nil && s.FreshPairAccuracy != nil {
 			gap = fmt.Sprintf("%+.3f", *prevTrain-*s.FreshPairAccuracy)
 		}
-		fmt.Fprintf(b, "| %d | %d | %s | %s | %s |", s.Phase, s.Pairs, fmtOpt(s.FreshPairAccuracy, "%.3f"), fmtOpt(s.TrainPairAccuracy, "%.3f"), gap)
+		fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %s |", s.Phase, s.Pairs, fmtOpt(s.FreshPairAccuracy, "%.3f"), fmtOpt(s.TrainPairAccuracy, "%.3f"), gap,
+			fmtOpt(s.FreshRewardFollowsLength, "%.3f"), fmtOpt(s.FreshGoldPrefersLonger, "%.3f"))
 		if guard {
 			fmt.Fprintf(b, " %s |", fmtOpt(s.GuardDecided, "%.3f"))
 		}

@@ -28,6 +28,9 @@ type PhaseSummary struct {
 	// after this phase on the same pairs. Nil when undefined (phase 1, or no pairs kept).
 	FreshPairAccuracy *float64 `json:"freshPairAccuracy,omitempty"`
 	TrainPairAccuracy *float64 `json:"trainPairAccuracy,omitempty"`
+	// The fresh pairs' length confound (PairAccuracy.RewardFollowsLength, GoldPrefersLonger).
+	FreshRewardFollowsLength *float64 `json:"freshRewardFollowsLength,omitempty"`
+	FreshGoldPrefersLonger   *float64 `json:"freshGoldPrefersLonger,omitempty"`
 	// GuardDecided is the fraction of the kept pairs whose order the gold annotator's degeneracy
 	// guard decided, when the label stage counts them.
 	GuardDecided *float64 `json:"guardDecided,omitempty"`

@@ -51,6 +51,7 @@ func (e *Env) PhaseSummary(k int) (PhaseSummary, error) {
 	}
 	if fresh != nil {
 		sum.FreshPairAccuracy = fresh.Accuracy
+		sum.FreshRewardFollowsLength, sum.FreshGoldPrefersLonger = fresh.RewardFollowsLength, fresh.GoldPrefersLonger
 	}
 	trained, err := e.TrainPairAccuracy(k)
 	if err != nil {
