@@ -211,9 +211,9 @@ func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult,
 		"phase 1 has none (its policy is the initial model, every reward 0). **Train-pair accuracy**: the same under the policy after " +
 		"phase k, on the pairs it was just trained on. **Gap**: train-pair accuracy of phase k−1 minus fresh-pair accuracy of phase k, " +
 		"one policy on the pairs it saw and on new ones. Unlike *reward acc* above (each member against the phase's reference), " +
-		"these score the merged policy against the initial model. **r follows length**: on the fresh pairs whose responses differ in length, "+
-		"the fraction where r ranks the longer one higher; **gold prefers longer**: the fraction where the chosen one is the longer. "+
-		"A policy's reward on its own samples grows with length, so the first well above the second means r ranks by length more than by "+
+		"these score the merged policy against the initial model. **r follows length**: on the fresh pairs whose responses differ in length, " +
+		"the fraction where r ranks the longer one higher; **gold prefers longer**: the fraction where the chosen one is the longer. " +
+		"A policy's reward on its own samples grows with length, so the first well above the second means r ranks by length more than by " +
 		"what the annotator wants.\n\n")
 	guard := false
 	for _, s := range sums {
