@@ -129,9 +129,10 @@ func initialStats(base *ArmStats) ArmStats {
 	return st
 }
 
-// pairedDiffs bootstraps the arm's final outcomes against the baseline's on the seeds both
-// have: the same prompts (the first evalPrompts of the split) under the same seed.
-func pairedDiffs(st, base *ArmStats, resamples int) error {
+// pairedDiffs bootstraps the arm's final outcomes against base's (the baseline, or a named
+// comparison's other arm) on the seeds both have: the same prompts (the first evalPrompts of the split) under the same seed.
+func pairedDiffs(st, base *ArmStats, resamples int) (Deltas, error) {
+	var d Deltas
 	var win, winB, gold, goldB, held, heldB, sg, sgB, sh, shB [][]float64
 	samples := true // every paired run has per-prompt sample rewards
 	for _, r := range st.runs {
@@ -141,7 +142,7 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		}
 		a, b := r.final(), base.runs[i].final()
 		if len(a.Win) != len(b.Win) || len(a.Win) == 0 {
-			return fmt.Errorf("arm %s seed %d: %d evaluated prompts, baseline %s has %d: the paired bootstrap needs the same prompts (same spec.budget.evalPrompts)",
+			return d, fmt.Errorf("arm %s seed %d: %d evaluated prompts, %s has %d: the paired bootstrap needs the same prompts (same spec.budget.evalPrompts)",
 				st.Arm, r.Seed, len(a.Win), base.Arm, len(b.Win))
 		}
 		w, wb := make([]float64, len(a.Win)), make([]float64, len(a.Win))
@@ -159,24 +160,24 @@ func pairedDiffs(st, base *ArmStats, resamples int) error {
 		sh, shB = append(sh, a.SampleHeldOut), append(shB, b.SampleHeldOut)
 	}
 	if len(win) == 0 {
-		return nil
+		return d, nil
 	}
 	type pair struct {
 		a, b [][]float64
 		dst  **stats.BootstrapCI
 	}
-	cs := []pair{{win, winB, &st.DeltaWin}, {gold, goldB, &st.DeltaGreedy}, {held, heldB, &st.DeltaHeldOut}}
+	cs := []pair{{win, winB, &d.DeltaWin}, {gold, goldB, &d.DeltaGreedy}, {held, heldB, &d.DeltaHeldOut}}
 	if samples {
-		cs = append(cs, pair{sg, sgB, &st.DeltaSampleGold}, pair{sh, shB, &st.DeltaSampleHeldOut})
+		cs = append(cs, pair{sg, sgB, &d.DeltaSampleGold}, pair{sh, shB, &d.DeltaSampleHeldOut})
 	}
 	for _, c := range cs {
 		ci, err := stats.HierarchicalBootstrap(c.a, c.b, resamples, 0.95, stats.BootstrapSeed)
 		if err != nil {
-			return fmt.Errorf("arm %s: %w", st.Arm, err)
+			return d, fmt.Errorf("arm %s against %s: %w", st.Arm, base.Arm, err)
 		}
 		*c.dst = &ci
 	}
-	return nil
+	return d, nil
 }
 
 func indicator(b bool) float64 {

@@ -38,6 +38,8 @@ import (
 //	  patch: {spec: {trustRegion: {reference: Initial, phases: 1}, trainer: {learningRate: "1e-3"}}}
 //	  seeds: [1, 2, 3, 4, 5]    # this arm's seeds (default: the file's); --seeds selects among them
 //	matchedKL: [0.5, 2]         # KLs at which the report reads each group's pooled frontier
+//	comparisons:                # paired differences beyond "every arm against the baseline"
+//	- {arm: bpo-f2, against: online-f2, why: "the paper's question: behavior vs fixed reference"}
 //	klBand: 0.5                 # read a frontier only within this KL of a trained evaluation
 //
 // Run <arm> with seed s is the base, merged with splitPatches[split], merged with the arm's
@@ -63,6 +65,18 @@ type File struct {
 	// Models are model folders `experiment run` derives from built-in models before any run
 	// (models.go), e.g. one adapter that starts where a 3-member ensemble starts.
 	Models []DerivedModel `json:"models,omitempty"`
+	// Comparisons are paired differences the report computes besides every arm against the
+	// baseline: the contrasts an arm was added for (BPO against a fixed reference at the same
+	// F, a loss's BPO arm against its offline arm, the two arms of a regime cell).
+	Comparisons []Comparison `json:"comparisons,omitempty"`
+}
+
+// Comparison asks the report for Arm minus Against, paired by seed and prompt.
+type Comparison struct {
+	Arm     string `json:"arm"`
+	Against string `json:"against"`
+	// Why is the question the contrast answers, printed next to it.
+	Why string `json:"why,omitempty"`
 }
 
 // KLBandOrDefault is the file's klBand, else stats.DefaultKLBand.
@@ -196,6 +210,16 @@ func Decode(data []byte) (*Experiment, error) {
 	for _, a := range f.Arms {
 		if a.Group != "" && !armNameRE.MatchString(a.Group) {
 			return nil, fmt.Errorf("arm %s: group %q must be lower-case letters, digits and '-'", a.Name, a.Group)
+		}
+	}
+	for i, c := range f.Comparisons {
+		switch {
+		case !seen[c.Arm]:
+			return nil, fmt.Errorf("comparisons[%d].arm: %q is not one of the arms (%s)", i, c.Arm, strings.Join(x.ArmNames(), ", "))
+		case !seen[c.Against]:
+			return nil, fmt.Errorf("comparisons[%d].against: %q is not one of the arms (%s)", i, c.Against, strings.Join(x.ArmNames(), ", "))
+		case c.Arm == c.Against:
+			return nil, fmt.Errorf("comparisons[%d]: %s against itself; name two different arms", i, c.Arm)
 		}
 	}
 	for _, s := range f.Seeds {

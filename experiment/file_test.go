@@ -37,13 +37,16 @@ func TestExperimentFileErrors(t *testing.T) {
 			"arm bad (run bad-s1): spec.budget.pairs"},
 		"EMA without alpha": {expBase + "- name: ema\n  patch: {spec: {trustRegion: {reference: EMA}}}\n",
 			"arm ema (run ema-s1): spec.trustRegion.emaAlpha"},
-		"unknown baseline":   {strings.Replace(expBase, "baseline: a", "baseline: zz", 1), `baseline: "zz" is not one of the arms`},
-		"duplicate arm":      {expBase + "- name: a\n", `arm "a": listed twice`},
-		"bad arm name":       {expBase + "- name: Big_Arm\n", `arm "Big_Arm": name must be`},
-		"seed in a patch":    {expBase + "- name: s\n  patch: {spec: {seed: 4}}\n", "arm s: patch: spec.seed is set per run"},
-		"patch not a map":    {expBase + "- name: p\n  patch: [1]\n", "arm p: patch must be a mapping"},
-		"bad split":          {expBase + "split: test\n", `split "test"`},
-		"unknown splitPatch": {expBase + "splitPatches: {train: {}}\n", "splitPatches: unknown split"},
+		"unknown baseline":                  {strings.Replace(expBase, "baseline: a", "baseline: zz", 1), `baseline: "zz" is not one of the arms`},
+		"duplicate arm":                     {expBase + "- name: a\n", `arm "a": listed twice`},
+		"bad arm name":                      {expBase + "- name: Big_Arm\n", `arm "Big_Arm": name must be`},
+		"seed in a patch":                   {expBase + "- name: s\n  patch: {spec: {seed: 4}}\n", "arm s: patch: spec.seed is set per run"},
+		"patch not a map":                   {expBase + "- name: p\n  patch: [1]\n", "arm p: patch must be a mapping"},
+		"bad split":                         {expBase + "split: test\n", `split "test"`},
+		"unknown splitPatch":                {expBase + "splitPatches: {train: {}}\n", "splitPatches: unknown split"},
+		"comparison of an unknown arm":      {expBase + "comparisons: [{arm: zz, against: a}]\n", `comparisons[0].arm: "zz" is not one of the arms`},
+		"comparison against an unknown arm": {expBase + "comparisons: [{arm: a, against: zz}]\n", `comparisons[0].against: "zz" is not one of the arms`},
+		"comparison with itself":            {expBase + "comparisons: [{arm: a, against: a}]\n", "comparisons[0]: a against itself"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -119,6 +119,19 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 		w("| %s | %d | %s | %s | %s | %s | %s |\n", st.Arm, st.DeltaWin.Seeds, fmtCI(st.DeltaWin), fmtCI(st.DeltaGreedy), fmtCI(st.DeltaHeldOut),
 			fmtCI(st.DeltaSampleGold), fmtCI(st.DeltaSampleHeldOut))
 	}
+	if len(rep.Comparisons) > 0 {
+		w("\n### The contrasts the experiment file names\n\n")
+		w("The same paired differences and intervals, each arm against the arm its question needs (`comparisons:` in the file), on the seeds both ran.\n\n")
+		w("| arm | against | seeds | Δ win rate (gold) | Δ gold reward (greedy) | Δ held-out reward (greedy) | Δ gold reward (samples) | Δ held-out reward (samples) | question |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, c := range rep.Comparisons {
+			if c.DeltaWin == nil {
+				w("| %s | %s | 0 | not run | | | | | %s |\n", c.Arm, c.Against, mdCell(c.Why))
+				continue
+			}
+			w("| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", c.Arm, c.Against, c.DeltaWin.Seeds, fmtCI(c.DeltaWin), fmtCI(c.DeltaGreedy), fmtCI(c.DeltaHeldOut),
+				fmtCI(c.DeltaSampleGold), fmtCI(c.DeltaSampleHeldOut), mdCell(c.Why))
+		}
+	}
 
 	w("\n## Matched KL\n\n")
 	if math.IsNaN(rep.CommonKL) {

@@ -54,6 +54,8 @@ type Report struct {
 	// MatchedKL are the KL levels the groups' pooled frontiers are read at.
 	MatchedKL []float64            `json:"matchedKL"`
 	Groups    []FrontierGroupStats `json:"groups"`
+	// Comparisons are the file's named contrasts (Arm minus Against), in the file's order.
+	Comparisons []ComparisonStats `json:"comparisons,omitempty"`
 	// baselineGroup is the group of the baseline arm.
 	baselineGroup string
 	// WallSeconds is the sum of the runs' wall times.
@@ -66,6 +68,23 @@ type Report struct {
 	Records      string   `json:"records"`
 	RecordsBytes int      `json:"recordsBytes,omitempty"`
 	Files        []string `json:"files"`
+}
+
+// Deltas are one arm's paired differences against another (hierarchical bootstrap intervals).
+type Deltas struct {
+	DeltaWin     *stats.BootstrapCI `json:"deltaWinRate,omitempty"`
+	DeltaGreedy  *stats.BootstrapCI `json:"deltaGreedyReward,omitempty"`
+	DeltaHeldOut *stats.BootstrapCI `json:"deltaHeldOutGreedy,omitempty"`
+	// On the samples (nil when a run's evaluation predates per-prompt sample rewards).
+	DeltaSampleGold    *stats.BootstrapCI `json:"deltaGoldSamples,omitempty"`
+	DeltaSampleHeldOut *stats.BootstrapCI `json:"deltaHeldOutSamples,omitempty"`
+}
+
+// ComparisonStats is one of the file's named comparisons: Arm minus Against over the seeds
+// both ran (Deltas nil when they share none).
+type ComparisonStats struct {
+	Comparison
+	Deltas
 }
 
 // ArmStats are one arm's numbers: means ± std over seeds unless noted.
@@ -98,12 +117,7 @@ type ArmStats struct {
 	OptimizerSteps stats.Stat `json:"optimizerSteps"`
 
 	// Paired differences against the baseline (nil for the baseline itself).
-	DeltaWin     *stats.BootstrapCI `json:"deltaWinRate,omitempty"`
-	DeltaGreedy  *stats.BootstrapCI `json:"deltaGreedyReward,omitempty"`
-	DeltaHeldOut *stats.BootstrapCI `json:"deltaHeldOutGreedy,omitempty"`
-	// On the samples (nil when a run's evaluation predates per-prompt sample rewards).
-	DeltaSampleGold    *stats.BootstrapCI `json:"deltaGoldSamples,omitempty"`
-	DeltaSampleHeldOut *stats.BootstrapCI `json:"deltaHeldOutSamples,omitempty"`
+	Deltas
 
 	MaxKL      stats.Stat `json:"maxKL"`
 	RewardAtKL stats.Stat `json:"rewardAtCommonKL"`
@@ -324,14 +338,24 @@ func reportFromRecords(x *Experiment, recs *Records, seeds []int64, resamples in
 	if resamples <= 0 {
 		resamples = stats.BootstrapResamples
 	}
+	var err error
 	for i := range rep.Arms {
 		st := &rep.Arms[i]
 		if st.Arm == x.Baseline || len(st.runs) == 0 {
 			continue
 		}
-		if err := pairedDiffs(st, base, resamples); err != nil {
+		if st.Deltas, err = pairedDiffs(st, base, resamples); err != nil {
 			return nil, err
 		}
+	}
+	for _, c := range x.Comparisons {
+		cs := ComparisonStats{Comparison: c}
+		if a, b := rep.arm(c.Arm), rep.arm(c.Against); len(a.runs) > 0 && len(b.runs) > 0 {
+			if cs.Deltas, err = pairedDiffs(a, b, resamples); err != nil {
+				return nil, err
+			}
+		}
+		rep.Comparisons = append(rep.Comparisons, cs)
 	}
 	rep.matchedKL()
 	if err := rep.frontierGroups(x, resamples); err != nil {
