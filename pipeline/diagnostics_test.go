@@ -287,6 +287,7 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 		if nonEmpty == 0 {
 			t.Fatalf("phase %d: every greedy completion is empty", k)
 		}
+		unit(fmt.Sprintf("phase %d fluency of samples", k), ev.SampleFluency)
 		for name, st := range map[string]*TextStats{"greedy": ev.Greedy, "references": ev.References} {
 			if st == nil || st.Texts != len(examples) || st.MeanTokens <= 0 || st.MeanWords <= 0 {
 				t.Fatalf("phase %d %s stats: %+v", k, name, st)

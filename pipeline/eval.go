@@ -33,6 +33,11 @@ type EvalResult struct {
 	MeanLength  float64 `json:"meanLength"` // tokens per sampled response, end-of-text excluded
 	Distinct1   float64 `json:"distinct1"`
 	Distinct2   float64 `json:"distinct2"`
+	// SampleFluency is the share of the samples' words that are dictionary words (as
+	// TextStats.Fluency, leaving out a word the token budget cut): the text training learns
+	// from, where a small model's junk shows more than in its greedy output. Absent in results
+	// written before it existed.
+	SampleFluency *float64 `json:"sampleFluency,omitempty"`
 	// Greedy and References describe the greedy completions and the human references of the
 	// same prompts (length, diversity, fluency), so that a reader can compare the two. Absent
 	// in results written before they existed.
@@ -251,16 +256,20 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 
 	per := int(max(e.Run.Spec.Evaluator.SamplesPerPrompt, 1))
 	opt := e.samplerOptions(b.Tok, e.streamSeed("eval", k))
-	samples, _, err := e.generate(v1alpha1.StageEval, inf, ids, per, opt, 0)
+	samples, sampleEnded, err := e.generate(v1alpha1.StageEval, inf, ids, per, opt, 0)
 	if err != nil {
 		return nil, err
 	}
 	rowPrompts := make([][]int, len(samples))
 	texts := make([]string, len(samples))
+	sampleCut := make([]bool, len(samples))
 	for i := range samples {
 		rowPrompts[i] = ids[i/per]
 		texts[i] = decode(b.Tok, samples[i])
+		sampleCut[i] = !sampleEnded[i]
 	}
+	sampleFluency := fluency(texts, sampleCut)
+	res.SampleFluency = &sampleFluency
 	lp, _, err := inf.SequenceLogProbs(rowPrompts, samples)
 	if err != nil {
 		return nil, err

@@ -62,6 +62,9 @@ func (e *Env) WriteReport(sums []PhaseSummary) (*Report, error) {
 	row("mean response length (tokens)", base.MeanLength, final.MeanLength, "%.1f")
 	row("distinct-1", base.Distinct1, final.Distinct1, "%.3f")
 	row("distinct-2", base.Distinct2, final.Distinct2, "%.3f")
+	if base.SampleFluency != nil && final.SampleFluency != nil {
+		row("fluency of samples (dictionary words)", *base.SampleFluency, *final.SampleFluency, "%.3f")
+	}
 	writeChanges(&b, cs)
 
 	b.WriteString("\n## Per phase\n\n")
@@ -271,6 +274,9 @@ func diagnosticsSummary(sums []PhaseSummary, base, final *EvalResult) string {
 	if base.Greedy != nil && final.Greedy != nil && final.References != nil {
 		parts = append(parts, fmt.Sprintf("greedy fluency %.3f -> %.3f, %.1f -> %.1f words (human references %.3f, %.1f words)",
 			base.Greedy.Fluency, final.Greedy.Fluency, base.Greedy.MeanWords, final.Greedy.MeanWords, final.References.Fluency, final.References.MeanWords))
+		if base.SampleFluency != nil && final.SampleFluency != nil {
+			parts[len(parts)-1] += fmt.Sprintf("; fluency of samples %.3f -> %.3f", *base.SampleFluency, *final.SampleFluency)
+		}
 	}
 	var acc []string
 	for _, s := range sums {
