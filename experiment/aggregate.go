@@ -130,7 +130,8 @@ func initialStats(base *ArmStats) ArmStats {
 }
 
 // pairedDiffs bootstraps the arm's final outcomes against base's (the baseline, or a named
-// comparison's other arm) on the seeds both have: the same prompts (the first evalPrompts of the split) under the same seed.
+// comparison's other arm) on the seeds both have: the same prompts (the first evalPrompts of
+// the split) under the same seed.
 func pairedDiffs(st, base *ArmStats, resamples int) (Deltas, error) {
 	var d Deltas
 	var win, winB, gold, goldB, held, heldB, sg, sgB, sh, shB [][]float64
