@@ -106,6 +106,13 @@ bench-operator: ## the operator under load: 1,000 AlignmentRuns, one manager, a 
 run: ## the quickstart: a whole BPO alignment locally on the bundled model and task (bpo run)
 	$(GO) run ./cmd/bpo run -f config/samples/quickstart.yaml
 
+# A measurement tool, not part of the product: it needs Debian's python3-link-grammar and
+# link-grammar-dictionaries-en.
+RUN_DIR ?= workspace/quickstart
+.PHONY: grammar
+grammar: ## grammaticality of a run's greedy completions and references under CMU Link Grammar (RUN_DIR=workspace/quickstart)
+	hack/grammar.py $(RUN_DIR)
+
 .PHONY: e2e
 e2e: ## end-to-end test (hack/e2e.sh)
 	@if [ ! -x hack/e2e.sh ]; then echo 'e2e: hack/e2e.sh is missing or not executable' >&2; exit 1; fi

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/trainer/task"
 )
 
 const expBase = `
@@ -249,10 +250,14 @@ func TestPaperExperimentIsValid(t *testing.T) {
 			t.Errorf("bpo-f2-m1 does not start from the ensemble's initial model: model %+v ensemble %+v (derived %+v)", s.Model, s.Ensemble, d)
 		}
 	}
-	// Validation runs fit the 180-prompt validation split.
+	// Validation runs use the whole validation split (Runs checks that they fit it).
 	// In a cluster the eval pods get --split validation.
+	rev, err := task.Builtin("reviews")
+	if err != nil {
+		t.Fatal(err)
+	}
 	val, err := x.Runs([]string{"bpo-f2"}, []int64{1}, SplitValidation, true)
-	if err != nil || val[0].AR.Spec.Budget.EvalPrompts != 180 || strings.Join(val[0].AR.Spec.Evaluator.Args, " ") != "--split validation" {
+	if err != nil || int(val[0].AR.Spec.Budget.EvalPrompts) != len(rev.Validation) || strings.Join(val[0].AR.Spec.Evaluator.Args, " ") != "--split validation" {
 		t.Fatalf("validation split: %v %+v", err, val)
 	}
 	if !bytes.Contains(Render(val), []byte("- --split\n    - validation")) {
@@ -394,5 +399,57 @@ func TestRegimeExperiment(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestEveryExperimentFileResolves resolves every experiments/*.yaml for all its arms and seeds,
+// on the eval split and on the validation split, locally and (unless the file is local-only) for
+// the cluster: a file that would
+// fail at its first run (a misspelt field, more eval prompts than the split has) fails here.
+func TestEveryExperimentFileResolves(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "experiments", "*.yaml"))
+	if len(files) < 4 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		x, err := Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		seeds, err := x.SeedsOrDefault(nil)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for _, split := range []string{SplitEval, SplitValidation} {
+			runs, err := x.Runs(x.ArmNames(), seeds, split, false)
+			if err != nil {
+				t.Errorf("%s (split %s, local): %v", filepath.Base(f), split, err)
+				continue
+			}
+			// A file written for the local runner only (smoke.yaml: spec.workspace.path) is not
+			// meant for a cluster.
+			if ws := runs[0].AR.Spec.Workspace; ws.PersistentVolumeClaim == nil && ws.ObjectStore == nil {
+				continue
+			}
+			if _, err := x.Runs(x.ArmNames(), seeds, split, true); err != nil {
+				t.Errorf("%s (split %s, cluster): %v", filepath.Base(f), split, err)
+			}
+		}
+	}
+}
+
+// TestRunsRejectTooManyEvalPrompts: a grid whose evalPrompts exceeds the built-in task's split
+// stops before any run, with the field and the split's size in the error.
+func TestRunsRejectTooManyEvalPrompts(t *testing.T) {
+	x := smokeFixture(t)
+	x.SplitPatches = map[string]json.RawMessage{SplitValidation: json.RawMessage(`{"spec":{"budget":{"evalPrompts":100000}}}`)}
+	if _, err := x.Runs(x.ArmNames(), []int64{1}, SplitEval, false); err != nil {
+		t.Fatalf("eval split: %v", err)
+	}
+	_, err := x.Runs(x.ArmNames(), []int64{1}, SplitValidation, false)
+	if err == nil || !strings.Contains(err.Error(), "spec.budget.evalPrompts is 100000 but the validation split of task reviews has") {
+		t.Fatalf("got %v, want the evalPrompts error", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bpo-dev/bpo/api/v1alpha1"
 	"github.com/bpo-dev/bpo/pipeline"
+	"github.com/bpo-dev/bpo/trainer/task"
 )
 
 // Run is one (arm, seed) run, resolved and validated.
@@ -151,6 +152,17 @@ func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, c
 	if cluster {
 		if errs := def.Validate(); len(errs) > 0 {
 			return fail(errs.ToAggregate())
+		}
+	}
+	// A built-in task's splits are known now: a too-large evalPrompts should stop the grid
+	// before any run starts, not fail every run at its first evaluation.
+	if b := def.Spec.Data.Builtin; b != "" {
+		t, err := task.Builtin(b)
+		if err != nil {
+			return fail(fmt.Errorf("spec.data.builtin: %w", err))
+		}
+		if _, err := pipeline.EvalSplit(t, split, int(def.Spec.Budget.EvalPrompts)); err != nil {
+			return fail(err)
 		}
 	}
 	return Run{Arm: arm, Seed: seed, Name: name, Manifest: manifest, AR: def}, nil

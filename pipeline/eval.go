@@ -116,15 +116,26 @@ func (e *Env) EvalExamples() ([]task.Example, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	split, ex := "eval", t.Eval
+	split := "eval"
 	if e.EvalSplit == "validation" {
-		split, ex = "validation", t.Validation
+		split = "validation"
 	}
-	n := int(e.Run.Spec.Budget.EvalPrompts)
+	ex, err := EvalSplit(t, split, int(e.Run.Spec.Budget.EvalPrompts))
+	return ex, split, err
+}
+
+// EvalSplit is the first n examples of task t's split ("eval" or "validation"), or an error
+// naming spec.budget.evalPrompts when the split is shorter. Eval and the experiment runner (which
+// checks every run before starting any) share it.
+func EvalSplit(t *task.Task, split string, n int) ([]task.Example, error) {
+	ex := t.Eval
+	if split == "validation" {
+		ex = t.Validation
+	}
 	if n > len(ex) {
-		return nil, "", fmt.Errorf("spec.budget.evalPrompts is %d but the %s split of task %s has %d prompts: lower it", n, split, t.Name, len(ex))
+		return nil, fmt.Errorf("spec.budget.evalPrompts is %d but the %s split of task %s has %d prompts: lower it", n, split, t.Name, len(ex))
 	}
-	return ex[:n], split, nil
+	return ex[:n], nil
 }
 
 // Eval evaluates the merged ensemble after phase k (k = 0: the initial model).
