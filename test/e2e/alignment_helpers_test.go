@@ -477,6 +477,7 @@ func quickstart(t *testing.T, name string, extra func(obj map[string]any)) []byt
 		path string
 	}{
 		{64, "budget.pairs"}, {8, "budget.pairsPerStep"}, {1, "budget.epochsPerPhase"}, {32, "budget.evalPrompts"},
+		{qsSamplesPerPrompt, "budget.samplesPerPrompt"},
 		{2, "trustRegion.phases"}, {2, "ensemble.members"},
 		{2, "sampler.parallelism"}, {1, "labeler.parallelism"},
 		{true, "evaluator.everyPhase"}, {1, "evaluator.samplesPerPrompt"},

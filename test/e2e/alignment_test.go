@@ -35,7 +35,7 @@ import (
 const (
 	qsPhases           = 2
 	qsPairsPerPhase    = 32 // budget.pairs 64 / 2 phases
-	qsSamplesPerPrompt = 2  // budget.samplesPerPrompt default
+	qsSamplesPerPrompt = 2  // the quickstart takes the best and worst of 4; the e2e samples 2
 	qsEvalPrompts      = 32
 	qsMembers          = 2
 	qsSampleShards     = 2
