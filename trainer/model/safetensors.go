@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/nlpodyssey/safetensors"
+	"github.com/x448/float16"
 )
 
 // Safetensors I/O. A file is an 8-byte little-endian header length, a JSON header
@@ -39,16 +40,26 @@ func SaveTensorsF64(path string, tensors map[string]*Tensor, metadata map[string
 	return wioSave(path, tensors, metadata, safetensors.F64)
 }
 
-// EncodeTensors writes a safetensors file to w. dtype is "F32" or "F64".
+// SaveTensorsF16 is SaveTensors with IEEE binary16 data, half the bytes of F32: for vendored
+// weights that must fit a size budget. Each value is rounded to float32 and then to the nearest
+// binary16 (ties to even); values that round past the largest finite half (65504) are an error,
+// as is anything beyond float32. LoadTensors reads the file back exactly.
+func SaveTensorsF16(path string, tensors map[string]*Tensor, metadata map[string]string) error {
+	return wioSave(path, tensors, metadata, safetensors.F16)
+}
+
+// EncodeTensors writes a safetensors file to w. dtype is "F16", "F32" or "F64".
 func EncodeTensors(w io.Writer, tensors map[string]*Tensor, metadata map[string]string, dtype string) error {
 	var dt safetensors.DType
 	switch dtype {
+	case "F16":
+		dt = safetensors.F16
 	case "F32":
 		dt = safetensors.F32
 	case "F64":
 		dt = safetensors.F64
 	default:
-		return fmt.Errorf("safetensors: unsupported dtype %q for writing (want F32 or F64)", dtype)
+		return fmt.Errorf("safetensors: unsupported dtype %q for writing (want F16, F32 or F64)", dtype)
 	}
 	return wioEncode(w, tensors, metadata, dt)
 }
@@ -227,6 +238,12 @@ func (v wioView) Shape() []uint64          { return v.shape }
 func (v wioView) DataLen() uint64          { return uint64(len(v.t.Data)) * v.dt.Size() }
 func (v wioView) Data() []byte {
 	switch v.dt {
+	case safetensors.F16:
+		b := make([]byte, 2*len(v.t.Data))
+		for i, x := range v.t.Data {
+			binary.LittleEndian.PutUint16(b[2*i:], float16.Fromfloat32(float32(x)).Bits())
+		}
+		return b
 	case safetensors.F32:
 		b := make([]byte, 4*len(v.t.Data))
 		for i, x := range v.t.Data {
@@ -263,10 +280,20 @@ func wioPrepare(tensors map[string]*Tensor, dt safetensors.DType) (map[string]wi
 		if len(t.Data) != wioNumel(t.Shape) {
 			return nil, fmt.Errorf("tensor %s has %d values for shape %v", name, len(t.Data), t.Shape)
 		}
-		if dt == safetensors.F32 {
+		switch dt {
+		case safetensors.F32:
 			for i, x := range t.Data {
 				if math.Abs(x) > math.MaxFloat32 && !math.IsInf(x, 0) {
 					return nil, fmt.Errorf("tensor %s value %g at index %d overflows F32", name, x, i)
+				}
+			}
+		case safetensors.F16:
+			for i, x := range t.Data {
+				if math.IsInf(x, 0) || math.IsNaN(x) {
+					continue
+				}
+				if math.Abs(x) > math.MaxFloat32 || float16.Fromfloat32(float32(x)).IsInf(0) {
+					return nil, fmt.Errorf("tensor %s value %g at index %d overflows F16 (largest finite 65504): save as F32", name, x, i)
 				}
 			}
 		}
@@ -516,30 +543,10 @@ func wioToTensor(v wioTensor) (*Tensor, error) {
 		}
 	case safetensors.F16:
 		for i := range t.Data {
-			t.Data[i] = wioHalfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
+			t.Data[i] = float64(float16.Frombits(binary.LittleEndian.Uint16(b[2*i:])).Float32())
 		}
 	default:
 		return nil, fmt.Errorf("dtype %s is not supported (want F32, F64, BF16 or F16)", v.DType())
 	}
 	return t, nil
-}
-
-// wioHalfToFloat converts an IEEE 754 binary16 value.
-func wioHalfToFloat(h uint16) float64 {
-	sign := 1.0
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	exp := int(h>>10) & 0x1f
-	frac := float64(h & 0x3ff)
-	switch exp {
-	case 0:
-		return sign * math.Ldexp(frac, -24)
-	case 0x1f:
-		if frac == 0 {
-			return math.Inf(int(sign))
-		}
-		return math.NaN()
-	}
-	return sign * math.Ldexp(1+frac/1024, exp-15)
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nlpodyssey/safetensors"
+	"github.com/x448/float16"
 )
 
 // mtConfig is a small byte-level GPT-2 config for tests.
@@ -233,6 +235,80 @@ func TestLoadTensorsHalfPrecision(t *testing.T) {
 	mtRawFile(t, path, map[string]safetensors.TensorView{"ids": vi}, nil)
 	if _, _, err := LoadTensors(path); err == nil || !strings.Contains(err.Error(), "ids") || !strings.Contains(err.Error(), "half.safetensors") {
 		t.Fatalf("I64 error = %v", err)
+	}
+}
+
+// TestSaveTensorsF16 checks the binary16 writer against hand-computed IEEE encodings (round to
+// nearest, ties to even, subnormals, the largest finite half, signed zero), that the file reads
+// back to exactly those values, and that a value rounding past 65504 is refused before any file
+// is written.
+func TestSaveTensorsF16(t *testing.T) {
+	cases := []struct {
+		x    float64
+		bits uint16
+	}{
+		{1, 0x3C00},
+		{-2, 0xC000},
+		{65504, 0x7BFF},
+		{65519, 0x7BFF},                    // below the midpoint to 2^16: rounds down
+		{math.Ldexp(1, -24), 0x0001},       // smallest subnormal
+		{math.Ldexp(1, -25), 0x0000},       // tie between 0 and 2^-24: to even (0)
+		{1 + math.Ldexp(1, -11), 0x3C00},   // tie: to even (1.0)
+		{1 + 3*math.Ldexp(1, -11), 0x3C02}, // tie: to even (1 + 2^-9)
+		{1.0 / 3, 0x3555},
+		{math.Copysign(0, -1), 0x8000},
+		{math.Inf(1), 0x7C00},
+	}
+	x := NewTensor(len(cases))
+	for i, c := range cases {
+		x.Data[i] = c.x
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.safetensors")
+	if err := SaveTensorsF16(path, map[string]*Tensor{"w": x}, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := binary.LittleEndian.Uint64(raw)
+	if !strings.Contains(string(raw[8:8+header]), `"dtype":"F16"`) {
+		t.Fatalf("header %s", raw[8:8+header])
+	}
+	data := raw[8+header:]
+	if len(data) != 2*len(cases) {
+		t.Fatalf("%d data bytes, want %d", len(data), 2*len(cases))
+	}
+	got, _, err := LoadTensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		if b := binary.LittleEndian.Uint16(data[2*i:]); b != c.bits {
+			t.Errorf("%v: bits %#04x, want %#04x", c.x, b, c.bits)
+		}
+		want := float64(float16.Frombits(c.bits).Float32())
+		if g := got["w"].Data[i]; g != want || math.Signbit(g) != math.Signbit(want) {
+			t.Errorf("%v: read back %v, want %v", c.x, g, want)
+		}
+	}
+	for _, bad := range []float64{65520, -1e6, 1e39} {
+		over := filepath.Join(dir, "over.safetensors")
+		err := SaveTensorsF16(over, map[string]*Tensor{"w": {Shape: []int{1}, Data: []float64{bad}}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "overflows F16") || !strings.Contains(err.Error(), "tensor w") {
+			t.Errorf("%v: error %v, want an F16 overflow naming the tensor", bad, err)
+		}
+		if _, statErr := os.Stat(over); !os.IsNotExist(statErr) {
+			t.Errorf("%v: a file was written despite the error", bad)
+		}
+	}
+	var buf bytes.Buffer
+	if err := EncodeTensors(&buf, map[string]*Tensor{"w": x}, nil, "F16"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(buf.Bytes(), data) {
+		t.Errorf("EncodeTensors F16 differs from SaveTensorsF16")
 	}
 }
 
