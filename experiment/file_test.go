@@ -404,8 +404,8 @@ func TestRegimeExperiment(t *testing.T) {
 
 // TestEveryExperimentFileResolves resolves every experiments/*.yaml for all its arms and seeds,
 // on the eval split and on the validation split, locally and (unless the file is local-only) for
-// the cluster: a file that would
-// fail at its first run (a misspelt field, more eval prompts than the split has) fails here.
+// the cluster: a file that would fail at its first run (a misspelt field, more eval prompts than
+// the split has) fails here.
 func TestEveryExperimentFileResolves(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join("..", "experiments", "*.yaml"))
 	if len(files) < 4 {

@@ -85,12 +85,13 @@ func (x *Experiment) Runs(arms []string, seeds []int64, split string, cluster bo
 	}
 	var out []Run
 	failed := map[string]bool{}
+	tasks := builtinTasks{}
 	for _, s := range seeds {
 		for _, name := range arms {
 			if failed[name] || !slices.Contains(x.ArmSeeds(name, seeds), s) {
 				continue // the same error for every seed: report it once; or not one of the arm's seeds
 			}
-			r, err := x.resolve(name, s, byArm[name], split, cluster)
+			r, err := x.resolve(name, s, byArm[name], split, cluster, tasks)
 			if err != nil {
 				errs = append(errs, err)
 				failed[name] = true
@@ -105,7 +106,7 @@ func (x *Experiment) Runs(arms []string, seeds []int64, split string, cluster bo
 	return out, nil
 }
 
-func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, cluster bool) (Run, error) {
+func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, cluster bool, tasks builtinTasks) (Run, error) {
 	name := RunName(arm, seed)
 	fail := func(err error) (Run, error) {
 		return Run{}, fmt.Errorf("arm %s (run %s): %w", arm, name, err)
@@ -157,7 +158,7 @@ func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, c
 	// A built-in task's splits are known now: a too-large evalPrompts should stop the grid
 	// before any run starts, not fail every run at its first evaluation.
 	if b := def.Spec.Data.Builtin; b != "" {
-		t, err := task.Builtin(b)
+		t, err := tasks.get(b)
 		if err != nil {
 			return fail(fmt.Errorf("spec.data.builtin: %w", err))
 		}
@@ -166,6 +167,22 @@ func (x *Experiment) resolve(arm string, seed int64, doc []byte, split string, c
 		}
 	}
 	return Run{Arm: arm, Seed: seed, Name: name, Manifest: manifest, AR: def}, nil
+}
+
+// builtinTasks loads each built-in task once per Runs call (a load parses its data files, about
+// 30 ms, and a grid resolves dozens of runs).
+type builtinTasks map[string]*task.Task
+
+func (c builtinTasks) get(name string) (*task.Task, error) {
+	if t, ok := c[name]; ok {
+		return t, nil
+	}
+	t, err := task.Builtin(name)
+	if err != nil {
+		return nil, err
+	}
+	c[name] = t
+	return t, nil
 }
 
 // cleanManifest renders an AlignmentRun as YAML without status and server-set fields.
