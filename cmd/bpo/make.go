@@ -143,14 +143,15 @@ func printContinuations(out io.Writer, label string, w *model.Weights, tok token
 
 func pretrainCmd() *cobra.Command {
 	var f lmFlags
-	var taskName, out, ckptDir, layout, corpus, tokDir string
+	var taskName, out, ckptDir, layout, corpus, tokDir, dtype string
 	var width, layers, heads, context, ckptEvery int
 	var keepCkpt bool
 	c := &cobra.Command{
 		Use:   "pretrain (--task reviews | --corpus FILE) [--tokenizer TOKDIR] --out DIR",
 		Short: "Pretrain a GPT-2 on a task's pretraining texts (or a corpus file) and write a model folder",
 		Long: `Pretrain a GPT-2 from scratch (every weight trained) on the task's pretraining texts, or on
---corpus FILE (one document per line), and write DIR/config.json, DIR/model.safetensors (F32) and
+--corpus FILE (one document per line), and write DIR/config.json, DIR/model.safetensors (float32,
+or float16 with --dtype float16: half the bytes, loaded back exactly as the rounded values) and
 the tokenizer: byte-level by default (DIR/tokenizer_config.json), or the BPE of --tokenizer TOKDIR
 (its vocab.json and merges.txt are written into DIR; see bpo tokenizer).
 A checkpoint is written every --checkpoint-every steps; rerunning the same command resumes from
@@ -160,6 +161,9 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 			w := cmd.OutOrStdout()
 			if out == "" {
 				return fmt.Errorf("--out is required")
+			}
+			if dtype != "float32" && dtype != "float16" {
+				return fmt.Errorf("--dtype %q: want float32 or float16", dtype)
 			}
 			texts, source, err := pretrainTexts(taskName, corpus)
 			if err != nil {
@@ -189,7 +193,7 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 			if err != nil {
 				return err
 			}
-			if err := pretrain.SaveBaseModel(out, wt, tok); err != nil {
+			if err := pretrain.SaveBaseModel(out, wt, tok, dtype == "float16"); err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "pretrain: %d parameters; %d training texts (%d bytes), %d held-out (%d bytes); %d rows/epoch (%.1f%% full)\n",
@@ -203,6 +207,17 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 				fmt.Fprintf(w, "pretrain: train loss of the last steps %.4f nats/token\n", rep.TrainLoss)
 			}
 			fmt.Fprintf(w, "pretrain: held-out %.4f nats/byte (%.3f bits/byte)\n", rep.HeldOut, rep.HeldOut/math.Ln2)
+			if dtype == "float16" {
+				// What users load is the rounded model: measure it, and show its continuations.
+				if wt, err = model.LoadWeights(out); err != nil {
+					return err
+				}
+				h, err := pretrain.HeldOutNatsPerByte(wt, nil, tok, texts, f.o.Batch)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "pretrain: held-out %.4f nats/byte as written (float16)\n", h)
+			}
 			fmt.Fprintf(w, "wrote %s\n", out)
 			if !keepCkpt {
 				if err := os.RemoveAll(ckptDir); err != nil {
@@ -226,6 +241,7 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 	fl.StringVar(&ckptDir, "checkpoint-dir", "", "checkpoint folder (default: DIR.ckpt beside the output)")
 	fl.IntVar(&ckptEvery, "checkpoint-every", 200, "checkpoint period in steps")
 	fl.BoolVar(&keepCkpt, "keep-checkpoint", false, "keep the checkpoint after success")
+	fl.StringVar(&dtype, "dtype", "float32", "weights on disk: float32, or float16 (half the bytes; training is float32 either way)")
 	return c
 }
 

@@ -48,7 +48,11 @@ type hfConfigFile struct {
 
 // EncodeConfig renders cfg as a Hugging Face GPT-2 config.json (model_type gpt2,
 // architectures [GPT2LMHeadModel], activation gelu_new, tied embeddings, no dropout).
-func EncodeConfig(cfg Config) ([]byte, error) {
+func EncodeConfig(cfg Config) ([]byte, error) { return encodeConfig(cfg, "float32") }
+
+// encodeConfig is EncodeConfig with the torch_dtype of the weights file beside it ("float32" or
+// "float16"): Hugging Face loads the weights in that type when asked for torch_dtype="auto".
+func encodeConfig(cfg Config, torchDtype string) ([]byte, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -71,7 +75,7 @@ func EncodeConfig(cfg Config) ([]byte, error) {
 		NPositions:         cfg.NPositions,
 		ScaleAttnWeights:   true,
 		TieWordEmbeddings:  true,
-		TorchDtype:         "float32",
+		TorchDtype:         torchDtype,
 		UseCache:           true,
 		VocabSize:          cfg.VocabSize,
 	}

@@ -155,17 +155,33 @@ func wioIsAttnBuffer(name string) bool {
 // SaveWeights writes dir/model.safetensors (F32, Hugging Face GPT-2 names without the
 // "transformer." prefix, tied lm_head omitted, __metadata__ {"format": "pt"}) and then
 // dir/config.json, each atomically. dir is created if needed.
-func SaveWeights(dir string, w *Weights) error {
+func SaveWeights(dir string, w *Weights) error { return saveWeights(dir, w, safetensors.F32) }
+
+// SaveWeightsF16 is SaveWeights with binary16 weights (SaveTensorsF16: round to nearest even)
+// and torch_dtype "float16" in config.json: half the bytes, for vendored models. Loading gives
+// float32 values exactly equal to the rounded ones, so whatever is trained on the loaded model
+// (the SFT adapters) sees the very weights every later user loads.
+func SaveWeightsF16(dir string, w *Weights) error { return saveWeights(dir, w, safetensors.F16) }
+
+func saveWeights(dir string, w *Weights, dt safetensors.DType) error {
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("save weights to %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := SaveTensors(wioWeightsPath(dir), w.Tensors, map[string]string{"format": "pt"}); err != nil {
+	if err := wioSave(wioWeightsPath(dir), w.Tensors, map[string]string{"format": "pt"}, dt); err != nil {
 		return err
 	}
-	return WriteConfig(wioConfigPath(dir), w.Config)
+	torchDtype := "float32"
+	if dt == safetensors.F16 {
+		torchDtype = "float16"
+	}
+	b, err := encodeConfig(w.Config, torchDtype)
+	if err != nil {
+		return fmt.Errorf("%s: %w", wioConfigPath(dir), err)
+	}
+	return WriteFileAtomic(wioConfigPath(dir), b)
 }
 
 // SaveAdapter writes an adapter as F32 tensors "h.N.<target>.lora_A|lora_B" with

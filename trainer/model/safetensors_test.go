@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -309,6 +310,66 @@ func TestSaveTensorsF16(t *testing.T) {
 	}
 	if !bytes.HasSuffix(buf.Bytes(), data) {
 		t.Errorf("EncodeTensors F16 differs from SaveTensorsF16")
+	}
+}
+
+// TestSaveWeightsF16: a model folder written in F16 loads back as the binary16 rounding of every
+// weight (round to nearest even, then exact widening), with torch_dtype float16 in config.json and
+// the same config otherwise, at half the F32 file's data bytes.
+func TestSaveWeightsF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	w := grRandomWeights(rng, grTinyConfig())
+	dir16, dir32 := t.TempDir(), t.TempDir()
+	if err := SaveWeightsF16(dir16, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveWeights(dir32, w); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadWeights(dir16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got32, err := LoadWeights(dir32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Config, got32.Config) {
+		t.Fatalf("config %+v, want the F32 folder's %+v", got.Config, got32.Config)
+	}
+	for name, x := range w.Tensors {
+		g := got.Tensors[name]
+		if g == nil || !slices.Equal(g.Shape, x.Shape) {
+			t.Fatalf("%s: missing or reshaped", name)
+		}
+		for i, v := range x.Data {
+			want := float64(float16.Fromfloat32(float32(v)).Float32())
+			if g.Data[i] != want {
+				t.Fatalf("%s[%d] = %v read back as %v, want %v", name, i, v, g.Data[i], want)
+			}
+		}
+	}
+	for dir, dtype := range map[string]string{dir16: "float16", dir32: "float32"} {
+		var cfg struct {
+			TorchDtype string `json:"torch_dtype"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, ConfigFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil || cfg.TorchDtype != dtype {
+			t.Errorf("%s: torch_dtype %q (%v), want %q", dir, cfg.TorchDtype, err, dtype)
+		}
+	}
+	dataBytes := func(dir string) int {
+		raw, err := os.ReadFile(filepath.Join(dir, WeightsFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(raw) - 8 - int(binary.LittleEndian.Uint64(raw))
+	}
+	if d16, d32 := dataBytes(dir16), dataBytes(dir32); 2*d16 != d32 {
+		t.Errorf("F16 data %d B, F32 %d B: want half", d16, d32)
 	}
 }
 

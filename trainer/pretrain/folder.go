@@ -19,11 +19,16 @@ func AdapterFile(dir string, m int) string {
 
 func adapterName(m int) string { return fmt.Sprintf("member-%d.safetensors", m) }
 
-// SaveBaseModel writes a model folder: config.json, model.safetensors (F32) and the tokenizer:
-// tokenizer_config.json {"tokenizer_class": "byte"} for the byte-level one (nil too), or a BPE's
-// vocab.json and merges.txt with a Hugging Face GPT2Tokenizer tokenizer_config.json.
-func SaveBaseModel(dir string, w *model.Weights, tok tokenizer.Tokenizer) error {
-	if err := model.SaveWeights(dir, w); err != nil {
+// SaveBaseModel writes a model folder: config.json, model.safetensors (float32, or float16 when
+// f16: half the bytes, model.SaveWeightsF16) and the tokenizer: tokenizer_config.json
+// {"tokenizer_class": "byte"} for the byte-level one (nil too), or a BPE's vocab.json and
+// merges.txt with a Hugging Face GPT2Tokenizer tokenizer_config.json.
+func SaveBaseModel(dir string, w *model.Weights, tok tokenizer.Tokenizer, f16 bool) error {
+	save := model.SaveWeights
+	if f16 {
+		save = model.SaveWeightsF16
+	}
+	if err := save(dir, w); err != nil {
 		return err
 	}
 	switch t := tok.(type) {

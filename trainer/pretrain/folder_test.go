@@ -83,7 +83,7 @@ func TestBPEModelFolder(t *testing.T) {
 		t.Errorf("%d tokens for %d bytes: BPE did not compress", rep.TrainTokens, rep.TrainBytes)
 	}
 	dir := t.TempDir()
-	if err := SaveBaseModel(dir, w, bpe); err != nil {
+	if err := SaveBaseModel(dir, w, bpe, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"config.json", "model.safetensors", tokenizer.ConfigFile, "vocab.json", "merges.txt"} {
