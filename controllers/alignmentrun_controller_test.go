@@ -818,6 +818,23 @@ func TestInvalidSpecsRejected(t *testing.T) {
 			}
 		})
 	}
+	// The length term is accepted wherever the log-probs are sums.
+	for i, l := range []alignv1.LossSpec{
+		{Type: alignv1.LossDPO, LengthAlpha: "0.2"},
+		{Type: alignv1.LossIPO, LengthAlpha: "0.2", IPOLengthNormalize: ptr.To(false)},
+		{Type: alignv1.LossIPO, LengthAlpha: "0"},
+		{Type: alignv1.LossSLiC, LengthAlpha: "1e-2"},
+	} {
+		t.Run(fmt.Sprintf("lengthAlpha %s %s is valid", l.Type, l.LengthAlpha), func(t *testing.T) {
+			run := testutil.MakeRun(ns, fmt.Sprintf("len-%d", i)).Obj()
+			run.Spec.Loss = l
+			must(t, k8sClient.Create(context.Background(), run, client.DryRunAll))
+			run.SetDefaults()
+			if errs := run.ValidateLocal(); len(errs) > 0 {
+				t.Errorf("Validate: %v", errs.ToAggregate())
+			}
+		})
+	}
 	for file, run := range sampleRuns(t) {
 		t.Run("sample "+file+" is valid", func(t *testing.T) {
 			run.Namespace = ns

@@ -22,6 +22,7 @@ type Run struct {
 
 	Loss        loss.Kind
 	Beta        float64
+	LengthAlpha float64 // R-DPO's length term (spec.loss.lengthAlpha; 0: none)
 	EMAAlpha    float64
 	LR          float64
 	MaxGradNorm float64
@@ -137,6 +138,9 @@ func NewRun(ar *v1alpha1.AlignmentRun) (*Run, error) {
 	}
 	r.Loss = k
 	parse("spec.loss.beta", s.Loss.Beta, &r.Beta)
+	if s.Loss.LengthAlpha != "" {
+		parse("spec.loss.lengthAlpha", s.Loss.LengthAlpha, &r.LengthAlpha)
+	}
 	parse("spec.trainer.learningRate", s.Trainer.LearningRate, &r.LR)
 	parse("spec.trainer.maxGradNorm", s.Trainer.MaxGradNorm, &r.MaxGradNorm)
 	parse("spec.sampler.temperature", s.Sampler.Temperature, &r.Temperature)
@@ -184,8 +188,12 @@ func (r *Run) Describe() string {
 	if ref == string(v1alpha1.ReferenceEMA) {
 		ref += fmt.Sprintf("(alpha=%g)", r.EMAAlpha)
 	}
+	lossDesc := fmt.Sprintf("%s beta=%g", r.Loss, r.Beta)
+	if r.LengthAlpha != 0 {
+		lossDesc += fmt.Sprintf(" lengthAlpha=%g", r.LengthAlpha)
+	}
 	return strings.Join([]string{
-		fmt.Sprintf("%s beta=%g", r.Loss, r.Beta),
+		lossDesc,
 		fmt.Sprintf("reference=%s", ref),
 		fmt.Sprintf("phases=%d", s.TrustRegion.Phases),
 		fmt.Sprintf("pairs=%d", s.Budget.Pairs),

@@ -28,7 +28,7 @@ func TestModelFolderLoads(t *testing.T) {
 	}
 	volume := t.TempDir()
 	dir := filepath.Join(volume, "models", "tiny")
-	if err := pretrain.SaveBaseModel(dir, w, nil); err != nil {
+	if err := pretrain.SaveBaseModel(dir, w, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	// the test run (makeRun) has 2 members of rank 2, alpha 4; write 3 to check replacement

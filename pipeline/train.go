@@ -116,7 +116,7 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 				for i := range idx {
 					idx[i] = order[(s*P+i)%len(order)] // batches past the kept pairs wrap around
 				}
-				batch, ref, err := pairBatch(pairs, idx)
+				batch, ref, err := pairBatch(pairs, idx, e.Run.LengthAlpha, e.Run.Beta)
 				if err != nil {
 					return err
 				}
@@ -150,7 +150,9 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 			rc[i], rr[i] = p.ReferenceLogps[0], p.ReferenceLogps[1]
 			bl = append(bl, p.BehaviorLogps[0], p.BehaviorLogps[1])
 		}
-		lpc, lpr, lrc, lrr := pc, pr, rc, rr
+		// The loss as trained (with the length term), the diagnostics on the plain implicit reward.
+		lpc, lpr := pc, pr
+		lrc, lrr := loss.ShiftReference(rc, cc, e.Run.LengthAlpha, e.Run.Beta), loss.ShiftReference(rr, cr, e.Run.LengthAlpha, e.Run.Beta)
 		if e.Run.objective().LengthNormalize {
 			lpc, lpr, lrc, lrr = perToken(pc, cc), perToken(pr, cr), perToken(rc, cc), perToken(rr, cr)
 		}
@@ -181,18 +183,20 @@ func perToken(v []float64, n []int) []float64 {
 }
 
 // pairBatch lays out the pairs idx as the trainer's 2P sequences and the matching
-// reference log-prob sums (chosen rows first).
-func pairBatch(pairs []Pair, idx []int) (model.Batch, []float64, error) {
+// reference log-prob sums (chosen rows first), shifted by R-DPO's length term when
+// lengthAlpha > 0 (loss.ShiftReference).
+func pairBatch(pairs []Pair, idx []int, lengthAlpha, beta float64) (model.Batch, []float64, error) {
 	P := len(idx)
 	prompts, chosen, rejected := make([][]int, P), make([][]int, P), make([][]int, P)
-	ref := make([]float64, 2*P)
+	ref, lengths := make([]float64, 2*P), make([]int, 2*P)
 	for i, j := range idx {
 		p := pairs[j]
 		prompts[i], chosen[i], rejected[i] = p.PromptIDs, p.ChosenIDs, p.RejectedIDs
 		ref[i], ref[P+i] = p.ReferenceLogps[0], p.ReferenceLogps[1]
+		lengths[i], lengths[P+i] = len(p.ChosenIDs), len(p.RejectedIDs)
 	}
 	b, err := model.PairBatch(prompts, chosen, rejected)
-	return b, ref, err
+	return b, loss.ShiftReference(ref, lengths, lengthAlpha, beta), err
 }
 
 // policyLogps scores every pair under the adapter with the training graph (same numerics
@@ -205,7 +209,7 @@ func (e *Env) policyLogps(tr *model.Trainer, a *model.Adapter, pairs []Pair, P i
 		for i := range idx {
 			idx[i] = min(lo+i, n-1) // pad the last batch by repeating the last pair
 		}
-		batch, _, err := pairBatch(pairs, idx)
+		batch, _, err := pairBatch(pairs, idx, 0, 1)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}

@@ -213,7 +213,9 @@ func trainMetrics(env *pipeline.Env, m int, a *model.Adapter, r *v1alpha1.StageR
 	for i, p := range pairs {
 		rc[i], rr[i] = p.ReferenceLogps[0], p.ReferenceLogps[1]
 	}
-	lpc, lpr, lrc, lrr := pc, pr, rc, rr
+	// The loss as trained: with spec.loss.lengthAlpha, R-DPO's length term (loss.ShiftReference).
+	lpc, lpr := pc, pr
+	lrc, lrr := loss.ShiftReference(rc, counts[:n], env.Run.LengthAlpha, env.Run.Beta), loss.ShiftReference(rr, counts[n:], env.Run.LengthAlpha, env.Run.Beta)
 	if env.Run.Loss == loss.IPO && (env.Run.Spec.Loss.IPOLengthNormalize == nil || *env.Run.Spec.Loss.IPOLengthNormalize) {
 		lpc, lpr, lrc, lrr = make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
 		for i := range n {

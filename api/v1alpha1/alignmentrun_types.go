@@ -357,6 +357,7 @@ type ModelSpec struct {
 
 // LossSpec is the DAP loss. With h the difference of the chosen and rejected policy/reference
 // log-ratios: DPO = -log sigmoid(beta*h), IPO = (h - 1/(2*beta))^2, SLiC = max(0, 1 - beta*h).
+// +kubebuilder:validation:XValidation:rule="!has(self.lengthAlpha) || self.type != 'IPO' || !has(self.ipoLengthNormalize) || !self.ipoLengthNormalize || !self.lengthAlpha.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') || double(self.lengthAlpha) == 0.0",message="spec.loss.lengthAlpha needs summed log-probs: with IPO set spec.loss.ipoLengthNormalize to false, or lengthAlpha to \"0\""
 type LossSpec struct {
 	// type is DPO (default), IPO or SLiC.
 	// +optional
@@ -375,6 +376,15 @@ type LossSpec struct {
 	// +optional
 	// +kubebuilder:default=true
 	IPOLengthNormalize *bool `json:"ipoLengthNormalize,omitempty"`
+
+	// lengthAlpha is R-DPO's length regularisation (Park et al. 2024): alpha*(|y_w| - |y_l|), the
+	// response lengths in tokens, is added to beta*h inside the loss, so that a preference the
+	// length difference already explains does not teach the policy "longer is better". A
+	// decimal string >= 0; empty or "0" (the default) is the plain loss. It needs summed
+	// log-probs, so IPO takes it only with ipoLengthNormalize false.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$')",message="spec.loss.lengthAlpha must be a decimal greater than or equal to 0, e.g. \"0.1\""
+	LengthAlpha Decimal `json:"lengthAlpha,omitempty"`
 }
 
 // TrustRegionSpec is the reference-model schedule and the number of phases (see

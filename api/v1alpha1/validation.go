@@ -100,6 +100,17 @@ func (s *AlignmentRunSpec) validate(p *field.Path, local bool) field.ErrorList {
 		errs = append(errs, field.NotSupported(lp.Child("type"), s.Loss.Type, []LossType{LossDPO, LossIPO, LossSLiC}))
 	}
 	errs = append(errs, validateDecimal(lp.Child("beta"), s.Loss.Beta, 0, math.Inf(1), `"0.1"`)...)
+	if s.Loss.LengthAlpha != "" {
+		a, err := s.Loss.LengthAlpha.Float64()
+		switch {
+		case err != nil || a < 0 || math.IsInf(a, 0):
+			errs = append(errs, field.Invalid(lp.Child("lengthAlpha"), string(s.Loss.LengthAlpha),
+				`must be a decimal greater than or equal to 0, e.g. "0.1"`))
+		case a > 0 && s.Loss.Type == LossIPO && (s.Loss.IPOLengthNormalize == nil || *s.Loss.IPOLengthNormalize):
+			errs = append(errs, field.Invalid(lp.Child("lengthAlpha"), string(s.Loss.LengthAlpha),
+				`needs summed log-probs: with IPO set spec.loss.ipoLengthNormalize to false, or lengthAlpha to "0"`))
+		}
+	}
 
 	// trust region
 	tp := p.Child("trustRegion")

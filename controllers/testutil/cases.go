@@ -30,6 +30,11 @@ var InvalidCases = []InvalidCase{
 		"spec.loss.beta", "spec.loss.beta"},
 	{"beta not a number", func(r *alignv1.AlignmentRun) { r.Spec.Loss.Beta = "abc" },
 		"spec.loss.beta", "spec.loss.beta"},
+	{"lengthAlpha negative", func(r *alignv1.AlignmentRun) { r.Spec.Loss.LengthAlpha = "-0.1" },
+		"spec.loss.lengthAlpha must be a decimal greater than or equal to 0", "spec.loss.lengthAlpha"},
+	{"lengthAlpha with length-normalised IPO", func(r *alignv1.AlignmentRun) {
+		r.Spec.Loss.Type, r.Spec.Loss.LengthAlpha = alignv1.LossIPO, "0.1"
+	}, "spec.loss.lengthAlpha needs summed log-probs", "spec.loss.lengthAlpha"},
 	{"phases below 1", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = -1 },
 		"spec.trustRegion.phases", "spec.trustRegion.phases"},
 	{"phases above 1000", func(r *alignv1.AlignmentRun) { r.Spec.TrustRegion.Phases = 1001 },

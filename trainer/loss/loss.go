@@ -14,6 +14,13 @@
 //
 // Which log-probs are passed (sums over response tokens, or per-token means for IPO
 // when loss.ipoLengthNormalize is set) is the caller's choice; see docs/design.md.
+//
+// Length regularisation (R-DPO: Park et al. 2024, "Disentangling Length from Quality in Direct
+// Preference Optimization") adds alpha*(|y_w| - |y_l|), response lengths in tokens, to beta*h in
+// every loss: h becomes h + (alpha/beta)*(|y_w| - |y_l|). A preference that the length difference
+// already explains then needs no policy change, so the implicit reward is not pushed towards
+// "longer is better". ShiftReference applies it as a per-token shift of the reference log-prob
+// sums, which is exactly the same h and needs nothing of the training graph.
 package loss
 
 import (
@@ -159,6 +166,24 @@ func Values(kind Kind, beta float64, pc, pr, rc, rr []float64) (mean float64, pe
 		mean /= float64(len(per))
 	}
 	return mean, per
+}
+
+// ShiftReference returns the reference log-prob sums ref[i] - (alpha/beta)*lengths[i]: fed to
+// Node or Values in place of ref, they turn h into h + (alpha/beta)*(|y_w| - |y_l|), R-DPO's
+// length term (see the package comment). lengths are the responses' token counts (the tokens
+// whose log-probs are summed). alpha = 0 returns ref itself. It panics on a length mismatch.
+func ShiftReference(ref []float64, lengths []int, alpha, beta float64) []float64 {
+	if len(lengths) != len(ref) {
+		panic(fmt.Sprintf("loss: %d reference log-probs, %d lengths", len(ref), len(lengths)))
+	}
+	if alpha == 0 {
+		return ref
+	}
+	out := make([]float64, len(ref))
+	for i, r := range ref {
+		out[i] = r - alpha/beta*float64(lengths[i])
+	}
+	return out
 }
 
 func checkLens(pc, pr, rc, rr []float64) {

@@ -98,6 +98,38 @@ func TestHandComputedValues(t *testing.T) {
 	}
 }
 
+// TestLengthRegularisation: with the shifted reference, every loss sees beta*h + alpha*(|y_w| -
+// |y_l|), computed by hand: one pair with h = 3 (as above), beta 0.5, alpha 0.1, a chosen response
+// of 12 tokens and a rejected one of 2: beta*h' = 1.5 + 0.1*10 = 2.5, h' = 5.
+func TestLengthRegularisation(t *testing.T) {
+	pc, pr, rc, rr := []float64{-2}, []float64{-6}, []float64{-4}, []float64{-5}
+	rc2 := ShiftReference(rc, []int{12}, 0.1, 0.5)
+	rr2 := ShiftReference(rr, []int{2}, 0.1, 0.5)
+	if rc2[0] != -4-2.4 || rr2[0] != -5-0.4 {
+		t.Fatalf("shifted reference %v %v, want -6.4 -5.4", rc2, rr2)
+	}
+	want := map[Kind]float64{
+		DPO:  math.Log(1 + math.Exp(-2.5)),
+		IPO:  (5 - 1.0) * (5 - 1.0),
+		SLiC: 0,
+	}
+	for k, w := range want {
+		if m, _ := Values(k, 0.5, pc, pr, rc2, rr2); math.Abs(m-w) > 1e-14 {
+			t.Errorf("%s: %v, want %v", k, m, w)
+		}
+		if got, _, _ := evalNode(t, k, 0.5, pc, pr, rc2, rr2); math.Abs(got-w) > 1e-14 {
+			t.Errorf("Node %s: %v, want %v", k, got, w)
+		}
+	}
+	// A longer rejected response: the term works against it (SLiC: 1 - (1.5 - 1) = 0.5).
+	if m, _ := Values(SLiC, 0.5, pc, pr, ShiftReference(rc, []int{2}, 0.1, 0.5), ShiftReference(rr, []int{12}, 0.1, 0.5)); math.Abs(m-0.5) > 1e-14 {
+		t.Errorf("SLiC, rejected longer: %v, want 0.5", m)
+	}
+	if got := ShiftReference(rc, []int{12}, 0, 0.5); &got[0] != &rc[0] {
+		t.Errorf("alpha 0 should return the reference itself")
+	}
+}
+
 func TestStabilityLargeMargins(t *testing.T) {
 	beta := 1.0
 	pc := []float64{0, 0, -1e4, -1e6}
