@@ -124,6 +124,38 @@ type PairAccuracy struct {
 	// says the implicit reward ranks by length more than by what the annotator wants.
 	RewardFollowsLength *float64 `json:"rewardFollowsLength,omitempty"`
 	GoldPrefersLonger   *float64 `json:"goldPrefersLonger,omitempty"`
+	// LengthBalanced is the mean of the accuracy on the pairs whose chosen response is the longer
+	// and the accuracy on those whose chosen response is the shorter (absent unless both kinds
+	// occur). Ranking by length alone scores 0.5 on it whatever the annotator's taste for length,
+	// as does chance; so it is what the reward knows of the annotator's preference beyond length.
+	LengthBalanced *float64 `json:"lengthBalanced,omitempty"`
+}
+
+// lengthBalancedAccuracy is PairAccuracy's LengthBalanced: (accuracy over pairs with
+// lenC > lenR + accuracy over pairs with lenC < lenR) / 2, ties in the margin counting 1/2; ok is
+// false unless both kinds of pair occur.
+func lengthBalancedAccuracy(margin []float64, lenC, lenR []int) (acc float64, ok bool) {
+	var right, n [2]float64 // [0]: chosen longer, [1]: chosen shorter
+	for i, m := range margin {
+		g := 0
+		switch d := lenC[i] - lenR[i]; {
+		case d == 0:
+			continue
+		case d < 0:
+			g = 1
+		}
+		n[g]++
+		switch {
+		case m > 0:
+			right[g]++
+		case m == 0:
+			right[g] += 0.5
+		}
+	}
+	if n[0] == 0 || n[1] == 0 {
+		return 0, false
+	}
+	return (right[0]/n[0] + right[1]/n[1]) / 2, true
 }
 
 // lengthConfound is PairAccuracy's RewardFollowsLength and GoldPrefersLonger of pairs with
@@ -252,6 +284,9 @@ func (e *Env) pairAccuracy(j, k int) (*PairAccuracy, error) {
 		}
 		if follows, longer, ok := lengthConfound(margins, lenC, lenR); ok {
 			pa.RewardFollowsLength, pa.GoldPrefersLonger = &follows, &longer
+		}
+		if bal, ok := lengthBalancedAccuracy(margins, lenC, lenR); ok {
+			pa.LengthBalanced = &bal
 		}
 	}
 	if err := writeJSONAtomic(path, pa); err != nil {

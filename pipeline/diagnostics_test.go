@@ -69,6 +69,34 @@ func TestLengthConfound(t *testing.T) {
 	}
 }
 
+func TestLengthBalancedAccuracy(t *testing.T) {
+	cases := []struct {
+		name       string
+		margin     []float64
+		lenC, lenR []int
+		acc        float64
+		ok         bool
+	}{
+		{"empty", nil, nil, nil, 0, false},
+		{"chosen always longer", []float64{1, 1}, []int{9, 8}, []int{5, 7}, 0, false},
+		// A length ranker on 3 chosen-longer pairs and 1 chosen-shorter pair: 1 and 0, mean 0.5,
+		// although its plain accuracy is 0.75.
+		{"length ranker", []float64{2, 3, 1, -4}, []int{9, 8, 7, 2}, []int{5, 4, 3, 6}, 0.5, true},
+		// Right on both kinds; the equal-length pair (wrong) is left out.
+		{"knows beyond length", []float64{2, 3, -1}, []int{9, 2, 5}, []int{5, 4, 5}, 1, true},
+		// Chosen longer: 1 right, 1 tie (1/2) -> 0.75; chosen shorter: 1 right of 2 -> 0.5.
+		{"ties count half", []float64{1, 0, 2, -1}, []int{6, 5, 1, 2}, []int{2, 1, 4, 3}, 0.625, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			acc, ok := lengthBalancedAccuracy(tc.margin, tc.lenC, tc.lenR)
+			if ok != tc.ok || !near(acc, tc.acc, 1e-12) {
+				t.Fatalf("got %v %v, want %v %v", acc, ok, tc.acc, tc.ok)
+			}
+		})
+	}
+}
+
 func TestTextStats(t *testing.T) {
 	cases := []struct {
 		name   string

@@ -217,16 +217,18 @@ func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult,
 		"these score the merged policy against the initial model. **r follows length**: on the fresh pairs whose responses differ in length, " +
 		"the fraction where r ranks the longer one higher; **gold prefers longer**: the fraction where the chosen one is the longer. " +
 		"A policy's reward on its own samples grows with length, so the first well above the second means r ranks by length more than by " +
-		"what the annotator wants.\n\n")
+		"what the annotator wants. **Length-balanced**: the mean of the fresh-pair accuracy on pairs whose chosen response is the longer " +
+		"and on pairs whose chosen response is the shorter; ranking by length alone scores 0.5 on it, as does chance, so it is what r " +
+		"knows of the annotator beyond length.\n\n")
 	guard := false
 	for _, s := range sums {
 		guard = guard || s.GuardDecided != nil
 	}
-	b.WriteString("| phase | pairs | fresh-pair accuracy | train-pair accuracy | gap | r follows length | gold prefers longer |")
+	b.WriteString("| phase | pairs | fresh-pair accuracy | train-pair accuracy | gap | r follows length | gold prefers longer | length-balanced |")
 	if guard {
 		b.WriteString(" guard-decided |")
 	}
-	b.WriteString("\n|---|---|---|---|---|---|---|")
+	b.WriteString("\n|---|---|---|---|---|---|---|---|")
 	if guard {
 		b.WriteString("---|")
 	}
@@ -237,8 +239,8 @@ func writeDiagnostics(b *strings.Builder, sums []PhaseSummary, base *EvalResult,
 		if prevTrain != nil && s.FreshPairAccuracy != nil {
 			gap = fmt.Sprintf("%+.3f", *prevTrain-*s.FreshPairAccuracy)
 		}
-		fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %s |", s.Phase, s.Pairs, fmtOpt(s.FreshPairAccuracy, "%.3f"), fmtOpt(s.TrainPairAccuracy, "%.3f"), gap,
-			fmtOpt(s.FreshRewardFollowsLength, "%.3f"), fmtOpt(s.FreshGoldPrefersLonger, "%.3f"))
+		fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s | %s | %s |", s.Phase, s.Pairs, fmtOpt(s.FreshPairAccuracy, "%.3f"), fmtOpt(s.TrainPairAccuracy, "%.3f"), gap,
+			fmtOpt(s.FreshRewardFollowsLength, "%.3f"), fmtOpt(s.FreshGoldPrefersLonger, "%.3f"), fmtOpt(s.FreshLengthBalanced, "%.3f"))
 		if guard {
 			fmt.Fprintf(b, " %s |", fmtOpt(s.GuardDecided, "%.3f"))
 		}
@@ -283,6 +285,9 @@ func diagnosticsSummary(sums []PhaseSummary, base, final *EvalResult) string {
 		var p []string
 		if s.FreshPairAccuracy != nil {
 			p = append(p, fmt.Sprintf("fresh %.3f", *s.FreshPairAccuracy))
+			if s.FreshLengthBalanced != nil {
+				p[len(p)-1] += fmt.Sprintf(" (length-balanced %.3f)", *s.FreshLengthBalanced)
+			}
 		}
 		if s.TrainPairAccuracy != nil {
 			p = append(p, fmt.Sprintf("train %.3f", *s.TrainPairAccuracy))

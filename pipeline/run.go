@@ -31,6 +31,8 @@ type PhaseSummary struct {
 	// The fresh pairs' length confound (PairAccuracy.RewardFollowsLength, GoldPrefersLonger).
 	FreshRewardFollowsLength *float64 `json:"freshRewardFollowsLength,omitempty"`
 	FreshGoldPrefersLonger   *float64 `json:"freshGoldPrefersLonger,omitempty"`
+	// FreshLengthBalanced is the fresh pairs' PairAccuracy.LengthBalanced.
+	FreshLengthBalanced *float64 `json:"freshLengthBalanced,omitempty"`
 	// GuardDecided is the fraction of the kept pairs whose order the gold annotator's degeneracy
 	// guard decided, when the label stage counts them.
 	GuardDecided *float64 `json:"guardDecided,omitempty"`

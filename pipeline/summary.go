@@ -52,6 +52,7 @@ func (e *Env) PhaseSummary(k int) (PhaseSummary, error) {
 	if fresh != nil {
 		sum.FreshPairAccuracy = fresh.Accuracy
 		sum.FreshRewardFollowsLength, sum.FreshGoldPrefersLonger = fresh.RewardFollowsLength, fresh.GoldPrefersLonger
+		sum.FreshLengthBalanced = fresh.LengthBalanced
 	}
 	trained, err := e.TrainPairAccuracy(k)
 	if err != nil {
