@@ -97,6 +97,7 @@ func fillArmStats(st *ArmStats) {
 			ps.KLToRef = sum(func(s pipeline.PhaseSummary) float64 { return s.KLToRef })
 			ps.Margin = sum(func(s pipeline.PhaseSummary) float64 { return s.Margin })
 			ps.FreshPairAccuracy = sum(func(s pipeline.PhaseSummary) float64 { return valOr(s.FreshPairAccuracy, math.NaN()) })
+			ps.FreshLengthBalanced = sum(func(s pipeline.PhaseSummary) float64 { return valOr(s.FreshLengthBalanced, math.NaN()) })
 			ps.TrainPairAccuracy = sum(func(s pipeline.PhaseSummary) float64 { return valOr(s.TrainPairAccuracy, math.NaN()) })
 			ps.OptimizerSteps = statOf(rs, func(r *expRun) float64 {
 				if k-1 < len(r.OptimizerSteps) {

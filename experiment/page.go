@@ -183,8 +183,26 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 	w("After each phase k (pairs so far = k × budget / F). Reward and KL come from that phase's evaluation (samples); " +
 		"pairs kept, ties, KL(ref) (KL(behavior ‖ learner) on the phase's samples, i.e. to the reference for BPO), the implicit reward margin and the optimizer steps (per member) come from its label and train stages. " +
 		"*Fresh-pair acc.* is the implicit-reward accuracy of the policy after phase k−1 on phase k's pairs, which it sampled and has not trained on " +
-		"(how far what it learnt generalises; from phase 2 on, 0.5 is chance); *train-pair acc.* the same after training on them.\n\n")
-	w("| arm | phase | pairs so far | gold reward | KL to initial | win rate | pairs kept | ties | KL(ref) | margin | fresh-pair acc. | train-pair acc. | steps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		"(how far what it learnt generalises; from phase 2 on, 0.5 is chance); *train-pair acc.* the same after training on them.")
+	balanced := false
+	for _, st := range rep.Arms {
+		for _, ps := range st.PerPhase {
+			balanced = balanced || ps.FreshLengthBalanced.N > 0
+		}
+	}
+	if balanced {
+		w(" *Length-bal.*: the fresh-pair accuracy on pairs whose chosen response is the longer and on those whose chosen response is the shorter, averaged: " +
+			"ranking by length alone scores 0.5 on it, as does chance.")
+	}
+	w("\n\n| arm | phase | pairs so far | gold reward | KL to initial | win rate | pairs kept | ties | KL(ref) | margin | fresh-pair acc. |")
+	if balanced {
+		w(" length-bal. |")
+	}
+	w(" train-pair acc. | steps |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	if balanced {
+		w("---|")
+	}
+	w("\n")
 	for _, st := range rep.Arms {
 		for _, ps := range st.PerPhase {
 			rw, kl, win := "", "", ""
@@ -195,6 +213,13 @@ func (rep *Report) markdown(x *Experiment, opt ReportOptions, recs *Records, plo
 			if ps.Phase > 0 {
 				kept, ties, klr, mar = ps.PairsKept.Format("%.1f"), ps.Ties.Format("%.1f"), ps.KLToRef.Format("%.3g"), ps.Margin.Format("%.3g")
 				fresh, train, steps = ps.FreshPairAccuracy.Format("%.3f"), ps.TrainPairAccuracy.Format("%.3f"), ps.OptimizerSteps.Format("%.1f")
+			}
+			if balanced {
+				bal := ""
+				if ps.Phase > 0 {
+					bal = ps.FreshLengthBalanced.Format("%.3f")
+				}
+				fresh += " | " + bal
 			}
 			w("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", st.Arm, ps.Phase, ps.PairsSoFar, rw, kl, win, kept, ties, klr, mar, fresh, train, steps)
 		}

@@ -143,8 +143,11 @@ type PhaseStats struct {
 	// pairs before training on them (phases >= 2; pipeline.PairAccuracy); TrainPairAccuracy the
 	// same after training on them.
 	FreshPairAccuracy stats.Stat `json:"freshPairAccuracy"`
-	TrainPairAccuracy stats.Stat `json:"trainPairAccuracy"`
-	OptimizerSteps    stats.Stat `json:"optimizerSteps"`
+	// FreshLengthBalanced is the fresh pairs' length-balanced accuracy (pipeline.PairAccuracy's
+	// LengthBalanced: 0.5 for a length ranker); absent (N = 0) in records from before it.
+	FreshLengthBalanced stats.Stat `json:"freshLengthBalanced"`
+	TrainPairAccuracy   stats.Stat `json:"trainPairAccuracy"`
+	OptimizerSteps      stats.Stat `json:"optimizerSteps"`
 }
 
 // expRun is one finished run: its record and its reward-KL frontier.
