@@ -81,11 +81,7 @@ func TestLengthAlpha(t *testing.T) {
 		t.Fatal(err)
 	}
 	P := int(eLen.Run.Spec.Budget.PairsPerStep)
-	seqLen := 0
-	for _, p := range pairs {
-		seqLen = max(seqLen, len(p.PromptIDs)+len(p.ChosenIDs), len(p.PromptIDs)+len(p.RejectedIDs))
-	}
-	tr, err := model.NewTrainer(b.Weights, a.Rank, 2*P, seqLen, eLen.Run.objective())
+	tr, err := model.NewTrainer(b.Weights, a.Rank, 2*P, pairsSeqLen(pairs), eLen.Run.objective())
 	if err != nil {
 		t.Fatal(err)
 	}

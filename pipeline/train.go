@@ -87,11 +87,7 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 			return saveMember(dir, adapter, opt, e.Run.Seed, k)
 		}
 		P := int(e.Run.Spec.Budget.PairsPerStep)
-		seqLen := 0
-		for _, p := range pairs {
-			seqLen = max(seqLen, len(p.PromptIDs)+len(p.ChosenIDs), len(p.PromptIDs)+len(p.RejectedIDs))
-		}
-		tr, err := model.NewTrainer(b.Weights, adapter.Rank, 2*P, seqLen, e.Run.objective())
+		tr, err := model.NewTrainer(b.Weights, adapter.Rank, 2*P, pairsSeqLen(pairs), e.Run.objective())
 		if err != nil {
 			return err
 		}
@@ -164,6 +160,16 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 		r.Loss, r.RewardAccuracy, r.RewardMargin, r.KLToReference = &lossV, &st.Accuracy, &st.Margin, &klRef
 		return saveMember(dir, adapter, opt, e.Run.Seed, k)
 	})
+}
+
+// pairsSeqLen is the training graph's sequence length for the pairs: the longest prompt plus
+// response among them.
+func pairsSeqLen(pairs []Pair) int {
+	n := 0
+	for _, p := range pairs {
+		n = max(n, len(p.PromptIDs)+len(p.ChosenIDs), len(p.PromptIDs)+len(p.RejectedIDs))
+	}
+	return n
 }
 
 func interleave(a, b []float64) []float64 {
