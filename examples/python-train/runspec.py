@@ -91,6 +91,11 @@ def load(path):
     if loss not in ("dpo", "ipo", "slic"):
         raise ValueError(f"{path}: spec.loss.type {loss!r}: want dpo, ipo or slic")
     ipo_norm = (spec.get("loss") or {}).get("ipoLengthNormalize")
+    length_alpha = (spec.get("loss") or {}).get("lengthAlpha")
+    if length_alpha not in (None, "") and float(length_alpha) != 0:
+        # Training without the term would be silently another loss; refuse instead.
+        raise ValueError(f"{path}: spec.loss.lengthAlpha {length_alpha!r}: this example does not implement "
+                         "R-DPO's length term; remove it, or train with bpo's own train stage")
     return RunSpec(
         name=meta["name"], uid=str(meta.get("uid") or ""),
         loss=loss, beta=beta,

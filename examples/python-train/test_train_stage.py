@@ -16,6 +16,7 @@ import torch  # noqa: E402
 import adamw  # noqa: E402
 import gorand  # noqa: E402
 import losses  # noqa: E402
+import runspec  # noqa: E402
 import safetensors_io  # noqa: E402
 
 torch.set_num_threads(1)
@@ -150,6 +151,22 @@ class GoRandTest(unittest.TestCase):
         s = gorand.stream_seed(1, "order", 2)
         self.assertTrue(0 <= s < 2 ** 64)
         self.assertNotEqual(s, gorand.stream_seed(1, "order", 1))
+
+
+class RunSpecTest(unittest.TestCase):
+    def load(self, loss):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "run.yaml")
+            with open(path, "w") as f:
+                f.write("kind: AlignmentRun\nmetadata: {name: r}\nspec: {budget: {pairs: 16}, loss: %s}\n" % loss)
+            return runspec.load(path)
+
+    def test_length_alpha_refused(self):
+        # This example trains plain DPO/IPO/SLiC: a run asking for R-DPO's term must not train
+        # silently without it.
+        with self.assertRaisesRegex(ValueError, "spec.loss.lengthAlpha"):
+            self.load('{lengthAlpha: "0.2"}')
+        self.assertEqual(self.load('{lengthAlpha: "0", type: IPO}').loss, "ipo")
 
 
 if __name__ == "__main__":
