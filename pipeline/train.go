@@ -36,6 +36,20 @@ func (r *Run) objective() model.Objective {
 	}
 }
 
+// LossAsTrained is the mean loss the train stage optimises, on pairs whose policy and reference
+// response log-prob sums are pc, pr, rc, rr and whose response token counts are cc, cr: with
+// R-DPO's length term (spec.loss.lengthAlpha, loss.ShiftReference) and, for length-normalised
+// IPO, per-token means, as the training graph computes it.
+func (r *Run) LossAsTrained(pc, pr, rc, rr []float64, cc, cr []int) float64 {
+	lpc, lpr := pc, pr
+	lrc, lrr := loss.ShiftReference(rc, cc, r.LengthAlpha, r.Beta), loss.ShiftReference(rr, cr, r.LengthAlpha, r.Beta)
+	if r.objective().LengthNormalize {
+		lpc, lpr, lrc, lrr = perToken(pc, cc), perToken(pr, cr), perToken(rc, cc), perToken(rr, cr)
+	}
+	v, _ := loss.Values(r.Loss, r.Beta, lpc, lpr, lrc, lrr)
+	return v
+}
+
 // Train is the train stage of phase k for ensemble member m: the member continues from
 // its adapter and optimizer state after phase k-1 and takes epochsPerPhase passes of the
 // planned ceil(pairs/F / pairsPerStep) steps over the phase's kept pairs (wrapping around when
@@ -146,13 +160,8 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 			rc[i], rr[i] = p.ReferenceLogps[0], p.ReferenceLogps[1]
 			bl = append(bl, p.BehaviorLogps[0], p.BehaviorLogps[1])
 		}
-		// The loss as trained (with the length term), the diagnostics on the plain implicit reward.
-		lpc, lpr := pc, pr
-		lrc, lrr := loss.ShiftReference(rc, cc, e.Run.LengthAlpha, e.Run.Beta), loss.ShiftReference(rr, cr, e.Run.LengthAlpha, e.Run.Beta)
-		if e.Run.objective().LengthNormalize {
-			lpc, lpr, lrc, lrr = perToken(pc, cc), perToken(pr, cr), perToken(rc, cc), perToken(rr, cr)
-		}
-		lossV, _ := loss.Values(e.Run.Loss, e.Run.Beta, lpc, lpr, lrc, lrr)
+		// The loss as trained, the diagnostics on the plain implicit reward.
+		lossV := e.Run.LossAsTrained(pc, pr, rc, rr, cc, cr)
 		st := loss.Diagnostics(e.Run.Beta, pc, pr, rc, rr)
 		// KL(behavior || policy) estimated on the behavior model's own samples; with the
 		// BPO reference (behavior) this is exactly the KL to the reference.

@@ -213,17 +213,7 @@ func trainMetrics(env *pipeline.Env, m int, a *model.Adapter, r *v1alpha1.StageR
 	for i, p := range pairs {
 		rc[i], rr[i] = p.ReferenceLogps[0], p.ReferenceLogps[1]
 	}
-	// The loss as trained: with spec.loss.lengthAlpha, R-DPO's length term (loss.ShiftReference).
-	lpc, lpr := pc, pr
-	lrc, lrr := loss.ShiftReference(rc, counts[:n], env.Run.LengthAlpha, env.Run.Beta), loss.ShiftReference(rr, counts[n:], env.Run.LengthAlpha, env.Run.Beta)
-	if env.Run.Loss == loss.IPO && (env.Run.Spec.Loss.IPOLengthNormalize == nil || *env.Run.Spec.Loss.IPOLengthNormalize) {
-		lpc, lpr, lrc, lrr = make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
-		for i := range n {
-			cc, cr := float64(max(counts[i], 1)), float64(max(counts[n+i], 1))
-			lpc[i], lpr[i], lrc[i], lrr[i] = pc[i]/cc, pr[i]/cr, rc[i]/cc, rr[i]/cr
-		}
-	}
-	want, _ := loss.Values(env.Run.Loss, env.Run.Beta, lpc, lpr, lrc, lrr)
+	want := env.Run.LossAsTrained(pc, pr, rc, rr, counts[:n], counts[n:])
 	st := loss.Diagnostics(env.Run.Beta, pc, pr, rc, rr)
 	var errs []error
 	near := func(name string, got, want, tol float64) {
