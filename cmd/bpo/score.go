@@ -11,10 +11,12 @@ import (
 	"github.com/bpo-dev/bpo/trainer/tokenizer"
 )
 
-// scoreLine is one input line of bpo score.
+// scoreLine is one input line of bpo score. Reference is read as the response, so that the task's
+// validation.jsonl and eval.jsonl ({prompt, reference}) are scored as they are.
 type scoreLine struct {
-	Prompt   string `json:"prompt"`
-	Response string `json:"response"`
+	Prompt    string `json:"prompt"`
+	Response  string `json:"response"`
+	Reference string `json:"reference,omitempty"`
 }
 
 // scoreOut is one output line: the response's log-probability given the prompt.
@@ -62,7 +64,14 @@ func scoreCmd() *cobra.Command {
 			inf := model.NewInferenceAt(w, prec)
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetEscapeHTML(false)
+			var total scoreTotal
 			for n, in := range lines {
+				if in.Reference != "" {
+					if in.Response != "" {
+						return fmt.Errorf("%s: record %d: set response or reference, not both", data, n+1)
+					}
+					in.Response = in.Reference
+				}
 				p, r := tok.Encode(in.Prompt), tok.Encode(in.Response)
 				if len(p) == 0 {
 					return fmt.Errorf("%s: record %d: empty prompt (the first response token needs a context)", data, n+1)
@@ -81,7 +90,9 @@ func scoreCmd() *cobra.Command {
 				if err := enc.Encode(out); err != nil {
 					return err
 				}
+				total.add(out)
 			}
+			fmt.Fprintln(cmd.ErrOrStderr(), total)
 			return nil
 		},
 	}
@@ -93,4 +104,27 @@ func scoreCmd() *cobra.Command {
 	_ = c.MarkFlagRequired("model")
 	_ = c.MarkFlagRequired("data")
 	return c
+}
+
+// scoreTotal sums the scored responses: the cross-entropy per byte of response text (an
+// end-of-text added by --eot is predicted but has no byte) is the tokenizer-independent number to
+// compare models by, as pretraining's held-out loss is.
+type scoreTotal struct {
+	responses, tokens, bytes int
+	nll                      float64
+}
+
+func (t *scoreTotal) add(o scoreOut) {
+	t.responses++
+	t.tokens += o.Tokens
+	t.bytes += len(o.Response)
+	t.nll -= o.Sum
+}
+
+func (t scoreTotal) String() string {
+	s := fmt.Sprintf("score: %d responses, %d tokens, %d bytes", t.responses, t.tokens, t.bytes)
+	if t.bytes > 0 && t.tokens > 0 {
+		s += fmt.Sprintf(": %.4f nats/byte, %.4f nats/token", t.nll/float64(t.bytes), t.nll/float64(t.tokens))
+	}
+	return s
 }

@@ -211,3 +211,58 @@ func TestScoreFloat32MatchesPyTorch(t *testing.T) {
 	}
 	t.Logf("bpo score vs PyTorch float32: %d sums, max relative diff %.3g", scored, worst)
 }
+
+// TestScoreReadsReferencesAndTotals: a {prompt, reference} line (the task's eval.jsonl) is scored
+// as its response, the summary on stderr is the summed NLL over the response bytes and tokens, and
+// a line with both fields is refused by number.
+func TestScoreReadsReferencesAndTotals(t *testing.T) {
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.jsonl")
+	resp := filepath.Join(dir, "resp.jsonl")
+	os.WriteFile(ref, []byte(`{"prompt":"The food was","reference":" great"}`+"\n"+`{"prompt":"A","reference":" bad day"}`+"\n"), 0o644)
+	os.WriteFile(resp, []byte(`{"prompt":"The food was","response":" great"}`+"\n"+`{"prompt":"A","response":" bad day"}`+"\n"), 0o644)
+	run := func(data string) (string, string) {
+		var out, errOut bytes.Buffer
+		c := scoreCmd()
+		c.SetArgs([]string{"--model", golden, "--data", data, "--eot"})
+		c.SetOut(&out)
+		c.SetErr(&errOut)
+		if err := c.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errOut.String()
+	}
+	refOut, refTotal := run(ref)
+	respOut, respTotal := run(resp)
+	if refOut != respOut || refTotal != respTotal {
+		t.Fatalf("reference lines scored differently from response lines:\n%s%s\n%s%s", refOut, refTotal, respOut, respTotal)
+	}
+	var nll float64
+	tokens := 0
+	for _, l := range strings.Split(strings.TrimSpace(respOut), "\n") {
+		var o scoreOut
+		if err := json.Unmarshal([]byte(l), &o); err != nil {
+			t.Fatal(err)
+		}
+		nll -= o.Sum
+		tokens += o.Tokens
+	}
+	// Byte tokenizer with --eot: a token per byte (6 + 8) and one end-of-text per response.
+	if tokens != 16 {
+		t.Fatalf("tokens %d, want 16 (14 bytes and 2 end-of-texts)", tokens)
+	}
+	want := fmt.Sprintf("score: 2 responses, 16 tokens, 14 bytes: %.4f nats/byte, %.4f nats/token\n", nll/14, nll/16)
+	if respTotal != want {
+		t.Fatalf("summary %q, want %q", respTotal, want)
+	}
+
+	both := filepath.Join(dir, "both.jsonl")
+	os.WriteFile(both, []byte(`{"prompt":"a","response":"b"}`+"\n"+`{"prompt":"a","response":"b","reference":"c"}`+"\n"), 0o644)
+	c := scoreCmd()
+	c.SetArgs([]string{"--model", golden, "--data", both})
+	c.SetOut(&bytes.Buffer{})
+	c.SetErr(&bytes.Buffer{})
+	if err := c.Execute(); err == nil || !strings.Contains(err.Error(), "record 2") || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("want an error naming record 2 and both fields, got %v", err)
+	}
+}
