@@ -311,6 +311,18 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 			if o.Completion != "" {
 				nonEmpty++
 			}
+			// Every sample is kept with its gold score; their mean is the prompt's sampleGold.
+			per := int(max(b.ar.Spec.Evaluator.SamplesPerPrompt, 1))
+			if len(o.Samples) != per || len(o.SampleScores) != per || o.SampleGold == nil {
+				t.Fatalf("phase %d prompt %d: %d samples, %d scores, want %d", k, i, len(o.Samples), len(o.SampleScores), per)
+			}
+			mean := 0.0
+			for _, g := range o.SampleScores {
+				mean += g / float64(per)
+			}
+			if math.Abs(mean-*o.SampleGold) > 1e-12 {
+				t.Fatalf("phase %d prompt %d: sample scores %v, mean %g, sampleGold %g", k, i, o.SampleScores, mean, *o.SampleGold)
+			}
 		}
 		if nonEmpty == 0 {
 			t.Fatalf("phase %d: every greedy completion is empty", k)
@@ -344,6 +356,20 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 	}
 	// The side-by-side table: 12 of the 16 prompts, spread from the first to the last.
 	_, side, _ := strings.Cut(string(md), "## Sample completions")
+	side, sampled, ok := strings.Cut(side, "## Sampled completions")
+	if !ok {
+		t.Fatalf("report.md has no sampled side-by-side:\n%s", md)
+	}
+	// The sampled side-by-side: the same prompts, each row the first kept sample of each side.
+	var sampledRows []string
+	for _, l := range strings.Split(sampled, "\n") {
+		if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| # ") {
+			sampledRows = append(sampledRows, l)
+		}
+	}
+	if len(sampledRows) != 12 || !strings.HasPrefix(sampledRows[0], "| 0 | ") || !strings.HasPrefix(sampledRows[11], "| 15 | ") {
+		t.Fatalf("sampled side-by-side rows: %q", sampledRows)
+	}
 	var rows []string
 	for _, l := range strings.Split(side, "\n") {
 		if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| # ") {

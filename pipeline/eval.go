@@ -90,6 +90,12 @@ type PromptOutcome struct {
 	// comparison is about. Pointers because results written before they existed lack them.
 	SampleGold    *float64 `json:"sampleGold,omitempty"`
 	SampleHeldOut *float64 `json:"sampleHeldOut,omitempty"`
+	// Samples are the prompt's sampled completions (spec.evaluator.samplesPerPrompt, drawn with
+	// spec.sampler's settings) and SampleScores their gold scores, kept like the greedy one so that
+	// anyone can read or re-judge what the policy writes when it samples, which is what it was
+	// trained on. Absent in results written before they were kept.
+	Samples      []string  `json:"samples,omitempty"`
+	SampleScores []float64 `json:"sampleScores,omitempty"`
 	// JudgeWin is spec.evaluator.judge's outcome for the greedy completion against the
 	// reference: 1 win, 0.5 tie, 0 loss (absent without a judge).
 	JudgeWin *float64 `json:"judgeWin,omitempty"`
@@ -312,6 +318,8 @@ func (e *Env) evaluate(k int) (*EvalResult, error) {
 	}
 	for j := range res.PerPrompt {
 		res.PerPrompt[j].SampleGold, res.PerPrompt[j].SampleHeldOut = &sg[j], &sh[j]
+		res.PerPrompt[j].Samples = texts[j*per : (j+1)*per]
+		res.PerPrompt[j].SampleScores = sampleScores[j]
 	}
 	res.Samples = len(samples)
 	res.Distinct1 = annotator.Distinct(texts, 1)

@@ -179,6 +179,37 @@ func writeSideBySide(b *strings.Builder, base, final *EvalResult) {
 		fmt.Fprintf(b, "| %d | %s | %s (%.2f) | %s (%.2f) | %s (%.2f) |\n",
 			i, mdCell(fi.Prompt), mdCell(bi.Completion), bi.Score, mdCell(fi.Completion), fi.Score, mdCell(fi.Reference), fi.RefScore)
 	}
+	writeSampledSideBySide(b, base, final, idx)
+}
+
+// writeSampledSideBySide writes, for the same prompts, the first sampled completion of the
+// initial model and of the final policy: greedy decoding of a small model collapses to a few
+// generic sentences, while samples are what the policy was trained on and what the sample rewards
+// and the KL measure. Results that predate kept samples have none, and the table is left out.
+func writeSampledSideBySide(b *strings.Builder, base, final *EvalResult, idx []int) {
+	var rows []string
+	for _, i := range idx {
+		if i >= len(base.PerPrompt) || i >= len(final.PerPrompt) {
+			continue
+		}
+		bi, fi := base.PerPrompt[i], final.PerPrompt[i]
+		if bi.Prompt != fi.Prompt || len(bi.Samples) == 0 || len(fi.Samples) == 0 ||
+			len(bi.SampleScores) != len(bi.Samples) || len(fi.SampleScores) != len(fi.Samples) {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %d | %s | %s (%.2f) | %s (%.2f) |\n",
+			i, mdCell(fi.Prompt), mdCell(bi.Samples[0]), bi.SampleScores[0], mdCell(fi.Samples[0]), fi.SampleScores[0]))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\n## Sampled completions\n\n")
+	b.WriteString("The same prompts, the first of each prompt's evaluation samples (drawn with spec.sampler's settings, as the " +
+		"training pairs are; every sample is in `perPrompt[].samples`); the gold annotator's score in parentheses.\n\n")
+	b.WriteString("| # | prompt | initial model | final policy |\n|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r)
+	}
 }
 
 // phaseEvals loads the evaluation of every evaluated phase.
