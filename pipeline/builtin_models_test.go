@@ -13,14 +13,15 @@ import (
 
 // TestBuiltinModels loads every bundled model the way a run does (spec.model.builtin) with all 8
 // SFT adapters, and checks what trainer/task/models/README.md says of it: the tokenizer, the
-// shape, and for the quickstart's small-reviews that greedy decoding writes words and stops.
+// shape, and for the BPE models (the quickstart's) that greedy decoding writes words and stops.
 func TestBuiltinModels(t *testing.T) {
 	want := map[string]struct {
 		bpe               bool
 		vocab, pos, width int
 	}{
-		"small-reviews": {true, 4096, 192, 192},
-		"tiny-reviews":  {false, 257, 128, 96},
+		"small-reviews":    {true, 4096, 192, 192},
+		"small-reviews-v2": {true, 4096, 192, 192},
+		"tiny-reviews":     {false, 257, 128, 96},
 	}
 	names := task.ModelNames()
 	if len(names) != len(want) {
