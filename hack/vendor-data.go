@@ -592,16 +592,7 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence, heldOut []str
 		}
 	}
 	docs = uniq
-	uci := 0
-	for _, s := range train {
-		if !seen[s.text] {
-			seen[s.text] = true
-			for range uciRepeat {
-				docs = append(docs, s.text)
-			}
-			uci++
-		}
-	}
+	docs, uci := appendCopies(docs, seen, train, uciRepeat)
 	data, sum, err := saveCorpus(path, docs, heldOut)
 	if err != nil {
 		return err
@@ -944,16 +935,7 @@ func writeCorpusV2(path, brownDir, imdbDir string, train []sentence, heldOut []s
 		}
 	}
 	docs = append(docs, imdbDocs...)
-	uci := 0
-	for _, s := range train {
-		if !seen[s.text] {
-			seen[s.text] = true
-			for range uciRepeatV2 {
-				docs = append(docs, s.text)
-			}
-			uci++
-		}
-	}
+	docs, uci := appendCopies(docs, seen, train, uciRepeatV2)
 	data, sum, err := saveCorpus(path, docs, heldOut)
 	if err != nil {
 		return err
@@ -1003,4 +985,20 @@ func containsAny(s string, patterns []string) bool {
 		}
 	}
 	return false
+}
+
+// appendCopies appends n copies of each training sentence that is not already a document (seen)
+// and returns the documents and how many sentences were added.
+func appendCopies(docs []string, seen map[string]bool, train []sentence, n int) ([]string, int) {
+	added := 0
+	for _, s := range train {
+		if !seen[s.text] {
+			seen[s.text] = true
+			for range n {
+				docs = append(docs, s.text)
+			}
+			added++
+		}
+	}
+	return docs, added
 }
