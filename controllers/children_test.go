@@ -201,17 +201,17 @@ func TestFoldPairDiagnostics(t *testing.T) {
 		t.Errorf("label fold: %+v", pr)
 	}
 	foldResults(st, pr, "train", map[int32]alignv1.StageResult{
-		0: {Loss: f(0.5), FreshPairAccuracy: f(0.625), PrevTrainPairAccuracy: f(0.75)},
+		0: {Loss: f(0.5), FreshPairAccuracy: f(0.625), FreshLengthBalanced: f(0.5625), PrevTrainPairAccuracy: f(0.75)},
 		1: {Loss: f(0.7)},
 	})
-	if pr.FreshPairAccuracy != "0.625" || pr.TrainPairAccuracy != "" || st.PhaseResults[0].TrainPairAccuracy != "0.75" {
+	if pr.FreshPairAccuracy != "0.625" || pr.FreshLengthBalanced != "0.5625" || pr.TrainPairAccuracy != "" || st.PhaseResults[0].TrainPairAccuracy != "0.75" {
 		t.Errorf("train fold: %+v", st.PhaseResults)
 	}
 	// Phase 1 has no previous phase and no fresh pairs; label shards without the field leave it unset.
 	p1 := phaseResult(st, 1, false)
 	foldResults(st, p1, "label", map[int32]alignv1.StageResult{0: {Pairs: 5}})
 	foldResults(st, p1, "train", map[int32]alignv1.StageResult{0: {Loss: f(0.5)}})
-	if p1.FreshPairAccuracy != "" || p1.GuardDecided != "" || p1.TrainPairAccuracy != "0.75" {
+	if p1.FreshPairAccuracy != "" || p1.FreshLengthBalanced != "" || p1.GuardDecided != "" || p1.TrainPairAccuracy != "0.75" {
 		t.Errorf("phase 1: %+v", p1)
 	}
 }

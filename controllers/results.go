@@ -158,6 +158,7 @@ func foldResults(st *alignv1.AlignmentRunStatus, pr *alignv1.PhaseResult, stage 
 		set(&pr.KLToReference, f.KLToReference)
 		set(&pr.KLToInitial, f.KLToInitial)
 		set(&pr.FreshPairAccuracy, f.FreshPairAccuracy)
+		set(&pr.FreshLengthBalanced, f.FreshLengthBalanced)
 		// Member 0 also measures the previous phase's train-pair accuracy (that phase may have had
 		// no eval stage to report it); it belongs to the previous phase's entry.
 		if prev := phaseResult(st, pr.Phase-1, false); prev != nil {

@@ -278,7 +278,8 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 	r0, _ := e.Done(2, v1alpha1.StageTrain, 0)
 	r1, _ := e.Done(2, v1alpha1.StageTrain, 1)
 	if !reflect.DeepEqual(r0.FreshPairAccuracy, sums[1].FreshPairAccuracy) || !reflect.DeepEqual(r0.PrevTrainPairAccuracy, sums[0].TrainPairAccuracy) ||
-		r1.FreshPairAccuracy != nil || r1.PrevTrainPairAccuracy != nil {
+		r0.FreshLengthBalanced == nil || !reflect.DeepEqual(r0.FreshLengthBalanced, sums[1].FreshLengthBalanced) ||
+		r1.FreshPairAccuracy != nil || r1.PrevTrainPairAccuracy != nil || r1.FreshLengthBalanced != nil {
 		t.Fatalf("train results: member 0 %+v, member 1 %+v", r0, r1)
 	}
 	rev, _ := e.Done(2, v1alpha1.StageEval, -1)

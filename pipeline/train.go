@@ -95,6 +95,7 @@ func (e *Env) Train(k, m int) (v1alpha1.StageResult, error) {
 				return err
 			}
 			r.FreshPairAccuracy, r.PrevTrainPairAccuracy = fresh.Accuracy, prev.Accuracy
+			r.FreshLengthBalanced = fresh.LengthBalanced
 		}
 		if len(pairs) == 0 {
 			r.Message = "no pairs in this phase (all ties or identical): member unchanged"

@@ -1339,6 +1339,11 @@ type PhaseResult struct {
 	// whose chosen response has the higher log pi(y|x) - log pi_init(y|x).
 	// +optional
 	FreshPairAccuracy string `json:"freshPairAccuracy,omitempty"`
+	// freshLengthBalanced is freshPairAccuracy averaged over two groups, the pairs whose chosen
+	// response is the longer and those whose chosen response is the shorter: ranking by length
+	// alone scores 0.5 on it, as chance does, so it is what the reward learnt beyond length.
+	// +optional
+	FreshLengthBalanced string `json:"freshLengthBalanced,omitempty"`
 	// trainPairAccuracy is the same accuracy of the policy after this phase on this phase's
 	// pairs, after training on them.
 	// +optional

@@ -36,6 +36,10 @@ type StageResult struct {
 	// the fraction of pairs with r(chosen) > r(rejected), ties 0.5, where
 	// r(x,y) = log pi(y|x) - log pi_init(y|x).
 	FreshPairAccuracy *float64 `json:"freshPairAccuracy,omitempty"`
+	// FreshLengthBalanced (with FreshPairAccuracy) is the mean of that accuracy on the pairs whose
+	// chosen response is the longer and on those whose chosen response is the shorter (absent when
+	// either group is empty): a reward that ranks by length alone scores 0.5, as chance does.
+	FreshLengthBalanced *float64 `json:"freshLengthBalanced,omitempty"`
 	// PrevTrainPairAccuracy (train, member 0, phase >= 2) is the same accuracy of that policy on
 	// phase k-1's pairs, the ones it was trained on: phase k-1's train-pair accuracy, measured
 	// here because phase k-1 may have had no eval stage.

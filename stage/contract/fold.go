@@ -66,6 +66,7 @@ func Fold(stage string, byIndex map[int32]v1alpha1.StageResult) Folded {
 		func(r *v1alpha1.StageResult) **float64 { return &r.RewardMargin },
 		func(r *v1alpha1.StageResult) **float64 { return &r.KLToReference },
 		func(r *v1alpha1.StageResult) **float64 { return &r.FreshPairAccuracy },
+		func(r *v1alpha1.StageResult) **float64 { return &r.FreshLengthBalanced },
 		func(r *v1alpha1.StageResult) **float64 { return &r.PrevTrainPairAccuracy },
 		func(r *v1alpha1.StageResult) **float64 { return &r.WinRate },
 		func(r *v1alpha1.StageResult) **float64 { return &r.GoldReward },

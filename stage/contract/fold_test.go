@@ -43,10 +43,10 @@ func TestFold(t *testing.T) {
 			stage: v1alpha1.StageTrain,
 			byIndex: map[int32]R{
 				1: {Index: 1, Loss: f64(0.4), RewardAccuracy: f64(0.5), KLToInitial: f64(0.2), Checkpoint: "run/phase-1/members/member-1"},
-				0: {Loss: f64(0.6), RewardAccuracy: f64(0.7), FreshPairAccuracy: f64(0.9), PrevTrainPairAccuracy: f64(0.8), Checkpoint: "run/phase-1/members/member-0"},
+				0: {Loss: f64(0.6), RewardAccuracy: f64(0.7), FreshPairAccuracy: f64(0.9), FreshLengthBalanced: f64(0.85), PrevTrainPairAccuracy: f64(0.8), Checkpoint: "run/phase-1/members/member-0"},
 			},
 			want: Folded{StageResult: R{Stage: "train", Loss: f64(0.5), RewardAccuracy: f64(0.6), KLToInitial: f64(0.2),
-				FreshPairAccuracy: f64(0.9), PrevTrainPairAccuracy: f64(0.8), Checkpoint: "run/phase-1/members/member-0"}},
+				FreshPairAccuracy: f64(0.9), FreshLengthBalanced: f64(0.85), PrevTrainPairAccuracy: f64(0.8), Checkpoint: "run/phase-1/members/member-0"}},
 		},
 		"train without member 0 has no checkpoint": {
 			stage:   v1alpha1.StageTrain,
