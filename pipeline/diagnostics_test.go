@@ -355,29 +355,22 @@ func TestDiagnosticsTinyReviews(t *testing.T) {
 			t.Fatalf("report.md lacks %q:\n%s", want, md)
 		}
 	}
-	// The side-by-side table: 12 of the 16 prompts, spread from the first to the last.
+	// The side-by-side tables, greedy then sampled (each row the first kept sample of each side):
+	// 12 of the 16 prompts, spread from the first to the last.
 	_, side, _ := strings.Cut(string(md), "## Sample completions")
-	side, sampled, ok := strings.Cut(side, "## Sampled completions")
+	greedy, sampled, ok := strings.Cut(side, "## Sampled completions")
 	if !ok {
 		t.Fatalf("report.md has no sampled side-by-side:\n%s", md)
 	}
-	// The sampled side-by-side: the same prompts, each row the first kept sample of each side.
-	var sampledRows []string
-	for _, l := range strings.Split(sampled, "\n") {
-		if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| # ") {
-			sampledRows = append(sampledRows, l)
+	for name, table := range map[string]string{"greedy": greedy, "sampled": sampled} {
+		var rows []string
+		for _, l := range strings.Split(table, "\n") {
+			if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| # ") {
+				rows = append(rows, l)
+			}
 		}
-	}
-	if len(sampledRows) != 12 || !strings.HasPrefix(sampledRows[0], "| 0 | ") || !strings.HasPrefix(sampledRows[11], "| 15 | ") {
-		t.Fatalf("sampled side-by-side rows: %q", sampledRows)
-	}
-	var rows []string
-	for _, l := range strings.Split(side, "\n") {
-		if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| # ") {
-			rows = append(rows, l)
+		if len(rows) != 12 || !strings.HasPrefix(rows[0], "| 0 | ") || !strings.HasPrefix(rows[11], "| 15 | ") {
+			t.Fatalf("%s side-by-side rows: %q", name, rows)
 		}
-	}
-	if len(rows) != 12 || !strings.HasPrefix(rows[0], "| 0 | ") || !strings.HasPrefix(rows[11], "| 15 | ") {
-		t.Fatalf("side-by-side rows: %q", rows)
 	}
 }
