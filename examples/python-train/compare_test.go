@@ -155,6 +155,7 @@ func compare(t *testing.T, goEnv, pyEnv *pipeline.Env, k int) {
 			{"loss", g.Loss, p.Loss, tolMetric}, {"rewardMargin", g.RewardMargin, p.RewardMargin, tolMetric},
 			{"klToReference", g.KLToReference, p.KLToReference, tolMetric}, {"rewardAccuracy", g.RewardAccuracy, p.RewardAccuracy, 0},
 			{"freshPairAccuracy", g.FreshPairAccuracy, p.FreshPairAccuracy, 0}, {"prevTrainPairAccuracy", g.PrevTrainPairAccuracy, p.PrevTrainPairAccuracy, 0},
+			{"freshLengthBalanced", g.FreshLengthBalanced, p.FreshLengthBalanced, 0},
 		} {
 			if (c.go_ == nil) != (c.p == nil) {
 				t.Errorf("phase %d member %d: %s Go %v, Python %v (one is missing)", k, m, c.name, c.go_, c.p)

@@ -90,6 +90,22 @@ def merged_policy(base, adapters, scale):
     return merged
 
 
+def length_balanced(margins, len_chosen, len_rejected):
+    """pipeline.lengthBalancedAccuracy: the mean of the accuracy (margin > 0, ties 1/2) over the pairs
+    whose chosen response is the longer and over those whose chosen response is the shorter, in
+    tokens; None unless both kinds occur. Ranking by length alone scores 0.5 on it, as chance does."""
+    right, n = [0.0, 0.0], [0, 0]  # [0]: chosen longer, [1]: chosen shorter
+    for m, c, r in zip(margins, len_chosen, len_rejected):
+        if c == r:
+            continue
+        g = 0 if c > r else 1
+        n[g] += 1
+        right[g] += 1.0 if m > 0 else 0.5 if m == 0 else 0.0
+    if not n[0] or not n[1]:
+        return None
+    return (right[0] / n[0] + right[1] / n[1]) / 2
+
+
 def pair_accuracy(spec, ws, base, mdir, j, k, log):
     """pipeline.Env.pairAccuracy: the implicit-reward accuracy r = log pi_j - log pi_init of the merged
     ensemble after phase j on phase k's pairs (ties count 1/2), kept in phase-<k>/diagnostics so that
@@ -112,6 +128,9 @@ def pair_accuracy(spec, ws, base, mdir, j, k, log):
         rc, rr = pol[:n] - ini[:n], pol[n:] - ini[n:]
         pa["accuracy"] = float(((rc > rr).double() + 0.5 * (rc == rr).double()).mean())
         pa["meanMargin"] = float((rc - rr).mean())
+        bal = length_balanced((rc - rr).tolist(), [len(p["chosen_ids"]) for p in pairs], [len(p["rejected_ids"]) for p in pairs])
+        if bal is not None:
+            pa["lengthBalanced"] = bal
     write_json(path, pa)
     log(f"pair accuracy of policy {j} on phase {k}'s pairs: {pa.get('accuracy')}")
     return pa
@@ -139,7 +158,9 @@ def train(spec, ws, k, m, log):
     if m == 0 and k >= 2:
         # Member 0 measures the pair diagnostics of the policy after phase k-1 before any step,
         # as the Go stage does (pipeline/train.go); they touch neither the member nor the order.
-        result["freshPairAccuracy"] = pair_accuracy(spec, ws, base, mdir, k - 1, k, log).get("accuracy")
+        fresh = pair_accuracy(spec, ws, base, mdir, k - 1, k, log)
+        result["freshPairAccuracy"] = fresh.get("accuracy")
+        result["freshLengthBalanced"] = fresh.get("lengthBalanced")
         result["prevTrainPairAccuracy"] = pair_accuracy(spec, ws, base, mdir, k - 1, k - 1, log).get("accuracy")
     if not pairs:
         result["message"] = "no pairs in this phase (all ties or identical): member unchanged"

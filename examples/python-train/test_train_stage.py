@@ -16,6 +16,7 @@ import torch  # noqa: E402
 import adamw  # noqa: E402
 import gorand  # noqa: E402
 import losses  # noqa: E402
+import member  # noqa: E402
 import runspec  # noqa: E402
 import safetensors_io  # noqa: E402
 
@@ -160,6 +161,15 @@ class RunSpecTest(unittest.TestCase):
             with open(path, "w") as f:
                 f.write("kind: AlignmentRun\nmetadata: {name: r}\nspec: {budget: {pairs: 16}, loss: %s}\n" % loss)
             return runspec.load(path)
+
+    def test_length_balanced(self):
+        # pipeline.lengthBalancedAccuracy's cases: a length ranker scores 0.5 whatever the share of
+        # chosen-longer pairs; equal lengths are left out; ties in the margin count 1/2.
+        lb = member.length_balanced
+        self.assertEqual(lb([1, 1, 1, -1], [5, 5, 5, 2], [2, 2, 2, 5]), 0.5)  # ranks by length: 1.0 and 0.0
+        self.assertEqual(lb([1, -1, 0, 1], [5, 2, 5, 3], [2, 5, 2, 3]), (0.75 + 0.0) / 2)
+        self.assertIsNone(lb([1, 1], [5, 5], [2, 2]))  # no chosen-shorter pair
+        self.assertIsNone(lb([1], [3], [3]))
 
     def test_length_alpha_refused(self):
         # This example trains plain DPO/IPO/SLiC: a run asking for R-DPO's term must not train

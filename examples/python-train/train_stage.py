@@ -30,11 +30,13 @@ MAX_RESULT_BYTES = 4096  # v1alpha1.MaxStageResultBytes: the kubelet cuts termin
 # StageResult's JSON fields in Go's order (api/v1alpha1/stageresult.go), so the document reads
 # like the Go stage's; zero counts and unset metrics are left out, as Go's omitempty does.
 FIELDS = ("stage", "phase", "index", "pairs", "loss", "rewardAccuracy", "rewardMargin", "klToReference",
-          "steps", "freshPairAccuracy", "prevTrainPairAccuracy", "checkpoint", "durationSeconds", "message")
+          "steps", "freshPairAccuracy", "freshLengthBalanced", "prevTrainPairAccuracy", "checkpoint", "durationSeconds",
+          "message")
 
 
 # The metrics Go holds as pointers: present whenever set, even at 0.
-POINTERS = {"loss", "rewardAccuracy", "rewardMargin", "klToReference", "freshPairAccuracy", "prevTrainPairAccuracy"}
+POINTERS = {"loss", "rewardAccuracy", "rewardMargin", "klToReference", "freshPairAccuracy", "freshLengthBalanced",
+            "prevTrainPairAccuracy"}
 
 
 def encode_result(res):
