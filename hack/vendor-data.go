@@ -580,19 +580,10 @@ func writeCorpus(path, brownDir, sotuDir string, train []sentence, heldOut []str
 	if err != nil {
 		return err
 	}
-	var docs []string
-	docs = append(docs, brownDocs...)
-	docs = append(docs, sotuDocs...)
 	seen := map[string]bool{}
-	uniq := docs[:0]
-	for _, d := range docs {
-		if !seen[d] {
-			seen[d] = true
-			uniq = append(uniq, d)
-		}
-	}
-	docs = uniq
-	docs, uci := appendCopies(docs, seen, train, uciRepeat)
+	docs, _ := appendUnseen(nil, seen, brownDocs, 1)
+	docs, _ = appendUnseen(docs, seen, sotuDocs, 1)
+	docs, uci := appendUnseen(docs, seen, sentenceTexts(train), uciRepeat)
 	data, sum, err := saveCorpus(path, docs, heldOut)
 	if err != nil {
 		return err
@@ -906,13 +897,7 @@ func writeCorpusV2(path, brownDir, imdbDir string, train []sentence, heldOut []s
 		}
 	}
 	seen := map[string]bool{}
-	var docs []string
-	for _, d := range brownDocs {
-		if !seen[d] {
-			seen[d] = true
-			docs = append(docs, d)
-		}
-	}
+	docs, _ := appendUnseen(nil, seen, brownDocs, 1)
 	sort.Slice(reviews, func(i, j int) bool { return key("imdb", reviews[i]) < key("imdb", reviews[j]) })
 	var imdbDocs []string
 	used, dropped, imdbBytes := 0, 0, 0
@@ -926,16 +911,12 @@ func writeCorpusV2(path, brownDir, imdbDir string, train []sentence, heldOut []s
 			continue
 		}
 		used++
-		for _, d := range chunkSentences(sotuSentences(text)) {
-			if !seen[d] {
-				seen[d] = true
-				imdbDocs = append(imdbDocs, d)
-				imdbBytes += len(d) + 1
-			}
-		}
+		before := len(imdbDocs)
+		imdbDocs, _ = appendUnseen(imdbDocs, seen, chunkSentences(sotuSentences(text)), 1)
+		imdbBytes += docBytes(imdbDocs[before:])
 	}
 	docs = append(docs, imdbDocs...)
-	docs, uci := appendCopies(docs, seen, train, uciRepeatV2)
+	docs, uci := appendUnseen(docs, seen, sentenceTexts(train), uciRepeatV2)
 	data, sum, err := saveCorpus(path, docs, heldOut)
 	if err != nil {
 		return err
@@ -987,18 +968,27 @@ func containsAny(s string, patterns []string) bool {
 	return false
 }
 
-// appendCopies appends n copies of each training sentence that is not already a document (seen)
-// and returns the documents and how many sentences were added.
-func appendCopies(docs []string, seen map[string]bool, train []sentence, n int) ([]string, int) {
+// appendUnseen appends copies copies of each text not yet seen (marking it seen), in order, and
+// returns the documents and how many distinct texts were added: the deduplication of every corpus
+// source, and the repetition of the UCI sentences.
+func appendUnseen(docs []string, seen map[string]bool, texts []string, copies int) ([]string, int) {
 	added := 0
-	for _, s := range train {
-		if !seen[s.text] {
-			seen[s.text] = true
-			for range n {
-				docs = append(docs, s.text)
+	for _, t := range texts {
+		if !seen[t] {
+			seen[t] = true
+			for range copies {
+				docs = append(docs, t)
 			}
 			added++
 		}
 	}
 	return docs, added
+}
+
+func sentenceTexts(xs []sentence) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.text
+	}
+	return out
 }

@@ -126,9 +126,10 @@ def pair_accuracy(spec, ws, base, mdir, j, k, log):
             ini, _ = gpt2.sequence_logps(merged_policy(base, initial, scale), prompts, responses)
         n = len(pairs)
         rc, rr = pol[:n] - ini[:n], pol[n:] - ini[n:]
-        pa["accuracy"] = float(((rc > rr).double() + 0.5 * (rc == rr).double()).mean())
-        pa["meanMargin"] = float((rc - rr).mean())
-        bal = length_balanced((rc - rr).tolist(), [len(p["chosen_ids"]) for p in pairs], [len(p["rejected_ids"]) for p in pairs])
+        margin = rc - rr
+        pa["accuracy"] = float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
+        pa["meanMargin"] = float(margin.mean())
+        bal = length_balanced(margin.tolist(), [len(p["chosen_ids"]) for p in pairs], [len(p["rejected_ids"]) for p in pairs])
         if bal is not None:
             pa["lengthBalanced"] = bal
     write_json(path, pa)

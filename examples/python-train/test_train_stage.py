@@ -154,14 +154,7 @@ class GoRandTest(unittest.TestCase):
         self.assertNotEqual(s, gorand.stream_seed(1, "order", 1))
 
 
-class RunSpecTest(unittest.TestCase):
-    def load(self, loss):
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "run.yaml")
-            with open(path, "w") as f:
-                f.write("kind: AlignmentRun\nmetadata: {name: r}\nspec: {budget: {pairs: 16}, loss: %s}\n" % loss)
-            return runspec.load(path)
-
+class PairAccuracyTest(unittest.TestCase):
     def test_length_balanced(self):
         # pipeline.lengthBalancedAccuracy's cases: a length ranker scores 0.5 whatever the share of
         # chosen-longer pairs; equal lengths are left out; ties in the margin count 1/2.
@@ -170,6 +163,15 @@ class RunSpecTest(unittest.TestCase):
         self.assertEqual(lb([1, -1, 0, 1], [5, 2, 5, 3], [2, 5, 2, 3]), (0.75 + 0.0) / 2)
         self.assertIsNone(lb([1, 1], [5, 5], [2, 2]))  # no chosen-shorter pair
         self.assertIsNone(lb([1], [3], [3]))
+
+
+class RunSpecTest(unittest.TestCase):
+    def load(self, loss):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "run.yaml")
+            with open(path, "w") as f:
+                f.write("kind: AlignmentRun\nmetadata: {name: r}\nspec: {budget: {pairs: 16}, loss: %s}\n" % loss)
+            return runspec.load(path)
 
     def test_length_alpha_refused(self):
         # This example trains plain DPO/IPO/SLiC: a run asking for R-DPO's term must not train
