@@ -5,8 +5,10 @@ A measurement tool, not part of the product (like hack/golden.py and python3-tor
 Debian's python3-link-grammar and link-grammar-dictionaries-en
 (apt-get install python3-link-grammar link-grammar-dictionaries-en).
 
-A text counts as grammatical when the parser finds a complete linkage of prompt + completion
-with no null links (no word left out), the strictest setting. The human reference of the same
+A text counts as grammatical when the parser finds, for every sentence of prompt + completion
+(split after . ! or ? followed by a space), a complete linkage with no null links (no word left
+out), the strictest setting; the parser takes one sentence at a time, and responses are a
+sentence or two. The human reference of the same
 prompt is parsed the same way, so the ratio greedy/references says how close the model's text is
 to what people wrote; informal review English fails the parser too, which is why the references
 are the yardstick and not 100%.
@@ -18,6 +20,7 @@ Usage: hack/grammar.py RUN_FOLDER_OR_RESULT_JSON ...
 import glob
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -41,12 +44,17 @@ def parser():
         os.close(saved)
 
     def grammatical(text):
-        text = text.strip()
-        if not text:
-            return False
-        return len(lg.Sentence(text, dictionary, options).parse()) > 0
+        sentences = split_sentences(text)
+        return bool(sentences) and all(
+            len(lg.Sentence(s, dictionary, options).parse()) > 0 for s in sentences)
 
     return grammatical
+
+
+def split_sentences(text):
+    """The sentences of text: cut after . ! or ? (and any closing quotes or brackets) followed by
+    whitespace; blank pieces dropped."""
+    return [s for s in re.split(r'(?:(?<=[.!?])|(?<=[.!?]["\')\]]))\s+', text.strip()) if s.strip()]
 
 
 def results(paths):

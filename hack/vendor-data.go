@@ -176,7 +176,9 @@ func run(sentDir, brownDir, dictFile, out string, corpus corpusSpec) error {
 	var prompts []map[string]string
 	nPos := 0
 	for _, s := range train {
-		sft = append(sft, map[string]any{"text": s.text, "label": s.label})
+		// group: the texts one SFT example may join (bpo sft --join): same source and label, so
+		// a joined review keeps its domain and sentiment.
+		sft = append(sft, map[string]any{"text": s.text, "label": s.label, "group": fmt.Sprintf("%s-%s", s.source, labelName(s.label))})
 		nPos += s.label
 		k, ok := openingLen(s, 1, negators)
 		if !ok {
@@ -991,4 +993,11 @@ func sentenceTexts(xs []sentence) []string {
 		out[i] = x.text
 	}
 	return out
+}
+
+func labelName(label int) string {
+	if label == 1 {
+		return "positive"
+	}
+	return "negative"
 }

@@ -248,14 +248,16 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 func sftCmd() *cobra.Command {
 	var f lmFlags
 	var taskName, dir string
-	var members, rank int
+	var members, rank, join int
 	var alpha float64
 	c := &cobra.Command{
 		Use:   "sft --model DIR --task reviews --members N",
 		Short: "Train the SFT LoRA adapters that initialise the ensemble members",
 		Long: `Train N LoRA adapters on the task's SFT texts (each text one sequence ending with
 end-of-text, every token predicted), each with its own seed for A and for the data order, and
-write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
+write DIR/adapters/member-<m>.safetensors (the folder is replaced). With --join N each example
+is N texts of one group (sft.jsonl's "group": the reviews task's source and label) joined by a
+space, so that the members learn to write N sentences rather than stop at the first full stop.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
@@ -278,9 +280,14 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			if len(t.SFT) == 0 {
 				return fmt.Errorf("task %s has no SFT texts", t.Name)
 			}
-			fmt.Fprintf(w, "sft: %d members, rank %d, alpha %g, %d steps x %d rows each, lr %g, seed %d, task %s (%d texts)\n",
-				members, rank, alpha, f.o.Steps, f.o.Batch, f.o.LR, f.o.Seed, t.Name, len(t.SFT))
-			baseHeld, err := pretrain.HeldOutNatsPerByte(base, nil, tok, t.SFT, f.o.Batch)
+			if join > 1 && t.SFTGroups == nil {
+				return fmt.Errorf("--join %d: task %s's sft.jsonl has no \"group\" field; add one per line (texts of one group may be joined) or drop --join", join, t.Name)
+			}
+			fmt.Fprintf(w, "sft: %d members, rank %d, alpha %g, %d steps x %d rows each, lr %g, seed %d, task %s (%d texts, joined by %d)\n",
+				members, rank, alpha, f.o.Steps, f.o.Batch, f.o.LR, f.o.Seed, t.Name, len(t.SFT), max(join, 1))
+			o := pretrain.SFTOptions{LMOptions: f.o, Join: join, Groups: t.SFTGroups}
+			held := pretrain.SFTHeldOut(t.SFT, o)
+			baseHeld, err := pretrain.NatsPerByte(base, nil, tok, held, f.o.Batch)
 			if err != nil {
 				return err
 			}
@@ -288,12 +295,12 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			cpu0, t0 := cpuTime(), time.Now()
 			var final []float64
 			show := progressPrinter(w, f.logEvery)
-			o := pretrain.SFTOptions{LMOptions: f.o, Progress: func(p pretrain.LMProgress) error {
+			o.Progress = func(p pretrain.LMProgress) error {
 				if p.Step == p.Steps {
 					final = append(final, p.HeldOut)
 				}
 				return show(p)
-			}}
+			}
 			adapters, err := pretrain.SFT(base, t.SFT, members, rank, alpha, o)
 			if err != nil {
 				return err
@@ -301,7 +308,7 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 			if err := pretrain.SaveSFTAdapters(dir, adapters); err != nil {
 				return err
 			}
-			ens, err := pretrain.HeldOutNatsPerByte(model.MergeMean(base, adapters), nil, tok, t.SFT, f.o.Batch)
+			ens, err := pretrain.NatsPerByte(model.MergeMean(base, adapters), nil, tok, held, f.o.Batch)
 			if err != nil {
 				return err
 			}
@@ -326,6 +333,7 @@ write DIR/adapters/member-<m>.safetensors (the folder is replaced).`,
 	fl.IntVar(&members, "members", 8, "number of adapters (ensemble members)")
 	fl.IntVar(&rank, "rank", 8, "LoRA rank")
 	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
+	fl.IntVar(&join, "join", 1, "texts of one group per SFT example (sft.jsonl \"group\"), joined by a space")
 	return c
 }
 

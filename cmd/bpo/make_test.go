@@ -69,3 +69,59 @@ func TestPretrainFloat16(t *testing.T) {
 		t.Errorf("--dtype bf16 wrote %s", bad)
 	}
 }
+
+// TestSFTJoin: bpo sft --join 2 trains on pairs of texts of one sft.jsonl group, and refuses a
+// task without groups, naming the flag and the field, before training.
+func TestSFTJoin(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var corpus, grouped, plain strings.Builder
+	for i := range 60 {
+		fmt.Fprintf(&corpus, "the food was good and the staff were kind %d times.\n", i%7)
+		fmt.Fprintf(&grouped, `{"text":"it was fine %d.","group":"g%d"}`+"\n", i, i%2)
+		fmt.Fprintf(&plain, `{"text":"it was fine %d."}`+"\n", i)
+	}
+	write("corpus.txt", corpus.String())
+	model := filepath.Join(dir, "model")
+	c := pretrainCmd()
+	c.SetArgs([]string{"--corpus", filepath.Join(dir, "corpus.txt"), "--out", model, "--width", "16", "--layers", "1",
+		"--heads", "2", "--context", "32", "--steps", "2", "--batch", "2", "--samples", "0", "--prompt", ""})
+	c.SetOut(&bytes.Buffer{})
+	if err := c.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	sft := func(sftJSONL string) (string, error) {
+		task := t.TempDir()
+		for name, text := range map[string]string{"sft.jsonl": sftJSONL, "prompts.jsonl": `{"prompt":"it was"}`,
+			"eval.jsonl": `{"prompt":"it","reference":" was fine."}`} {
+			if err := os.WriteFile(filepath.Join(task, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var buf bytes.Buffer
+		c := sftCmd()
+		c.SetArgs([]string{"--model", model, "--task", task, "--members", "1", "--rank", "2", "--steps", "2",
+			"--batch", "2", "--join", "2", "--samples", "0", "--prompt", ""})
+		c.SetOut(&buf)
+		c.SetErr(&buf)
+		err := c.Execute()
+		return buf.String(), err
+	}
+	if log, err := sft(plain.String()); err == nil || !strings.Contains(err.Error(), "--join") || !strings.Contains(err.Error(), `"group"`) {
+		t.Fatalf("--join without groups: error %v, want one naming --join and the group field\n%s", err, log)
+	}
+	if _, err := os.Stat(filepath.Join(model, "adapters")); !os.IsNotExist(err) {
+		t.Errorf("the refused run wrote adapters")
+	}
+	log, err := sft(grouped.String())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	if !strings.Contains(log, "joined by 2") {
+		t.Errorf("log does not say the texts are joined:\n%s", log)
+	}
+}

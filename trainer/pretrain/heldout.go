@@ -12,25 +12,43 @@ import (
 // SplitHeldOut is the deterministic 2% held-out split of Pretrain and SFT (see the package
 // comment): the training texts and the held-out ones, each in input order.
 func SplitHeldOut(texts []string) (train, heldOut []string) {
+	tr, ho := splitHeldOutIdx(texts)
+	return pick(texts, tr), pick(texts, ho)
+}
+
+// splitHeldOutIdx is SplitHeldOut as indices into texts.
+func splitHeldOutIdx(texts []string) (train, heldOut []int) {
 	best, bestH := -1, uint64(math.MaxUint64)
 	for i, t := range texts {
 		h := fnv.New64a()
 		h.Write([]byte(t))
 		s := h.Sum64()
 		if s%50 == 0 {
-			heldOut = append(heldOut, t)
+			heldOut = append(heldOut, i)
 		} else {
-			train = append(train, t)
+			train = append(train, i)
 		}
 		if s < bestH {
 			best, bestH = i, s
 		}
 	}
 	if len(heldOut) == 0 && len(texts) > 1 {
-		heldOut = []string{texts[best]}
-		train = append(append([]string(nil), texts[:best]...), texts[best+1:]...)
+		heldOut = []int{best}
+		train = append(train[:best:best], train[best+1:]...)
 	}
 	return train, heldOut
+}
+
+// pick returns xs[i] for each i of idx (nil when xs is nil).
+func pick(xs []string, idx []int) []string {
+	if xs == nil {
+		return nil
+	}
+	out := make([]string, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, xs[i])
+	}
+	return out
 }
 
 // heldOutSet is the held-out documents packed once, in order: preds tokens are predicted (every

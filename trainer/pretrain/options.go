@@ -78,6 +78,11 @@ type SFTOptions struct {
 	LMOptions
 	// Progress, when set, is called after every step of every member; an error stops SFT.
 	Progress func(LMProgress) error
+	// Join > 1 trains on examples of Join texts of one group each (JoinTexts); 0 or 1: each
+	// text alone.
+	Join int
+	// Groups[i] is the group of the i-th SFT text (nil: all one group); used by Join.
+	Groups []string
 }
 
 // LMProgress reports one optimizer step.

@@ -16,8 +16,10 @@ func memberSeed(seed uint64, m int) uint64 {
 // SFT trains `members` LoRA adapters (rank, alpha; on every LoRATargets projection) on base,
 // frozen, each with its own seed for A's initialisation and for the data order (so the ensemble
 // starts diverse). Each text is one sequence ending with EOT and every token after its first is
-// predicted (packed rows, see the package comment); the held-out 2% is never trained on. The
-// options' Layout is ignored and WeightDecay applies to A and B.
+// predicted (packed rows, see the package comment); the held-out 2% is never trained on. With
+// opt.Join > 1 each example is JoinTexts of the training texts (every member its own draw, keyed
+// by its seed) and the held-out examples are joined among themselves (SFTHeldOut). The options'
+// Layout is ignored and WeightDecay applies to A and B.
 func SFT(base *model.Weights, texts []string, members int, rank int, alpha float64, opt SFTOptions) ([]*model.Adapter, error) {
 	if base == nil {
 		return nil, errors.New("sft: nil base model")
@@ -34,13 +36,18 @@ func SFT(base *model.Weights, texts []string, members int, rank int, alpha float
 	case !(alpha > 0) || math.IsInf(alpha, 0):
 		return nil, fmt.Errorf("sft: alpha must be > 0, got %g", alpha)
 	}
+	if opt.Groups != nil && len(opt.Groups) != len(texts) {
+		return nil, fmt.Errorf("sft: %d groups for %d texts", len(opt.Groups), len(texts))
+	}
 	o, err := opt.LMOptions.withDefaults(cfg.NPositions)
 	if err != nil {
 		return nil, fmt.Errorf("sft: %w", err)
 	}
 	o.Layout = LayoutPacked
 	tok := o.tok()
-	train, held := SplitHeldOut(texts)
+	trIdx, _ := splitHeldOutIdx(texts)
+	train, trainGroups := pick(texts, trIdx), pick(opt.Groups, trIdx)
+	held := SFTHeldOut(texts, opt)
 	if len(train) == 0 {
 		return nil, errors.New("sft: no training text")
 	}
@@ -57,7 +64,7 @@ func SFT(base *model.Weights, texts []string, members int, rank int, alpha float
 		for n, t := range a.Tensors {
 			params[n] = t.Data
 		}
-		r, err := newLMRun(o, tr, tr, a, params, newLMData(tok, train, o.SeqLen, LayoutPacked, seed), heldSet)
+		r, err := newLMRun(o, tr, tr, a, params, newLMData(tok, JoinTexts(train, trainGroups, opt.Join, seed), o.SeqLen, LayoutPacked, seed), heldSet)
 		if err != nil {
 			return nil, fmt.Errorf("sft: %w", err)
 		}
@@ -68,4 +75,12 @@ func SFT(base *model.Weights, texts []string, members int, rank int, alpha float
 		out[m] = a
 	}
 	return out, nil
+}
+
+// SFTHeldOut is the held-out examples SFT reports its loss on: the held-out 2% of texts, joined
+// among themselves as opt.Join and opt.Groups ask (with the seed opt.Seed), so that no held-out
+// example contains a training text.
+func SFTHeldOut(texts []string, opt SFTOptions) []string {
+	_, idx := splitHeldOutIdx(texts)
+	return JoinTexts(pick(texts, idx), pick(opt.Groups, idx), opt.Join, opt.Seed)
 }

@@ -103,15 +103,23 @@ func FuzzLoad(f *testing.F) {
 			Prompt string `json:"prompt"`
 		}
 		type s struct {
-			Text string `json:"text"`
+			Text  string `json:"text"`
+			Group string `json:"group,omitempty"`
 		}
 		var ps []p
 		for _, x := range task.Prompts {
 			ps = append(ps, p{x})
 		}
 		var ss []s
-		for _, x := range task.SFT {
-			ss = append(ss, s{x})
+		if task.SFTGroups != nil && len(task.SFTGroups) != len(task.SFT) {
+			t.Fatalf("%d SFT groups for %d texts", len(task.SFTGroups), len(task.SFT))
+		}
+		for i, x := range task.SFT {
+			g := ""
+			if task.SFTGroups != nil {
+				g = task.SFTGroups[i]
+			}
+			ss = append(ss, s{x, g})
 		}
 		back, err := load(fstest.MapFS{
 			"prompts.jsonl": {Data: fzJSONL(t, ps)},

@@ -4,7 +4,9 @@
 // A task is a folder of files (all optional except prompts.jsonl and eval.jsonl):
 //
 //	pretrain.txt      one pretraining document per line (or pretrain.jsonl: {"text": ...} per line)
-//	sft.jsonl         {"text": ...}      supervised fine-tuning texts (other fields are ignored)
+//	sft.jsonl         {"text": ..., "group": ...}  supervised fine-tuning texts; the optional group
+//	                  (e.g. source and label) says which texts one SFT example may join
+//	                  (bpo sft --join); other fields are ignored
 //	prompts.jsonl     {"prompt": ...}    training prompts
 //	validation.jsonl  {"prompt": ..., "reference": ...}  for choosing hyperparameters
 //	eval.jsonl        {"prompt": ..., "reference": ...}  for the final report only
@@ -42,9 +44,11 @@ type Example struct {
 
 // Task is the data of one alignment task.
 type Task struct {
-	Name       string
-	Pretrain   []string
-	SFT        []string
+	Name     string
+	Pretrain []string
+	SFT      []string
+	// SFTGroups[i] is the "group" of SFT[i] ("" where a line has none); nil when no line has one.
+	SFTGroups  []string
 	Prompts    []string
 	Validation []Example
 	Eval       []Example
@@ -130,8 +134,10 @@ func load(fsys fs.FS, name, where string, files Files) (*Task, error) {
 			return nil, err
 		}
 	}
-	if t.SFT, err = readOptional(fsys, "sft.jsonl", label("sft.jsonl"), "text"); err != nil {
-		return nil, err
+	if exists(fsys, "sft.jsonl") {
+		if t.SFT, t.SFTGroups, err = readSFT(fsys, "sft.jsonl", label("sft.jsonl")); err != nil {
+			return nil, err
+		}
 	}
 	pf, ef := files.prompts(), files.eval()
 	if t.Prompts, err = readField(fsys, pf, label(pf), "prompt"); err != nil {
@@ -171,11 +177,28 @@ func exists(fsys fs.FS, file string) bool {
 	return err == nil
 }
 
-func readOptional(fsys fs.FS, file, label, field string) ([]string, error) {
-	if !exists(fsys, file) {
-		return nil, nil
+// readSFT reads the texts of sft.jsonl and their groups (nil when no line has a "group").
+func readSFT(fsys fs.FS, file, label string) (texts, groups []string, err error) {
+	grouped := false
+	err = eachLine(fsys, file, label, func(obj map[string]json.RawMessage) error {
+		s, err := stringField(obj, "text")
+		if err != nil {
+			return err
+		}
+		g := ""
+		if _, ok := obj["group"]; ok {
+			if g, err = stringField(obj, "group"); err != nil {
+				return err
+			}
+			grouped = true
+		}
+		texts, groups = append(texts, s), append(groups, g)
+		return nil
+	})
+	if !grouped {
+		groups = nil
 	}
-	return readField(fsys, file, label, field)
+	return texts, groups, err
 }
 
 // readField reads the non-empty string field of every JSON object line.

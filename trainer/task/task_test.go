@@ -300,7 +300,7 @@ func mustSub(t *testing.T, dir string) fs.FS {
 func TestLoad(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
 		"pretrain.jsonl":   `{"text":"one doc"}` + "\n" + `{"text":"two docs","source":"x"}` + "\n",
-		"sft.jsonl":        `{"text":"a review","label":1}` + "\n\n",
+		"sft.jsonl":        `{"text":"a review","label":1,"group":"yelp-positive"}` + "\n\n" + `{"text":"another"}` + "\n",
 		"prompts.jsonl":    `{"prompt":"The food"}` + "\r\n" + `{"prompt":"I \"quote\""}`,
 		"validation.jsonl": `{"prompt":"It","reference":" works."}`,
 		"eval.jsonl":       `{"prompt":"It was","reference":" fine."}` + "\n",
@@ -312,7 +312,8 @@ func TestLoad(t *testing.T) {
 	want := &Task{
 		Name:       "mytask",
 		Pretrain:   []string{"one doc", "two docs"},
-		SFT:        []string{"a review"},
+		SFT:        []string{"a review", "another"},
+		SFTGroups:  []string{"yelp-positive", ""},
 		Prompts:    []string{"The food", `I "quote"`},
 		Validation: []Example{{"It", " works."}},
 		Eval:       []Example{{"It was", " fine."}},
@@ -331,7 +332,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.Pretrain, []string{"first line", "  indented line", "last"}) || got.SFT != nil || got.Validation != nil {
+	if !reflect.DeepEqual(got.Pretrain, []string{"first line", "  indented line", "last"}) || got.SFT != nil || got.SFTGroups != nil || got.Validation != nil {
 		t.Errorf("Load = %+v", got)
 	}
 }
@@ -364,6 +365,7 @@ func TestLoadErrors(t *testing.T) {
 		{"missing field", with("prompts.jsonl", `{"prompt":"A"}`+"\n"+`{"text":"A"}`), `prompts.jsonl:2: missing field "prompt"`},
 		{"empty field", with("eval.jsonl", `{"prompt":"B","reference":"  "}`), `eval.jsonl:1: field "reference" is empty`},
 		{"not a string", with("sft.jsonl", `{"text":"ok"}`+"\n"+`{"text":3}`), `sft.jsonl:2: field "text" is not a string`},
+		{"group not a string", with("sft.jsonl", `{"text":"ok","group":1}`), `sft.jsonl:1: field "group" is not a string`},
 		{"not an object", with("validation.jsonl", `["prompt"]`), "validation.jsonl:1:"},
 		{"null line", with("pretrain.jsonl", `null`), "pretrain.jsonl:1: not a JSON object"},
 		{"both pretrain files", with("pretrain.txt", "x", "pretrain.jsonl", `{"text":"x"}`), "both pretrain.txt and pretrain.jsonl"},
