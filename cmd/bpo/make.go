@@ -248,7 +248,7 @@ it and continues bit-identically. It is removed after success unless --keep-chec
 func sftCmd() *cobra.Command {
 	var f lmFlags
 	var taskName, dir string
-	var members, rank, join int
+	var members, rank, join, minWords int
 	var alpha float64
 	c := &cobra.Command{
 		Use:   "sft --model DIR --task reviews --members N",
@@ -257,7 +257,8 @@ func sftCmd() *cobra.Command {
 end-of-text, every token predicted), each with its own seed for A and for the data order, and
 write DIR/adapters/member-<m>.safetensors (the folder is replaced). With --join N each example
 is N texts of one group (sft.jsonl's "group": the reviews task's source and label) joined by a
-space, so that the members learn to write N sentences rather than stop at the first full stop.`,
+space, so that the members learn to write N sentences rather than stop at the first full stop;
+--min-words N leaves out the texts of fewer than N words (before the held-out split).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
@@ -280,13 +281,17 @@ space, so that the members learn to write N sentences rather than stop at the fi
 			if len(t.SFT) == 0 {
 				return fmt.Errorf("task %s has no SFT texts", t.Name)
 			}
+			texts, groups := pretrain.KeepLong(t.SFT, t.SFTGroups, minWords)
+			if len(texts) == 0 {
+				return fmt.Errorf("--min-words %d leaves none of task %s's %d SFT texts; lower it", minWords, t.Name, len(t.SFT))
+			}
 			if join > 1 && t.SFTGroups == nil {
 				return fmt.Errorf("--join %d: task %s's sft.jsonl has no \"group\" field; add one per line (texts of one group may be joined) or drop --join", join, t.Name)
 			}
-			fmt.Fprintf(w, "sft: %d members, rank %d, alpha %g, %d steps x %d rows each, lr %g, seed %d, task %s (%d texts, joined by %d)\n",
-				members, rank, alpha, f.o.Steps, f.o.Batch, f.o.LR, f.o.Seed, t.Name, len(t.SFT), max(join, 1))
-			o := pretrain.SFTOptions{LMOptions: f.o, Join: join, Groups: t.SFTGroups}
-			held := pretrain.SFTHeldOut(t.SFT, o)
+			fmt.Fprintf(w, "sft: %d members, rank %d, alpha %g, %d steps x %d rows each, lr %g, seed %d, task %s (%d texts of %d with at least %d words, joined by %d)\n",
+				members, rank, alpha, f.o.Steps, f.o.Batch, f.o.LR, f.o.Seed, t.Name, len(texts), len(t.SFT), minWords, max(join, 1))
+			o := pretrain.SFTOptions{LMOptions: f.o, Join: join, Groups: groups}
+			held := pretrain.SFTHeldOut(texts, o)
 			baseHeld, err := pretrain.NatsPerByte(base, nil, tok, held, f.o.Batch)
 			if err != nil {
 				return err
@@ -301,7 +306,7 @@ space, so that the members learn to write N sentences rather than stop at the fi
 				}
 				return show(p)
 			}
-			adapters, err := pretrain.SFT(base, t.SFT, members, rank, alpha, o)
+			adapters, err := pretrain.SFT(base, texts, members, rank, alpha, o)
 			if err != nil {
 				return err
 			}
@@ -334,6 +339,7 @@ space, so that the members learn to write N sentences rather than stop at the fi
 	fl.IntVar(&rank, "rank", 8, "LoRA rank")
 	fl.Float64Var(&alpha, "alpha", 16, "LoRA alpha")
 	fl.IntVar(&join, "join", 1, "texts of one group per SFT example (sft.jsonl \"group\"), joined by a space")
+	fl.IntVar(&minWords, "min-words", 0, "train only on SFT texts of at least this many words (0: all)")
 	return c
 }
 

@@ -71,7 +71,8 @@ func TestPretrainFloat16(t *testing.T) {
 }
 
 // TestSFTJoin: bpo sft --join 2 trains on pairs of texts of one sft.jsonl group, and refuses a
-// task without groups, naming the flag and the field, before training.
+// task without groups, naming the flag and the field, before training; --min-words that leaves
+// no text is refused the same way.
 func TestSFTJoin(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string) {
@@ -94,7 +95,7 @@ func TestSFTJoin(t *testing.T) {
 	if err := c.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	sft := func(sftJSONL string) (string, error) {
+	sft := func(sftJSONL string, extra ...string) (string, error) {
 		task := t.TempDir()
 		for name, text := range map[string]string{"sft.jsonl": sftJSONL, "prompts.jsonl": `{"prompt":"it was"}`,
 			"eval.jsonl": `{"prompt":"it","reference":" was fine."}`} {
@@ -104,8 +105,8 @@ func TestSFTJoin(t *testing.T) {
 		}
 		var buf bytes.Buffer
 		c := sftCmd()
-		c.SetArgs([]string{"--model", model, "--task", task, "--members", "1", "--rank", "2", "--steps", "2",
-			"--batch", "2", "--join", "2", "--samples", "0", "--prompt", ""})
+		c.SetArgs(append([]string{"--model", model, "--task", task, "--members", "1", "--rank", "2", "--steps", "2",
+			"--batch", "2", "--join", "2", "--samples", "0", "--prompt", ""}, extra...))
 		c.SetOut(&buf)
 		c.SetErr(&buf)
 		err := c.Execute()
@@ -114,14 +115,17 @@ func TestSFTJoin(t *testing.T) {
 	if log, err := sft(plain.String()); err == nil || !strings.Contains(err.Error(), "--join") || !strings.Contains(err.Error(), `"group"`) {
 		t.Fatalf("--join without groups: error %v, want one naming --join and the group field\n%s", err, log)
 	}
-	if _, err := os.Stat(filepath.Join(model, "adapters")); !os.IsNotExist(err) {
-		t.Errorf("the refused run wrote adapters")
+	if log, err := sft(grouped.String(), "--min-words", "9"); err == nil || !strings.Contains(err.Error(), "--min-words 9") {
+		t.Fatalf("--min-words 9: error %v, want one naming --min-words\n%s", err, log)
 	}
-	log, err := sft(grouped.String())
+	if _, err := os.Stat(filepath.Join(model, "adapters")); !os.IsNotExist(err) {
+		t.Errorf("a refused run wrote adapters")
+	}
+	log, err := sft(grouped.String(), "--min-words", "3")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
-	if !strings.Contains(log, "joined by 2") {
+	if !strings.Contains(log, "(60 texts of 60 with at least 3 words, joined by 2)") {
 		t.Errorf("log does not say the texts are joined:\n%s", log)
 	}
 }

@@ -47,3 +47,22 @@ func JoinTexts(texts, groups []string, n int, seed uint64) []string {
 	}
 	return out
 }
+
+// KeepLong returns the texts of at least minWords whitespace-separated words, with their groups
+// (nil groups stay nil), in input order. A task whose held-out examples are sentences of at least
+// some length (the reviews task's: a 2-4-word opening and 4-16 more words) can SFT on training
+// texts of the same population, rather than on three-word sentences ("Love this product.") that
+// teach the members to stop early. minWords <= 1 keeps everything.
+func KeepLong(texts, groups []string, minWords int) ([]string, []string) {
+	var keptT, keptG []string
+	for i, t := range texts {
+		if len(strings.Fields(t)) < minWords {
+			continue
+		}
+		keptT = append(keptT, t)
+		if groups != nil {
+			keptG = append(keptG, groups[i])
+		}
+	}
+	return keptT, keptG
+}

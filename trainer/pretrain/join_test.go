@@ -112,3 +112,24 @@ func TestSFTHeldOutJoinsOnlyHeldOut(t *testing.T) {
 		t.Errorf("SFT with fewer groups than texts: err %v", err)
 	}
 }
+
+func TestKeepLong(t *testing.T) {
+	texts := []string{"Love this product.", "The food was good and hot.", "  a  b\tc d ", ""}
+	for _, tc := range []struct {
+		min        int
+		groups     []string
+		wantT      []string
+		wantGroups []string
+	}{
+		{0, nil, texts, nil},
+		{4, []string{"x", "y", "z", "w"}, []string{"The food was good and hot.", "  a  b\tc d "}, []string{"y", "z"}},
+		{6, nil, []string{"The food was good and hot."}, nil},
+		{7, []string{"x", "y", "z", "w"}, nil, nil},
+	} {
+		gotT, gotG := KeepLong(texts, tc.groups, tc.min)
+		if strings.Join(gotT, "|") != strings.Join(tc.wantT, "|") || len(gotT) != len(tc.wantT) ||
+			strings.Join(gotG, "|") != strings.Join(tc.wantGroups, "|") || (gotG == nil) != (tc.wantGroups == nil) {
+			t.Errorf("KeepLong(min %d) = %q %q, want %q %q", tc.min, gotT, gotG, tc.wantT, tc.wantGroups)
+		}
+	}
+}
