@@ -162,18 +162,18 @@ corpus-v2: ## rebuild corpus v2 (Brown, IMDB reviews, UCI) into $(BPO_CACHE)/cor
 	hack/vendor-data.sh --check --corpus $(CORPUS_V2) --corpus-version 2
 
 .PHONY: small-reviews-v2
-small-reviews-v2: corpus-v2 ## regenerate trainer/task/models/small-reviews-v2, the quickstart's (~50 min on 2 cores)
+small-reviews-v2: corpus-v2 ## regenerate trainer/task/models/small-reviews-v2, the quickstart's (~85 min on 2 idle cores)
 	@mkdir -p bin
 	$(GO) build -o bin/ ./cmd/bpo
 	bin/bpo tokenizer --corpus $(CORPUS_V2) --vocab 4096 --min-frequency 2 --out $(SMALL_REVIEWS_V2)
 	bin/bpo pretrain --corpus $(CORPUS_V2) --tokenizer $(SMALL_REVIEWS_V2) --out $(SMALL_REVIEWS_V2) \
 		--width 192 --layers 4 --heads 6 --context 192 \
-		--steps 1600 --batch 32 --lr 2e-3 --min-lr-ratio 0.1 --warmup 80 --schedule cosine --weight-decay 0.1 \
+		--steps 3200 --batch 32 --lr 2e-3 --min-lr-ratio 0.1 --warmup 80 --schedule cosine --weight-decay 0.1 \
 		--max-grad-norm 1 --layout packed --seed 1 --eval-every 200 --checkpoint-every 100 \
 		--checkpoint-dir $(BPO_CACHE)/small-reviews-v2.ckpt --dtype float16
 	bin/bpo sft --model $(SMALL_REVIEWS_V2) --task reviews --members 8 --rank 8 --alpha 16 \
 		--steps 100 --batch 8 --lr 3e-3 --min-lr-ratio 0.1 --warmup 10 --schedule cosine --weight-decay 0 \
-		--max-grad-norm 1 --seed 1 --eval-every 50
+		--max-grad-norm 1 --seed 1 --eval-every 50 --min-words 8
 
 .PHONY: small-reviews
 small-reviews: corpus ## regenerate trainer/task/models/small-reviews (~1 h on 2 cores)

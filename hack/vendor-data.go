@@ -866,7 +866,7 @@ func (c corpusSpec) validate() error {
 
 const (
 	// imdbBudget is the bytes of IMDB documents in corpus v2: with Brown about 30 MB, so that
-	// 1,600 steps of 32 x 192 tokens read it about 1.3 times and nothing is learnt by heart
+	// 3,200 steps of 32 x 192 tokens read it 2.4 times and nothing is learnt by heart
 	// (corpus v1 repeated the UCI sentences 8 times over 3.3 epochs, and its models ranked
 	// held-out review sentences 0.3 nats/byte worse than the rest of their held-out text).
 	imdbBudget = 24_000_000
