@@ -95,6 +95,9 @@ func chooseEngine() *engine {
 	}
 	e, err := openBLAS()
 	if err != nil {
+		if cgoBuild { // a cgo build meant to use OpenBLAS: say so, once, rather than run 5x slower unseen
+			warnf("bpo/blas: OpenBLAS not loaded (%v): using gonum's pure-Go GEMM, several times slower and with other last bits; install libopenblas0-pthread, or set BPO_BLAS=gonum to choose gonum", err)
+		}
 		return newGonum(err.Error())
 	}
 	return e
