@@ -9,10 +9,10 @@ import (
 // (groups[i]; nil groups: one group), drawn uniformly with replacement from the group's other
 // texts by a PCG stream keyed by seed, and joined by a space. A task whose texts are single
 // sentences (the reviews task's UCI sentences) thereby trains responses of n sentences that
-// share a source and a sentiment: the format a response of "a sentence or two" needs, which a
-// model SFT-trained on single sentences never learns (it ends at the first full stop). A text
-// alone in its group stays alone; n <= 1 returns texts unchanged. Example i always starts with
-// text i, so the examples' openings are the texts' openings.
+// share a source and a sentiment. (Measured on small-reviews-v2 and not used by its recipe: the
+// greedy text grew longer but changed subject mid-review, and fresh-pair accuracy fell; see
+// trainer/task/models/README.md.) A text alone in its group stays alone; n <= 1 returns texts
+// unchanged. Example i always starts with text i, so the examples' openings are the texts'.
 func JoinTexts(texts, groups []string, n int, seed uint64) []string {
 	if n <= 1 {
 		return texts
@@ -52,7 +52,7 @@ func JoinTexts(texts, groups []string, n int, seed uint64) []string {
 // (nil groups stay nil), in input order. A task whose held-out examples are sentences of at least
 // some length (the reviews task's: a 2-4-word opening and 4-16 more words) can SFT on training
 // texts of the same population, rather than on three-word sentences ("Love this product.") that
-// teach the members to stop early. minWords <= 1 keeps everything.
+// teach the members to stop early. minWords <= 0 keeps everything.
 func KeepLong(texts, groups []string, minWords int) ([]string, []string) {
 	var keptT, keptG []string
 	for i, t := range texts {
